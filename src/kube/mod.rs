@@ -1,0 +1,3 @@
+//! Everything that talks to the Kubernetes API server: the REST client, the
+//! list+watch state machine and Lease leader election. No other module opens a
+//! connection to the API server.
