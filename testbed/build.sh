@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
 cache_root=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-job-worker/testbed}
-key=$(cat "$here/versions.env" "$here"/{kube,etcd,kwok}/go.mod "$here"/{kube,etcd,kwok}/go.sum | sha256sum | cut -c1-12)
+key=$( (grep -E "^(KUBE|ETCD|KWOK)_VERSION=" "$here/versions.env"; cat "$here"/{kube,etcd,kwok}/go.mod "$here"/{kube,etcd,kwok}/go.sum) | sha256sum | cut -c1-12)
 dir="$cache_root/${KUBE_VERSION}-${key}"
 bin="$dir/bin"
 mkdir -p "$bin"
