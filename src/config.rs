@@ -1,1 +1,385 @@
-//! TODO
+//! Configuration from the environment (the seed's variable names where one
+//! exists). `Config::from_env` reads every variable once at start-up, applies the
+//! documented defaults and reports every invalid value at once; nothing else in
+//! the worker reads the environment except the AWS credential chain.
+
+use std::time::Duration;
+
+use crate::kube::KubeConfig;
+use crate::message::Limits;
+use crate::render::RenderConfig;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueConfig {
+    Redis {
+        /// `host:port`, `redis://[:password@]host:port[/db]` or `rediss://...`.
+        endpoint: String,
+        db: i64,
+        key_prefix: String,
+    },
+    Sqs {
+        url: String,
+        region: String,
+        dead_letter_url: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub enabled: bool,
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub queue: QueueConfig,
+    pub kube: KubeConfig,
+    pub lease: LeaseConfig,
+    pub limits: Limits,
+    pub render: RenderConfig,
+    /// Upper bound of one blocking receive.
+    pub polling_interval: Duration,
+    /// 0 = unlimited.
+    pub max_concurrent_jobs: usize,
+    pub pod_start_timeout: Duration,
+    pub callback_timeout: Duration,
+    pub callback_retry_horizon: Duration,
+    pub webhook_signing_secret: Option<String>,
+    pub http_port: u16,
+    /// Empty = every namespace (cluster-wide watches).
+    pub allowed_namespaces: Vec<String>,
+    pub shutdown_grace: Duration,
+    pub json_logs: bool,
+}
+
+struct Reader<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn str(&self, name: &str) -> Option<String> {
+        (self.get)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.str(name).unwrap_or_else(|| default.to_string())
+    }
+
+    fn required(&mut self, name: &str, why: &str) -> String {
+        match self.str(name) {
+            Some(v) => v,
+            None => {
+                self.errors.push(format!("{name} is required {why}"));
+                String::new()
+            }
+        }
+    }
+
+    fn num<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
+        match self.str(name) {
+            None => default,
+            Some(v) => match v.parse() {
+                Ok(n) => n,
+                Err(_) => {
+                    self.errors
+                        .push(format!("{name}={v:?} is not a valid number"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn secs(&mut self, name: &str, default: f64) -> Duration {
+        let v: f64 = self.num(name, default);
+        if !(v.is_finite() && v >= 0.0 && v < 1e9) {
+            self.errors
+                .push(format!("{name} must be a non-negative number of seconds"));
+            return Duration::from_secs_f64(default);
+        }
+        Duration::from_secs_f64(v)
+    }
+
+    fn bool(&mut self, name: &str, default: bool) -> bool {
+        match self.str(name).map(|v| v.to_ascii_lowercase()) {
+            None => default,
+            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => true,
+            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => false,
+            Some(v) => {
+                self.errors
+                    .push(format!("{name}={v:?} is not a boolean (true/false)"));
+                default
+            }
+        }
+    }
+
+    fn pair(&mut self, name: &str, default: Option<(&str, &str)>) -> Option<(String, String)> {
+        match self.str(name) {
+            None => default.map(|(k, v)| (k.to_string(), v.to_string())),
+            Some(v) if v == "-" || v.eq_ignore_ascii_case("none") => None,
+            Some(v) => match v.split_once('=') {
+                Some((k, val)) if !k.is_empty() => Some((k.to_string(), val.to_string())),
+                _ => {
+                    self.errors
+                        .push(format!("{name}={v:?} must be key=value (or \"none\")"));
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration through `get` (the process environment in
+    /// production, a map in tests). Every problem is reported in one error.
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let mut r = Reader {
+            get,
+            errors: Vec::new(),
+        };
+        let queue_type = r.string("QUEUE_TYPE", "redis").to_ascii_lowercase();
+        let queue = match queue_type.as_str() {
+            "redis" => QueueConfig::Redis {
+                endpoint: r.required("REDIS_ENDPOINT", "when QUEUE_TYPE=redis"),
+                db: r.num("REDIS_DB", 0),
+                key_prefix: r.string("REDIS_JOB_KEY_PREFIX", "job-worker-"),
+            },
+            "sqs" => {
+                let url = r.required("AWS_SQS_URL", "when QUEUE_TYPE=sqs");
+                let region = r
+                    .str("AWS_SQS_REGION")
+                    .or_else(|| r.str("AWS_REGION"))
+                    .or_else(|| region_from_sqs_url(&url))
+                    .unwrap_or_default();
+                if region.is_empty() {
+                    r.errors
+                        .push("AWS_SQS_REGION is required when QUEUE_TYPE=sqs".into());
+                }
+                QueueConfig::Sqs {
+                    url,
+                    region,
+                    dead_letter_url: r.str("AWS_SQS_DEAD_LETTER_URL"),
+                }
+            }
+            other => {
+                r.errors
+                    .push(format!("QUEUE_TYPE={other:?} must be redis or sqs"));
+                QueueConfig::Redis {
+                    endpoint: String::new(),
+                    db: 0,
+                    key_prefix: String::new(),
+                }
+            }
+        };
+        let kube = match KubeConfig::from_env(get) {
+            Ok(k) => k,
+            Err(e) => {
+                r.errors.push(e);
+                KubeConfig {
+                    api_url: String::new(),
+                    token_file: None,
+                    ca_file: None,
+                }
+            }
+        };
+        let enabled = r.bool("LEADER_ELECTION", true);
+        let lease = LeaseConfig {
+            enabled,
+            name: r.string("LEADER_ELECTION_LOCK_NAME", "aws-sqs-job-worker-lock"),
+            namespace: if enabled {
+                r.required("POD_NAMESPACE", "for the leader-election Lease")
+            } else {
+                r.string("POD_NAMESPACE", "default")
+            },
+            identity: if enabled {
+                r.required("POD_NAME", "as the leader-election identity")
+            } else {
+                r.string("POD_NAME", "k8s-job-worker")
+            },
+            lease_duration: r.secs("LEASE_DURATION", 15.0),
+            renew_deadline: r.secs("RENEW_DEADLINE", 10.0),
+            retry_period: r.secs("RETRY_PERIOD", 2.0),
+        };
+        if lease.enabled
+            && !(lease.lease_duration > lease.renew_deadline
+                && lease.renew_deadline > lease.retry_period.mul_f64(1.2))
+        {
+            r.errors.push(format!(
+                "leader election needs LEASE_DURATION > RENEW_DEADLINE > 1.2 × RETRY_PERIOD (got {:?}, {:?}, {:?})",
+                lease.lease_duration, lease.renew_deadline, lease.retry_period
+            ));
+        }
+        let active_deadline_max: i64 = r.num("ACTIVE_DEADLINE_SECONDS_MAX", 86_400);
+        if active_deadline_max < 60 {
+            r.errors
+                .push("ACTIVE_DEADLINE_SECONDS_MAX must be at least 60".into());
+        }
+        let limits = Limits {
+            active_deadline_max,
+            max_message_bytes: r.num("MAX_MESSAGE_BYTES", 256 * 1024),
+        };
+        let render = RenderConfig {
+            instance: r.string("WORKER_INSTANCE", "default"),
+            gpu_node_selector: r.pair(
+                "GPU_NODE_SELECTOR",
+                Some(("nvidia.com/gpu.present", "true")),
+            ),
+            gpu_toleration: r.pair("GPU_TOLERATION", Some(("nvidia.com/gpu", "present"))),
+            istio_inject_false: r.bool("ISTIO_SIDECAR_INJECT_FALSE", true),
+        };
+        if !is_label_value(&render.instance) || render.instance.is_empty() {
+            r.errors.push(format!(
+                "WORKER_INSTANCE={:?} must be a valid label value",
+                render.instance
+            ));
+        }
+        let polling_interval = r.secs("POLLING_INTERVAL", 5.0);
+        let cfg = Config {
+            queue,
+            kube,
+            lease,
+            limits,
+            render,
+            polling_interval: polling_interval.max(Duration::from_millis(100)),
+            max_concurrent_jobs: r.num("MAX_CONCURRENT_JOBS", 0),
+            pod_start_timeout: r.secs("POD_START_TIMEOUT", 600.0),
+            callback_timeout: r.secs("CALLBACK_TIMEOUT", 10.0),
+            callback_retry_horizon: r.secs("CALLBACK_RETRY_HORIZON", 3600.0),
+            webhook_signing_secret: r.str("WEBHOOK_SIGNING_SECRET"),
+            http_port: r.num("HTTP_SERVER_PORT", 8080),
+            allowed_namespaces: r
+                .string("ALLOWED_NAMESPACES", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            shutdown_grace: r.secs("SHUTDOWN_GRACE", 20.0),
+            json_logs: r.string("LOG_FORMAT", "text").eq_ignore_ascii_case("json"),
+        };
+        if r.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(r.errors.join("; "))
+        }
+    }
+
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Config, String> {
+        Config::from_env(&|k| std::env::var(k).ok())
+    }
+}
+
+/// `https://sqs.eu-west-1.amazonaws.com/...` → `eu-west-1`.
+fn region_from_sqs_url(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?.split('/').next()?;
+    let mut parts = host.split('.');
+    (parts.next()? == "sqs")
+        .then(|| parts.next().map(str::to_string))
+        .flatten()
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && (v.is_empty()
+            || (v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_env(&move |k| m.get(k).cloned())
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("KUBE_API_URL", "http://127.0.0.1:8001"),
+        ("POD_NAME", "w-1"),
+        ("POD_NAMESPACE", "jobs"),
+    ];
+
+    #[test]
+    fn defaults_follow_the_seed_table() {
+        let mut p = BASE.to_vec();
+        p.push(("REDIS_ENDPOINT", "127.0.0.1:6379"));
+        let c = cfg(&p).expect("valid");
+        assert_eq!(
+            c.queue,
+            QueueConfig::Redis {
+                endpoint: "127.0.0.1:6379".into(),
+                db: 0,
+                key_prefix: "job-worker-".into()
+            }
+        );
+        assert_eq!(c.lease.name, "aws-sqs-job-worker-lock");
+        assert_eq!(c.polling_interval, Duration::from_secs(5));
+        assert_eq!(c.limits.active_deadline_max, 86_400);
+        assert_eq!(c.lease.lease_duration, Duration::from_secs(15));
+        assert_eq!(c.http_port, 8080);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = cfg(&[
+            ("QUEUE_TYPE", "sqs"),
+            ("KUBE_API_URL", "http://x"),
+            ("POLLING_INTERVAL", "abc"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("AWS_SQS_URL is required"), "{e}");
+        assert!(e.contains("POD_NAMESPACE is required"), "{e}");
+        assert!(e.contains("POLLING_INTERVAL=\"abc\""), "{e}");
+    }
+
+    #[test]
+    fn lease_timing_must_be_ordered() {
+        let mut p = BASE.to_vec();
+        p.extend([
+            ("REDIS_ENDPOINT", "x:1"),
+            ("LEASE_DURATION", "10"),
+            ("RENEW_DEADLINE", "10"),
+        ]);
+        assert!(
+            cfg(&p)
+                .unwrap_err()
+                .contains("LEASE_DURATION > RENEW_DEADLINE")
+        );
+        let mut p = BASE.to_vec();
+        p.extend([
+            ("REDIS_ENDPOINT", "x:1"),
+            ("RENEW_DEADLINE", "2.4"),
+            ("RETRY_PERIOD", "2"),
+        ]);
+        assert!(cfg(&p).is_err(), "2.4 is not > 1.2 × 2");
+    }
+
+    #[test]
+    fn sqs_region_falls_back_to_the_queue_url() {
+        let mut p = BASE.to_vec();
+        p.extend([
+            ("QUEUE_TYPE", "sqs"),
+            ("AWS_SQS_URL", "https://sqs.eu-west-1.amazonaws.com/1/q"),
+        ]);
+        match cfg(&p).expect("valid").queue {
+            QueueConfig::Sqs { region, .. } => assert_eq!(region, "eu-west-1"),
+            q => panic!("{q:?}"),
+        }
+    }
+}

@@ -1,1 +1,134 @@
-//! TODO
+//! The HTTP endpoint (tiny_http, one port): /healthz (liveness: the process's
+//! threads are alive), /readyz (readiness: configuration loaded, API server
+//! reachable, and the queue loop or lease loop alive), /metrics (Prometheus
+//! text 0.0.4) and GET /jobs/{id} (what the worker knows of a message). Reads
+//! shared state only; never blocks on the API server or the queue.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::tracker::Board;
+
+/// State the endpoint reports; written by the threads that own each fact.
+#[derive(Default)]
+pub struct Health {
+    /// False when a thread died or stopped making progress.
+    pub alive: AtomicBool,
+    /// Readiness (see module docs).
+    pub ready: AtomicBool,
+    pub leader: AtomicBool,
+    /// The current leader's message board, while leading.
+    pub board: Mutex<Option<Board>>,
+}
+
+fn respond(req: tiny_http::Request, code: u16, ctype: &str, body: String) {
+    let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
+    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()) {
+        resp = resp.with_header(h);
+    }
+    let _ = req.respond(resp);
+}
+
+/// Percent-decodes a path segment.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Starts the server on `0.0.0.0:port` (port 0 picks a free one); returns the
+/// bound port and the thread.
+pub fn serve(port: u16, health: Arc<Health>) -> Result<(u16, JoinHandle<()>), String> {
+    let server = tiny_http::Server::http(("0.0.0.0", port))
+        .map_err(|e| format!("http: cannot listen on port {port}: {e}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .map(|a| a.port())
+        .unwrap_or(port);
+    let h = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let path = req.url().split('?').next().unwrap_or("").to_string();
+                if *req.method() != tiny_http::Method::Get {
+                    respond(req, 405, "text/plain", "method not allowed\n".into());
+                    continue;
+                }
+                match path.as_str() {
+                    "/healthz" => {
+                        if health.alive.load(Ordering::SeqCst) {
+                            respond(req, 200, "text/plain", "ok\n".into());
+                        } else {
+                            respond(req, 503, "text/plain", "a worker thread stopped\n".into());
+                        }
+                    }
+                    "/readyz" => {
+                        if health.ready.load(Ordering::SeqCst) {
+                            respond(req, 200, "text/plain", "ok\n".into());
+                        } else {
+                            respond(req, 503, "text/plain", "not ready\n".into());
+                        }
+                    }
+                    "/metrics" => respond(
+                        req,
+                        200,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        crate::metrics::render(),
+                    ),
+                    p if p.starts_with("/jobs/") => {
+                        let id = decode(&p["/jobs/".len()..]);
+                        let board = health
+                            .board
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone();
+                        let view = board.and_then(|b| {
+                            b.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get(&id)
+                                .cloned()
+                        });
+                        match view.and_then(|v| serde_json::to_string(&v).ok()) {
+                            Some(json) => respond(req, 200, "application/json", json),
+                            None => respond(
+                                req,
+                                404,
+                                "application/json",
+                                "{\"error\":\"unknown message id\"}".into(),
+                            ),
+                        }
+                    }
+                    _ => respond(req, 404, "text/plain", "not found\n".into()),
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((bound, h))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_percent_decoded() {
+        assert_eq!(super::decode("a%20b%2Fc"), "a b/c");
+        assert_eq!(super::decode("bad%zz%"), "bad%zz%");
+        assert_eq!(super::decode("%"), "%");
+    }
+}

@@ -1,1 +1,385 @@
-//! TODO
+//! Intake, the poller thread: receives messages from the queue, validates and
+//! renders each, creates its Job, and settles the message only once its outcome
+//! is durable — the Job exists (ack), or the message was dead-lettered with its
+//! reason, or its 99 callback was settled (SQS without a dead-letter queue).
+//! Transient API errors leave the message in the queue with a growing delay.
+//! At MAX_CONCURRENT_JOBS live Jobs it stops receiving (back-pressure); it never
+//! sleeps between receives while messages flow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::{Value, json};
+
+use crate::callbacks::{Callback, CallbackMsg};
+use crate::kube::Client;
+use crate::kube::watch::Backoff;
+use crate::message::{self, Limits};
+use crate::metrics;
+use crate::queue::{Handle, Queue, QueueError, Received};
+use crate::render::{self, ANN_MESSAGE_ID, RenderConfig};
+use crate::tracker::{LiveJobs, TrackerMsg};
+
+/// Everything intake needs; built by `worker.rs`.
+pub struct Intake {
+    pub queue: Box<dyn Queue>,
+    pub kube: Client,
+    pub limits: Limits,
+    pub render: RenderConfig,
+    pub policy: crate::policy::Policy,
+    pub tracker: Sender<TrackerMsg>,
+    pub callbacks: Sender<CallbackMsg>,
+    /// Tokens of 99 callbacks whose outcome is final (from the callback hooks).
+    pub settled: Receiver<u64>,
+    pub live: Arc<LiveJobs>,
+    pub max_concurrent_jobs: usize,
+    pub polling_interval: Duration,
+    /// How long an SQS message stays hidden while its 99 callback is retried.
+    pub callback_horizon: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
+struct Pending {
+    handle: Handle,
+    body: Vec<u8>,
+    reason: String,
+}
+
+/// Outcome of one message.
+enum Outcome {
+    Ack,
+    Later(Duration),
+    Rejected,
+}
+
+fn retry_delay(receive_count: u32) -> Duration {
+    let n = receive_count.clamp(1, 8) - 1;
+    Duration::from_secs(5u64 << n).min(Duration::from_secs(300))
+}
+
+impl Intake {
+    /// Runs until `stop` is set; then returns (the caller joins).
+    pub fn run(mut self) {
+        let mut backoff = Backoff::new(std::process::id() as u64);
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let mut next_token: u64 = 1;
+        // Take back what a previous consumer left half-done.
+        while !self.stop.load(Ordering::SeqCst) {
+            match self.queue.recover() {
+                Ok(n) => {
+                    if n > 0 {
+                        log::info!(
+                            "intake: recovered {n} message(s) left in processing by a previous consumer"
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.queue_error("recover", &e);
+                    std::thread::sleep(backoff.next_delay());
+                }
+            }
+        }
+        backoff.reset();
+        while !self.stop.load(Ordering::SeqCst) {
+            self.settle(&mut pending);
+            let room = self
+                .live
+                .wait_for_room(self.max_concurrent_jobs, Duration::from_millis(500));
+            if room == 0 {
+                continue; // back-pressure: at the cap, receive nothing
+            }
+            let max = room.min(10);
+            let batch = match self.queue.receive(max, self.polling_interval) {
+                Ok(b) => {
+                    backoff.reset();
+                    b
+                }
+                Err(e) => {
+                    self.queue_error("receive", &e);
+                    std::thread::sleep(backoff.next_delay());
+                    continue;
+                }
+            };
+            let mut acks = Vec::new();
+            for m in batch {
+                metrics::inc("messages_received_total", &[("queue", self.queue.kind())]);
+                match self.process(&m, &mut pending, &mut next_token) {
+                    Outcome::Ack => acks.push(m.handle.clone()),
+                    Outcome::Later(d) => {
+                        if let Err(e) = self.queue.retry_later(&m.handle, d) {
+                            self.queue_error("retry_later", &e);
+                        }
+                    }
+                    Outcome::Rejected => {}
+                }
+            }
+            if !acks.is_empty() {
+                match self.queue.ack(&acks) {
+                    Ok(()) => metrics::add(
+                        "messages_acknowledged_total",
+                        &[("queue", self.queue.kind())],
+                        acks.len() as f64,
+                    ),
+                    // Redelivery is harmless: the Job exists and is adopted.
+                    Err(e) => self.queue_error("ack", &e),
+                }
+            }
+        }
+        self.settle(&mut pending);
+        log::info!(
+            "intake: stopped ({} rejected message(s) still waiting for their 99 callback)",
+            pending.len()
+        );
+    }
+
+    fn queue_error(&self, op: &str, e: &QueueError) {
+        let kind = match e {
+            QueueError::Transient(_) => "transient",
+            QueueError::Auth(_) => "auth",
+            QueueError::Permanent(_) => "permanent",
+        };
+        metrics::inc("queue_errors_total", &[("op", op), ("kind", kind)]);
+        match e {
+            QueueError::Auth(_) => log::error!("intake: {op}: {e}"),
+            _ => log::warn!("intake: {op}: {e}"),
+        }
+    }
+
+    fn settle(&mut self, pending: &mut HashMap<u64, Pending>) {
+        while let Ok(token) = self.settled.try_recv() {
+            if let Some(p) = pending.remove(&token) {
+                match self.queue.dead_letter(&p.handle, &p.body, &p.reason) {
+                    Ok(()) => metrics::inc(
+                        "messages_acknowledged_total",
+                        &[("queue", self.queue.kind())],
+                    ),
+                    Err(e) => self.queue_error("dead_letter", &e),
+                }
+            }
+        }
+    }
+
+    fn process(
+        &mut self,
+        m: &Received,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) -> Outcome {
+        let msg = match message::parse(&m.body, &self.limits) {
+            Ok(msg) => msg,
+            Err(rej) => {
+                let text = rej.to_string();
+                return self.reject(
+                    m,
+                    rej.code,
+                    &text,
+                    rej.id,
+                    rej.webhook_url,
+                    pending,
+                    next_token,
+                );
+            }
+        };
+        if let Err(denied) = self.policy.check(&msg) {
+            return self.reject(
+                m,
+                "POLICY_DENIED",
+                &denied,
+                Some(msg.id.clone()),
+                msg.webhook_url.clone(),
+                pending,
+                next_token,
+            );
+        }
+        let job = render::render(&msg, &self.render);
+        let ns = msg.job.namespace.clone();
+        let name = job
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let key = format!("{ns}/{name}");
+        let path = format!("/apis/batch/v1/namespaces/{ns}/jobs");
+        match self.kube.post(&path, &job, &format!("create job {key}")) {
+            Ok(created) => {
+                log::info!("message {} job {key}: created", msg.id);
+                metrics::inc("jobs_created_total", &[]);
+                self.live.insert(&key);
+                let _ = self.tracker.send(TrackerMsg::Created {
+                    job: created,
+                    received_at: m.received_at,
+                });
+                Outcome::Ack
+            }
+            Err(e) if e.code() == Some(409) => self.adopt(m, &msg, &key, pending, next_token),
+            Err(e) => {
+                let code = e
+                    .code()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "transport".into());
+                metrics::inc("job_create_errors_total", &[("code", &code)]);
+                if e.is_transient() {
+                    let d = retry_delay(m.receive_count);
+                    log::warn!(
+                        "message {} job {key}: {e}; retrying in {} s",
+                        msg.id,
+                        d.as_secs()
+                    );
+                    Outcome::Later(d)
+                } else {
+                    let text = format!("cannot create Job {key}: {}", e.api_message());
+                    self.reject(
+                        m,
+                        "JOB_CREATE_FAILED",
+                        &text,
+                        Some(msg.id.clone()),
+                        msg.webhook_url.clone(),
+                        pending,
+                        next_token,
+                    )
+                }
+            }
+        }
+    }
+
+    /// The Job name exists: adopt it when it is this message's Job.
+    fn adopt(
+        &mut self,
+        m: &Received,
+        msg: &message::Message,
+        key: &str,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) -> Outcome {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        match self.kube.get(
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+            &format!("get job {key}"),
+        ) {
+            Ok(existing) => {
+                let owner = existing
+                    .pointer(&format!(
+                        "/metadata/annotations/{}",
+                        ANN_MESSAGE_ID.replace('/', "~1")
+                    ))
+                    .and_then(Value::as_str);
+                if owner == Some(msg.id.as_str()) {
+                    log::info!("message {} job {key}: already exists, adopted", msg.id);
+                    metrics::inc("jobs_adopted_total", &[]);
+                    let _ = self.tracker.send(TrackerMsg::Created {
+                        job: existing,
+                        received_at: m.received_at,
+                    });
+                    Outcome::Ack
+                } else {
+                    let text = format!(
+                        "Job {key} already exists for another message; choose another job.prefixName or id"
+                    );
+                    self.reject(
+                        m,
+                        "JOB_NAME_CONFLICT",
+                        &text,
+                        Some(msg.id.clone()),
+                        msg.webhook_url.clone(),
+                        pending,
+                        next_token,
+                    )
+                }
+            }
+            // Deleted between our create and get: try again soon.
+            Err(e) if e.code() == Some(404) || e.is_transient() => Outcome::Later(retry_delay(1)),
+            Err(e) => {
+                let text = format!("cannot read existing Job {key}: {}", e.api_message());
+                self.reject(
+                    m,
+                    "JOB_CREATE_FAILED",
+                    &text,
+                    Some(msg.id.clone()),
+                    msg.webhook_url.clone(),
+                    pending,
+                    next_token,
+                )
+            }
+        }
+    }
+
+    /// A message that can never succeed: record it, tell its sender (99).
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        m: &Received,
+        code: &str,
+        text: &str,
+        id: Option<String>,
+        url: Option<String>,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) -> Outcome {
+        metrics::inc("messages_rejected_total", &[("reason", code)]);
+        log::warn!(
+            "message {}: rejected {code}: {text}",
+            id.as_deref().unwrap_or("<no id>")
+        );
+        let reason = format!("{code}: {text}");
+        let Some(id) = id else {
+            // Nobody to tell: the dead-letter record is the outcome.
+            if let Err(e) = self.queue.dead_letter(&m.handle, &m.body, &reason) {
+                self.queue_error("dead_letter", &e);
+            }
+            return Outcome::Rejected;
+        };
+        let mut token = None;
+        if self.queue.dead_letter_is_durable() || url.is_none() {
+            if let Err(e) = self.queue.dead_letter(&m.handle, &m.body, &reason) {
+                self.queue_error("dead_letter", &e);
+            }
+        } else {
+            // Keep the message hidden until its 99 callback is settled.
+            if let Err(e) = self
+                .queue
+                .retry_later(&m.handle, self.callback_horizon + Duration::from_secs(60))
+            {
+                self.queue_error("retry_later", &e);
+            }
+            let t = *next_token;
+            *next_token += 1;
+            pending.insert(
+                t,
+                Pending {
+                    handle: m.handle.clone(),
+                    body: m.body.clone(),
+                    reason,
+                },
+            );
+            token = Some(t);
+        }
+        let _ = self.callbacks.send(CallbackMsg::Send(Callback {
+            message_id: id,
+            status: 99,
+            detail: json!({"error": {"errorCode": code, "message": text}}),
+            url,
+            job: None,
+            token,
+            queued_at: Instant::now(),
+        }));
+        Outcome::Rejected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        assert_eq!(retry_delay(0), Duration::from_secs(5));
+        assert_eq!(retry_delay(1), Duration::from_secs(5));
+        assert_eq!(retry_delay(2), Duration::from_secs(10));
+        assert_eq!(retry_delay(7), Duration::from_secs(300));
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod callbacks;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod intake;
@@ -11,6 +12,7 @@ pub mod kube;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod policy;
 pub mod quantity;
 pub mod queue;
 pub mod render;

@@ -1,2 +1,215 @@
-//! Command-line entry point.
-fn main() {}
+//! Command-line entry point (std only): `run` (the default), `validate`,
+//! `render`, `enqueue`, `--help`, `--version`. Exit codes: 0 success, 1 the
+//! input was invalid (validate/render) or the worker failed at run time, 2 bad
+//! usage or configuration.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_job_worker::config::Config;
+use k8s_job_worker::http::{self, Health};
+use k8s_job_worker::kube::Client;
+use k8s_job_worker::message::{self, Limits};
+use k8s_job_worker::render::{self, RenderConfig};
+use k8s_job_worker::{VERSION, logging, metrics, signal, worker};
+
+const HELP: &str = "\
+k8s-job-worker — turns queue messages (AWS SQS or Redis) into Kubernetes Jobs
+and reports their progress to each message's webhook.
+
+USAGE:
+    k8s-job-worker [run]          run the worker (configured by environment; see README)
+    k8s-job-worker validate FILE  check a message (FILE or - for stdin); print each problem
+    k8s-job-worker render FILE    print the Job the worker would create for a message
+    k8s-job-worker enqueue FILE   push a message onto the configured Redis list or SQS queue
+    k8s-job-worker --help | --version
+
+EXIT CODES:
+    0  success
+    1  invalid message (validate, render), send failure (enqueue), or a fatal run-time error
+    2  bad usage or invalid configuration
+";
+
+fn read_input(arg: Option<&String>) -> Result<Vec<u8>, String> {
+    match arg.map(String::as_str) {
+        None => Err("missing FILE (use - for standard input)".into()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok(buf)
+        }
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")),
+    }
+}
+
+/// Limits and render settings from the environment, without requiring the
+/// run-time variables (queue, API server) that validate/render do not need.
+fn offline_settings() -> (Limits, RenderConfig) {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.push(("LEADER_ELECTION".into(), "false".into()));
+    env.push(("KUBE_API_URL".into(), "http://offline.invalid".into()));
+    env.push(("REDIS_ENDPOINT".into(), "offline.invalid:1".into()));
+    env.push(("QUEUE_TYPE".into(), "redis".into()));
+    let get = move |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    match Config::from_env(&get) {
+        Ok(c) => (c.limits, c.render),
+        Err(_) => (Limits::default(), RenderConfig::default()),
+    }
+}
+
+fn validate_cmd(arg: Option<&String>, print_job: bool) -> ExitCode {
+    let body = match read_input(arg) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (limits, rcfg) = offline_settings();
+    match message::parse(&body, &limits) {
+        Ok(msg) => {
+            if print_job {
+                let job = render::render(&msg, &rcfg);
+                println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+            } else {
+                println!(
+                    "ok: message {} → Job {}/{}",
+                    msg.id,
+                    msg.job.namespace,
+                    render::job_name(&msg.job.prefix_name, &msg.id)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(rej) => {
+            for p in &rej.problems {
+                let field = if p.field.is_empty() {
+                    "(message)"
+                } else {
+                    p.field.as_str()
+                };
+                println!("{}: {field}: {}", rej.code, p.message);
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn enqueue_cmd(arg: Option<&String>) -> ExitCode {
+    let body = match read_input(arg) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match Config::from_env(&|k| {
+        std::env::var(k).ok().or_else(|| match k {
+            "LEADER_ELECTION" => Some("false".into()),
+            "KUBE_API_URL" => Some("http://unused.invalid".into()),
+            _ => None,
+        })
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut q = match worker::open_queue(&cfg) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match q.send(&body) {
+        Ok(()) => {
+            println!("enqueued {} bytes on {}", body.len(), q.kind());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> ExitCode {
+    let cfg = match Config::from_process_env() {
+        Ok(c) => c,
+        Err(e) => {
+            logging::init(false);
+            log::error!("configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(cfg.json_logs);
+    signal::install();
+    metrics::set("build_info", &[("version", VERSION)], 1.0);
+    metrics::set("leader", &[], 0.0);
+    let kube = match Client::new(&cfg.kube) {
+        Ok(k) => k,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let health = Arc::new(Health::default());
+    health.alive.store(true, Ordering::SeqCst);
+    let port = match http::serve(cfg.http_port, health.clone()) {
+        Ok((p, _)) => p,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!(
+        "k8s-job-worker {VERSION} serving health and metrics on port {port}; API server {}",
+        kube.base_url()
+    );
+    let outcome = worker::run_elected(&cfg, kube, health);
+    match outcome {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        None | Some("run") => run(),
+        Some("-h" | "--help" | "help") => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Some("-V" | "--version" | "version") => {
+            println!("k8s-job-worker {VERSION}");
+            ExitCode::SUCCESS
+        }
+        Some("validate") => validate_cmd(args.get(2), false),
+        Some("render") => validate_cmd(args.get(2), true),
+        Some("enqueue") => enqueue_cmd(args.get(2)),
+        Some(other) => {
+            eprintln!("error: unknown command {other:?}\n\n{HELP}");
+            let _ = Duration::ZERO;
+            ExitCode::from(2)
+        }
+    }
+}

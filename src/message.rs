@@ -32,7 +32,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { active_deadline_max: 86_400, max_message_bytes: 256 * 1024 }
+        Limits {
+            active_deadline_max: 86_400,
+            max_message_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -117,4 +120,16 @@ pub struct Message {
 pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     let _ = (body, limits);
     todo!("helper A")
+}
+
+// TEMPORARY until the message branch lands.
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
+        write!(f, "invalid message: {}", parts.join("; "))
+    }
 }

@@ -1,2 +1,304 @@
-//! Redis list queue: BLMOVE from `<prefix>queue` to `<prefix>processing`, LREM on
-//! ack, `<prefix>dead` for rejected messages, with reconnect and backoff.
+//! Redis list queue. Producers LPUSH onto `<prefix>queue`; the worker BLMOVEs
+//! the oldest entry (RIGHT) onto `<prefix>processing` (LEFT), so a received
+//! message stays durable in Redis until it is settled: LREM on ack, LPUSH to
+//! `<prefix>dead` (with the reason) plus LREM in one MULTI on dead-letter.
+//! Entries stranded in the processing list by a crashed consumer are moved back
+//! by `recover`. A broken connection is dropped and re-opened on the next call.
+
+use std::time::{Duration, Instant};
+
+use super::{Handle, Queue, QueueError, Received};
+
+pub struct RedisQueue {
+    client: redis::Client,
+    conn: Option<redis::Connection>,
+    queue_key: String,
+    processing_key: String,
+    dead_key: String,
+    /// Messages told to retry later: still in the processing list, handed out
+    /// again once due.
+    deferred: Vec<(Instant, Received)>,
+}
+
+/// Builds a connection URL from REDIS_ENDPOINT (host:port or a redis:// URL) and REDIS_DB.
+pub fn connection_url(endpoint: &str, db: i64) -> Result<String, QueueError> {
+    if endpoint.starts_with("rediss://") {
+        return Err(QueueError::Permanent(
+            "rediss:// (TLS) is not supported by this build; use a TLS-terminating proxy or redis://".into(),
+        ));
+    }
+    let url = if endpoint.starts_with("redis://") {
+        endpoint.to_string()
+    } else {
+        format!("redis://{endpoint}")
+    };
+    // Append the database unless the URL names one already.
+    let after_host = url.trim_start_matches("redis://");
+    Ok(if after_host.contains('/') {
+        url
+    } else {
+        format!("{url}/{db}")
+    })
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+fn classify(op: &str, e: redis::RedisError) -> QueueError {
+    let msg = format!("redis {op}: {e}");
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        QueueError::Transient(msg)
+    } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) {
+        QueueError::Auth(msg)
+    } else {
+        QueueError::Transient(msg)
+    }
+}
+
+impl RedisQueue {
+    pub fn new(endpoint: &str, db: i64, key_prefix: &str) -> Result<RedisQueue, QueueError> {
+        let url = connection_url(endpoint, db)?;
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| QueueError::Permanent(format!("redis endpoint {}: {e}", redact(&url))))?;
+        Ok(RedisQueue {
+            client,
+            conn: None,
+            queue_key: format!("{key_prefix}queue"),
+            processing_key: format!("{key_prefix}processing"),
+            dead_key: format!("{key_prefix}dead"),
+            deferred: Vec::new(),
+        })
+    }
+
+    /// The list producers push to.
+    pub fn queue_key(&self) -> &str {
+        &self.queue_key
+    }
+
+    fn conn(&mut self) -> Result<&mut redis::Connection, QueueError> {
+        if self.conn.is_none() {
+            let c = self
+                .client
+                .get_connection_with_timeout(Duration::from_secs(5))
+                .map_err(|e| classify("connect", e))?;
+            self.conn = Some(c);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| QueueError::Transient("redis: no connection".into()))
+    }
+
+    /// Runs `f` on the connection; drops the connection on any error so the next
+    /// call reconnects.
+    fn with<T>(
+        &mut self,
+        op: &str,
+        read_timeout: Duration,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, QueueError> {
+        let conn = self.conn()?;
+        let _ = conn.set_read_timeout(Some(read_timeout));
+        match f(conn) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.conn = None;
+                Err(classify(op, e))
+            }
+        }
+    }
+
+    fn received(raw: Vec<u8>) -> Received {
+        Received {
+            body: raw.clone(),
+            handle: Handle::Redis { raw },
+            received_at: Instant::now(),
+            receive_count: 1,
+        }
+    }
+}
+
+impl Queue for RedisQueue {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        let max = max.max(1);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.deferred.len() && out.len() < max {
+            if self.deferred[i].0 <= now {
+                let (_, mut r) = self.deferred.remove(i);
+                r.receive_count += 1;
+                r.received_at = now;
+                out.push(r);
+            } else {
+                i += 1;
+            }
+        }
+        if out.len() >= max {
+            return Ok(out);
+        }
+        // Block only when nothing is due, and never past the next deferred entry.
+        let mut block = if out.is_empty() { wait } else { Duration::ZERO };
+        if let Some(next) = self.deferred.iter().map(|(due, _)| *due).min() {
+            block = block.min(next.saturating_duration_since(now));
+        }
+        let (q, p) = (self.queue_key.clone(), self.processing_key.clone());
+        if !block.is_zero() {
+            // BLMOVE takes fractional seconds; 0 would mean forever.
+            let secs = block.as_secs_f64().max(0.01);
+            let got: Option<Vec<u8>> =
+                self.with("BLMOVE", block + Duration::from_secs(5), |c| {
+                    redis::cmd("BLMOVE")
+                        .arg(&q)
+                        .arg(&p)
+                        .arg("RIGHT")
+                        .arg("LEFT")
+                        .arg(format!("{secs:.3}"))
+                        .query(c)
+                })?;
+            match got {
+                Some(raw) => out.push(Self::received(raw)),
+                None => return Ok(out),
+            }
+        }
+        while out.len() < max {
+            let got: Option<Vec<u8>> = self.with("LMOVE", Duration::from_secs(5), |c| {
+                redis::cmd("LMOVE")
+                    .arg(&q)
+                    .arg(&p)
+                    .arg("RIGHT")
+                    .arg("LEFT")
+                    .query(c)
+            })?;
+            match got {
+                Some(raw) => out.push(Self::received(raw)),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn ack(&mut self, handles: &[Handle]) -> Result<(), QueueError> {
+        let p = self.processing_key.clone();
+        for h in handles {
+            if let Handle::Redis { raw } = h {
+                self.deferred.retain(|(_, r)| r.handle != *h);
+                let _: i64 = self.with("LREM", Duration::from_secs(5), |c| {
+                    redis::cmd("LREM").arg(&p).arg(1).arg(raw).query(c)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn retry_later(&mut self, handle: &Handle, delay: Duration) -> Result<(), QueueError> {
+        if let Handle::Redis { raw } = handle {
+            self.deferred.retain(|(_, r)| r.handle != *handle);
+            let mut r = Self::received(raw.clone());
+            r.receive_count = 1;
+            self.deferred.push((Instant::now() + delay, r));
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        handle: &Handle,
+        body: &[u8],
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let Handle::Redis { raw } = handle else {
+            return Ok(());
+        };
+        let record = serde_json::json!({
+            "reason": reason,
+            "body": String::from_utf8_lossy(body),
+            "at": crate::clock::now_rfc3339(),
+        })
+        .to_string();
+        let (p, d) = (self.processing_key.clone(), self.dead_key.clone());
+        self.deferred.retain(|(_, r)| r.handle != *handle);
+        let _: () = self.with("MULTI LPUSH LREM", Duration::from_secs(5), |c| {
+            redis::pipe()
+                .atomic()
+                .cmd("LPUSH")
+                .arg(&d)
+                .arg(&record)
+                .ignore()
+                .cmd("LREM")
+                .arg(&p)
+                .arg(1)
+                .arg(raw)
+                .ignore()
+                .query(c)
+        })?;
+        Ok(())
+    }
+
+    fn dead_letter_is_durable(&self) -> bool {
+        true
+    }
+
+    fn recover(&mut self) -> Result<usize, QueueError> {
+        self.deferred.clear();
+        let (q, p) = (self.queue_key.clone(), self.processing_key.clone());
+        let mut n = 0;
+        loop {
+            let got: Option<Vec<u8>> = self.with("LMOVE", Duration::from_secs(5), |c| {
+                redis::cmd("LMOVE")
+                    .arg(&p)
+                    .arg(&q)
+                    .arg("LEFT")
+                    .arg("RIGHT")
+                    .query(c)
+            })?;
+            if got.is_none() {
+                return Ok(n);
+            }
+            n += 1;
+        }
+    }
+
+    fn send(&mut self, body: &[u8]) -> Result<(), QueueError> {
+        let q = self.queue_key.clone();
+        let _: i64 = self.with("LPUSH", Duration::from_secs(5), |c| {
+            redis::cmd("LPUSH").arg(&q).arg(body).query(c)
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_become_urls_with_the_database() {
+        assert_eq!(
+            connection_url("127.0.0.1:6379", 2).ok(),
+            Some("redis://127.0.0.1:6379/2".into())
+        );
+        assert_eq!(
+            connection_url("redis://:pw@h:1", 0).ok(),
+            Some("redis://:pw@h:1/0".into())
+        );
+        assert_eq!(
+            connection_url("redis://h:1/5", 0).ok(),
+            Some("redis://h:1/5".into())
+        );
+        assert!(connection_url("rediss://h:1", 0).is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("redis://:secret@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+}
