@@ -1044,3 +1044,679 @@ fn mount_path(s: &str) -> Result<String, String> {
     }
     Ok(abs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "id": "31a89a91-43d8-4786-a195-9b25cec28a44",
+            "service": "example",
+            "job": {
+                "prefixName": "bb",
+                "namespace": "default",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c", "echo hi"],
+                "args": [],
+                "serviceAccount": "default",
+                "ttlSecondsAfterFinished": 60,
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": 600,
+                "gpuEnable": false,
+                "gpuNumber": 1,
+                "env": [{ "name": "Test1", "value": "hello" }],
+                "envRef": [{ "name": "busybox-default", "type": "configmap" }],
+                "resources": {
+                    "limits": { "cpu": "1", "memory": "512Mi" },
+                    "requests": { "cpu": "500m", "memory": "256Mi" }
+                },
+                "nodeSelector": { "matchKey": "kubernetes.io/hostname", "matchValue": "k8s-node-1" },
+                "toleration": { "key": "key", "value": "value" },
+                "volume": { "mountPath": "workdir", "pvc": "ps-pvc" }
+            },
+            "webhook": { "url": "http://webhook.com" }
+        })
+    }
+
+    fn parse_value(v: &Value) -> Result<Message, Rejection> {
+        parse(v.to_string().as_bytes(), &Limits::default())
+    }
+
+    /// Sets `key` in the object at JSON pointer `parent`.
+    fn set(v: &mut Value, parent: &str, key: &str, new: Value) {
+        let Some(Value::Object(obj)) = v.pointer_mut(parent) else {
+            panic!("test fixture has no object at {parent}");
+        };
+        obj.insert(key.to_string(), new);
+    }
+
+    fn remove(v: &mut Value, parent: &str, key: &str) {
+        if let Some(Value::Object(obj)) = v.pointer_mut(parent) {
+            obj.remove(key);
+        }
+    }
+
+    fn rejected(v: &Value) -> Rejection {
+        match parse_value(v) {
+            Ok(m) => panic!("expected a rejection, parsed {m:?}"),
+            Err(r) => r,
+        }
+    }
+
+    #[test]
+    fn base_message_is_valid() {
+        let m = parse_value(&base()).expect("base message is valid");
+        assert_eq!(m.id, "31a89a91-43d8-4786-a195-9b25cec28a44");
+        assert_eq!(m.service, "example");
+        assert_eq!(m.webhook_url.as_deref(), Some("http://webhook.com"));
+        let j = &m.job;
+        assert_eq!(j.prefix_name, "bb");
+        assert_eq!(j.service_account.as_deref(), Some("default"));
+        assert_eq!(j.ttl_seconds_after_finished, Some(60));
+        assert_eq!(j.active_deadline_seconds, 600);
+        assert_eq!(j.gpus, None);
+        assert_eq!(
+            j.env_refs,
+            vec![EnvRef {
+                name: "busybox-default".into(),
+                kind: EnvRefKind::ConfigMap
+            }]
+        );
+        assert_eq!(
+            j.volume,
+            Some(Volume {
+                mount_path: "/workdir".into(),
+                pvc: "ps-pvc".into()
+            })
+        );
+        assert_eq!(j.resources.requests.cpu.as_deref(), Some("500m"));
+    }
+
+    #[test]
+    fn defaults_and_aliases() {
+        let body = json!({
+            "id": "x",
+            "job": {
+                "prefixName": "p",
+                "image": "busybox",
+                "command": null,
+                "serviceAccount": "",
+                "gpuEnable": true,
+                "envFrom": [
+                    { "name": "a", "type": "configMap" },
+                    { "name": "b", "type": "SECRET" },
+                    { "name": "c", "type": "ConfigMap" }
+                ],
+                "resources": { "limits": { "cpu": 2, "memory": 1.5 } },
+                "fargate": { "key": "WorkerType", "value": "fargate" },
+                "volume:": { "mountPath": "/data", "pvc": "my.pvc" },
+                "nodeSelector": {},
+                "toleration": null,
+                "unknownField": 1
+            },
+            "webhook": null,
+            "extra": true
+        });
+        let m = parse_value(&body).expect("valid");
+        assert_eq!(m.service, "p");
+        assert_eq!(m.webhook_url, None);
+        let j = &m.job;
+        assert_eq!(j.namespace, "default");
+        assert!(j.command.is_empty());
+        assert_eq!(j.service_account, None);
+        assert_eq!(j.backoff_limit, 0);
+        assert_eq!(j.active_deadline_seconds, 86_400);
+        assert_eq!(j.gpus, Some(1));
+        let kinds: Vec<EnvRefKind> = j.env_refs.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EnvRefKind::ConfigMap,
+                EnvRefKind::Secret,
+                EnvRefKind::ConfigMap
+            ]
+        );
+        assert_eq!(j.resources.limits.cpu.as_deref(), Some("2"));
+        assert_eq!(j.resources.limits.memory.as_deref(), Some("1.5"));
+        assert_eq!(
+            j.fargate,
+            Some(KeyValue {
+                key: "WorkerType".into(),
+                value: "fargate".into()
+            })
+        );
+        assert_eq!(
+            j.volume.as_ref().map(|v| v.mount_path.as_str()),
+            Some("/data")
+        );
+        assert_eq!(j.node_selector, None);
+        assert_eq!(j.toleration, None);
+    }
+
+    #[test]
+    fn invalid_inputs_name_their_field() {
+        type Mutate = fn(&mut Value);
+        let cases: &[(&str, Mutate, &str)] = &[
+            ("missing id", |v| remove(v, "", "id"), "id"),
+            ("empty id", |v| set(v, "", "id", json!("")), "id"),
+            ("id as number", |v| set(v, "", "id", json!(42)), "id"),
+            (
+                "id too long",
+                |v| set(v, "", "id", json!("x".repeat(1025))),
+                "id",
+            ),
+            ("job as string", |v| set(v, "", "job", json!("job")), "job"),
+            ("missing job", |v| remove(v, "", "job"), "job"),
+            (
+                "service bad",
+                |v| set(v, "", "service", json!("a b")),
+                "service",
+            ),
+            (
+                "command as string",
+                |v| set(v, "/job", "command", json!("echo hi")),
+                "job.command",
+            ),
+            (
+                "command item number",
+                |v| set(v, "/job", "command", json!(["a", 1])),
+                "job.command[1]",
+            ),
+            (
+                "args as object",
+                |v| set(v, "/job", "args", json!({"a": 1})),
+                "job.args",
+            ),
+            (
+                "backoffLimit as string",
+                |v| set(v, "/job", "backoffLimit", json!("1")),
+                "job.backoffLimit",
+            ),
+            (
+                "backoffLimit fractional",
+                |v| set(v, "/job", "backoffLimit", json!(1.5)),
+                "job.backoffLimit",
+            ),
+            (
+                "backoffLimit -1",
+                |v| set(v, "/job", "backoffLimit", json!(-1)),
+                "job.backoffLimit",
+            ),
+            (
+                "backoffLimit 101",
+                |v| set(v, "/job", "backoffLimit", json!(101)),
+                "job.backoffLimit",
+            ),
+            (
+                "prefixName uppercase",
+                |v| set(v, "/job", "prefixName", json!("BB")),
+                "job.prefixName",
+            ),
+            (
+                "prefixName 53",
+                |v| set(v, "/job", "prefixName", json!("a".repeat(53))),
+                "job.prefixName",
+            ),
+            (
+                "prefixName trailing dash",
+                |v| set(v, "/job", "prefixName", json!("bb-")),
+                "job.prefixName",
+            ),
+            (
+                "prefixName missing",
+                |v| remove(v, "/job", "prefixName"),
+                "job.prefixName",
+            ),
+            (
+                "namespace bad",
+                |v| set(v, "/job", "namespace", json!("Default")),
+                "job.namespace",
+            ),
+            (
+                "namespace with dot",
+                |v| set(v, "/job", "namespace", json!("a.b")),
+                "job.namespace",
+            ),
+            ("image missing", |v| remove(v, "/job", "image"), "job.image"),
+            (
+                "image with space",
+                |v| set(v, "/job", "image", json!("busy box")),
+                "job.image",
+            ),
+            (
+                "serviceAccount bad",
+                |v| set(v, "/job", "serviceAccount", json!("-sa")),
+                "job.serviceAccount",
+            ),
+            (
+                "deadline 59",
+                |v| set(v, "/job", "activeDeadlineSeconds", json!(59)),
+                "job.activeDeadlineSeconds",
+            ),
+            (
+                "deadline max+1",
+                |v| set(v, "/job", "activeDeadlineSeconds", json!(86_401)),
+                "job.activeDeadlineSeconds",
+            ),
+            (
+                "ttl 30",
+                |v| set(v, "/job", "ttlSecondsAfterFinished", json!(30)),
+                "job.ttlSecondsAfterFinished",
+            ),
+            (
+                "gpuEnable as string",
+                |v| set(v, "/job", "gpuEnable", json!("true")),
+                "job.gpuEnable",
+            ),
+            (
+                "gpuNumber 0",
+                |v| set(v, "/job", "gpuNumber", json!(0)),
+                "job.gpuNumber",
+            ),
+            (
+                "gpuNumber 65",
+                |v| set(v, "/job", "gpuNumber", json!(65)),
+                "job.gpuNumber",
+            ),
+            (
+                "quantity 1.2.3",
+                |v| set(v, "/job/resources/limits", "cpu", json!("1.2.3")),
+                "job.resources.limits.cpu",
+            ),
+            (
+                "quantity abc",
+                |v| set(v, "/job/resources/requests", "memory", json!("abc")),
+                "job.resources.requests.memory",
+            ),
+            (
+                "quantity negative",
+                |v| set(v, "/job/resources/limits", "memory", json!("-1Gi")),
+                "job.resources.limits.memory",
+            ),
+            (
+                "quantity as bool",
+                |v| set(v, "/job/resources/limits", "cpu", json!(true)),
+                "job.resources.limits.cpu",
+            ),
+            (
+                "requests above limits",
+                |v| set(v, "/job/resources/requests", "cpu", json!("2")),
+                "job.resources.requests.cpu",
+            ),
+            (
+                "env name 1A=",
+                |v| set(v, "/job", "env", json!([{ "name": "1A=", "value": "x" }])),
+                "job.env[0].name",
+            ),
+            (
+                "env value number",
+                |v| set(v, "/job", "env", json!([{ "name": "A", "value": 1 }])),
+                "job.env[0].value",
+            ),
+            (
+                "env duplicate",
+                |v| {
+                    set(
+                        v,
+                        "/job",
+                        "env",
+                        json!([{ "name": "A", "value": "1" }, { "name": "A", "value": "2" }]),
+                    )
+                },
+                "job.env[1].name",
+            ),
+            (
+                "env item not object",
+                |v| set(v, "/job", "env", json!(["A=1"])),
+                "job.env[0]",
+            ),
+            (
+                "envRef type",
+                |v| {
+                    set(
+                        v,
+                        "/job",
+                        "envRef",
+                        json!([{ "name": "cfg", "type": "volume" }]),
+                    )
+                },
+                "job.envRef[0].type",
+            ),
+            (
+                "envFrom name",
+                |v| {
+                    remove(v, "/job", "envRef");
+                    set(
+                        v,
+                        "/job",
+                        "envFrom",
+                        json!([{ "name": "Cfg", "type": "secret" }]),
+                    )
+                },
+                "job.envFrom[0].name",
+            ),
+            (
+                "envRef and envFrom",
+                |v| set(v, "/job", "envFrom", json!([])),
+                "job.envFrom",
+            ),
+            (
+                "nodeSelector key",
+                |v| set(v, "/job/nodeSelector", "matchKey", json!("bad key")),
+                "job.nodeSelector.matchKey",
+            ),
+            (
+                "nodeSelector value",
+                |v| set(v, "/job/nodeSelector", "matchValue", json!("-x")),
+                "job.nodeSelector.matchValue",
+            ),
+            (
+                "nodeSelector missing key",
+                |v| remove(v, "/job/nodeSelector", "matchKey"),
+                "job.nodeSelector.matchKey",
+            ),
+            (
+                "toleration key",
+                |v| set(v, "/job/toleration", "key", json!("a/b/c")),
+                "job.toleration.key",
+            ),
+            (
+                "fargate reserved key",
+                |v| set(v, "/job", "fargate", json!({ "key": "app", "value": "x" })),
+                "job.fargate.key",
+            ),
+            (
+                "volume dotdot",
+                |v| set(v, "/job/volume", "mountPath", json!("/data/../etc")),
+                "job.volume.mountPath",
+            ),
+            (
+                "volume colon",
+                |v| set(v, "/job/volume", "mountPath", json!("c:/data")),
+                "job.volume.mountPath",
+            ),
+            (
+                "volume root",
+                |v| set(v, "/job/volume", "mountPath", json!("/")),
+                "job.volume.mountPath",
+            ),
+            (
+                "volume pvc",
+                |v| set(v, "/job/volume", "pvc", json!("PVC")),
+                "job.volume.pvc",
+            ),
+            (
+                "volume: alias pvc",
+                |v| {
+                    remove(v, "/job", "volume");
+                    set(v, "/job", "volume:", json!({ "mountPath": "w", "pvc": "" }))
+                },
+                "job.volume.pvc",
+            ),
+            (
+                "webhook ftp",
+                |v| set(v, "/webhook", "url", json!("ftp://x")),
+                "webhook.url",
+            ),
+            (
+                "webhook no host",
+                |v| set(v, "/webhook", "url", json!("http:///path")),
+                "webhook.url",
+            ),
+            (
+                "webhook as string",
+                |v| set(v, "", "webhook", json!("http://x")),
+                "webhook",
+            ),
+        ];
+        for (what, mutate, field) in cases {
+            let mut v = base();
+            mutate(&mut v);
+            let r = rejected(&v);
+            assert_eq!(r.code, CODE_INVALID, "{what}");
+            assert!(
+                r.problems.iter().any(|p| p.field == *field),
+                "{what}: no problem for {field}: {r}"
+            );
+            assert!(
+                r.problems.iter().all(|p| !p.field.is_empty()),
+                "{what}: a problem names no field: {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn specific_messages() {
+        let mut v = base();
+        set(&mut v, "/job", "backoffLimit", json!("1"));
+        let r = rejected(&v);
+        assert_eq!(
+            r.to_string(),
+            "invalid message: job.backoffLimit: expected an integer, got string"
+        );
+
+        let mut v = base();
+        set(&mut v, "/job", "image", json!(""));
+        set(&mut v, "/job", "backoffLimit", json!(-1));
+        let r = rejected(&v);
+        assert_eq!(
+            r.to_string(),
+            "invalid message: job.image: must not be empty; job.backoffLimit: must be ≥ 0 (got -1)"
+        );
+    }
+
+    #[test]
+    fn prefix_name_52_is_accepted() {
+        let mut v = base();
+        let prefix = "a".repeat(52);
+        set(&mut v, "/job", "prefixName", json!(prefix));
+        let m = parse_value(&v).expect("52-character prefix is valid");
+        let name = crate::render::job_name(&m.job.prefix_name, &m.id);
+        assert_eq!(name.len(), 63);
+    }
+
+    #[test]
+    fn deadline_bounds_follow_limits() {
+        let mut v = base();
+        set(&mut v, "/job", "activeDeadlineSeconds", json!(100));
+        let limits = Limits {
+            active_deadline_max: 99,
+            ..Limits::default()
+        };
+        assert!(parse(v.to_string().as_bytes(), &limits).is_err());
+        set(&mut v, "/job", "activeDeadlineSeconds", json!(60));
+        let m = parse(v.to_string().as_bytes(), &limits).expect("60 is within 60..=99");
+        assert_eq!(m.job.active_deadline_seconds, 60);
+        remove(&mut v, "/job", "activeDeadlineSeconds");
+        let m = parse(v.to_string().as_bytes(), &limits).expect("default deadline");
+        assert_eq!(m.job.active_deadline_seconds, 99);
+    }
+
+    #[test]
+    fn malformed_json() {
+        let r = parse(b"{\"id\": ", &Limits::default()).expect_err("malformed");
+        assert_eq!(r.code, CODE_INVALID);
+        assert_eq!(r.problems.len(), 1);
+        assert_eq!(r.problems[0].field, "");
+        assert!(r.problems[0].message.contains("line 1"), "{r}");
+        assert_eq!((&r.id, &r.webhook_url), (&None, &None));
+
+        for body in [&b"[1]"[..], b"\"s\"", b"null", b"", b"\xff\xfe", b"{}{}"] {
+            let r = parse(body, &Limits::default()).expect_err("not an object");
+            assert_eq!(r.code, CODE_INVALID);
+            assert_eq!(r.problems.len(), 1, "{r}");
+        }
+    }
+
+    #[test]
+    fn body_too_large() {
+        let limits = Limits {
+            max_message_bytes: 16,
+            ..Limits::default()
+        };
+        let body = base().to_string();
+        let r = parse(body.as_bytes(), &limits).expect_err("too large");
+        assert_eq!(r.code, CODE_TOO_LARGE);
+        assert_eq!(r.problems.len(), 1);
+        assert_eq!(r.problems[0].field, "");
+        assert!(r.problems[0].message.contains("16"), "{r}");
+        assert_eq!((&r.id, &r.webhook_url), (&None, &None));
+        assert!(r.to_string().starts_with("message too large: "));
+    }
+
+    #[test]
+    fn collects_all_problems_and_keeps_id_and_webhook() {
+        let mut v = base();
+        set(&mut v, "/job", "image", json!(""));
+        set(&mut v, "/job", "backoffLimit", json!("x"));
+        set(&mut v, "/job", "gpuNumber", json!(0));
+        set(&mut v, "/job/resources/limits", "cpu", json!("abc"));
+        let r = rejected(&v);
+        let fields: Vec<&str> = r.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "job.image",
+                "job.backoffLimit",
+                "job.gpuNumber",
+                "job.resources.limits.cpu"
+            ]
+        );
+        assert_eq!(
+            r.id.as_deref(),
+            Some("31a89a91-43d8-4786-a195-9b25cec28a44")
+        );
+        assert_eq!(r.webhook_url.as_deref(), Some("http://webhook.com"));
+
+        // job missing entirely: id and webhook still read.
+        let mut v = base();
+        set(&mut v, "", "job", json!(7));
+        let r = rejected(&v);
+        assert!(r.id.is_some() && r.webhook_url.is_some());
+
+        // An unusable webhook URL is not echoed back for callbacks.
+        let mut v = base();
+        set(&mut v, "/webhook", "url", json!("ftp://x"));
+        let r = rejected(&v);
+        assert_eq!(r.webhook_url, None);
+        assert!(r.id.is_some());
+    }
+
+    #[test]
+    fn webhook_urls() {
+        for ok in [
+            "http://webhook.com",
+            "HTTPS://example.com:8443/a?b#c",
+            "http://user:pw@host/x",
+            "http://[::1]:8080/",
+            "http://10.0.0.1",
+        ] {
+            assert_eq!(webhook_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http:///x",
+            "https://:80",
+            "http://a b",
+            "webhook.com",
+            "http://user@/x",
+            "http://[]/",
+        ] {
+            assert!(webhook_url(bad).is_err(), "{bad}");
+        }
+        assert!(webhook_url(&format!("http://h/{}", "a".repeat(2048))).is_err());
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(qualified_name("kubernetes.io/hostname").is_ok());
+        assert!(qualified_name("WorkerType").is_ok());
+        assert!(qualified_name("a_b.c-d").is_ok());
+        assert!(qualified_name("/x").is_err());
+        assert!(qualified_name("x/").is_err());
+        assert!(qualified_name("Bad.Prefix/x").is_err());
+        assert!(qualified_name(&"a".repeat(64)).is_err());
+        assert!(label_value("").is_ok());
+        assert!(label_value("k8s-node-1").is_ok());
+        assert!(label_value("_x").is_err());
+        assert!(label_value(&"a".repeat(64)).is_err());
+        assert!(dns_subdomain("a.b-c.d").is_ok());
+        assert!(dns_subdomain("a..b").is_err());
+        assert!(dns_subdomain(".a").is_err());
+        assert!(dns_subdomain(&"a".repeat(254)).is_err());
+        assert!(env_name("_A.b-1").is_ok());
+        assert!(env_name("1A").is_err());
+        assert!(env_name("A=").is_err());
+        assert!(env_name("").is_err());
+        assert_eq!(mount_path("workdir"), Ok("/workdir".to_string()));
+        assert!(mount_path("a/..").is_err());
+        assert!(mount_path("a\0b").is_err());
+        assert!(mount_path(".").is_err());
+    }
+
+    /// Every field replaced by every awkward value: never a panic, and every
+    /// refusal names its fields.
+    #[test]
+    fn awkward_values_never_panic() {
+        let awkward = [
+            json!(null),
+            json!(true),
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!(u64::MAX),
+            json!(-9_223_372_036_854_775_808_i64),
+            json!(1e300),
+            json!(""),
+            json!(" "),
+            json!("\u{0}"),
+            json!("é"),
+            json!("x".repeat(300)),
+            json!([]),
+            json!([null, 1, "a", {}]),
+            json!({}),
+            json!({ "a": 1 }),
+        ];
+        let mut pointers = Vec::new();
+        collect_pointers(&base(), String::new(), &mut pointers);
+        assert!(pointers.len() > 40);
+        for pointer in &pointers {
+            for value in &awkward {
+                let mut v = base();
+                if let Some(slot) = v.pointer_mut(pointer) {
+                    *slot = value.clone();
+                }
+                if let Err(r) = parse_value(&v) {
+                    assert!(
+                        r.problems.iter().all(|p| !p.field.is_empty()),
+                        "{pointer} = {value}: {r}"
+                    );
+                    assert!(!r.problems.is_empty());
+                }
+            }
+        }
+    }
+
+    fn collect_pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let p = format!("{at}/{k}");
+                    out.push(p.clone());
+                    collect_pointers(child, p, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    let p = format!("{at}/{i}");
+                    out.push(p.clone());
+                    collect_pointers(child, p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
