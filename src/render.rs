@@ -233,3 +233,116 @@ fn toleration(key: &str, value: &str) -> Value {
         "effect": "NoSchedule",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{KeyValue, Limits, parse};
+
+    fn msg(body: Value) -> Message {
+        parse(body.to_string().as_bytes(), &Limits::default()).expect("valid test message")
+    }
+
+    #[test]
+    fn job_name_is_prefix_and_ten_hex() {
+        // sha256("31a89a91-43d8-4786-a195-9b25cec28a44") = fbe70e5993...
+        assert_eq!(
+            job_name("bb", "31a89a91-43d8-4786-a195-9b25cec28a44"),
+            "bb-fbe70e5993"
+        );
+        // sha256("") = e3b0c44298fc...
+        assert_eq!(job_name("p", ""), "p-e3b0c44298");
+        assert_eq!(job_name("p", "é\u{0}").len(), "p-".len() + 10);
+    }
+
+    #[test]
+    fn gpu_adds_limit_selector_and_toleration() {
+        let mut m = msg(json!({
+            "id": "g",
+            "job": {
+                "prefixName": "g",
+                "image": "cuda",
+                "gpuEnable": true,
+                "gpuNumber": 2,
+                "nodeSelector": { "matchKey": "nvidia.com/gpu.present", "matchValue": "false" },
+                "toleration": { "key": "k", "value": "v" }
+            }
+        }));
+        let job = render(&m, &RenderConfig::default());
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["containers"][0]["resources"],
+            json!({ "limits": { "nvidia.com/gpu": "2" } })
+        );
+        // The operator's GPU selector wins over the message's key.
+        assert_eq!(
+            pod["nodeSelector"],
+            json!({ "nvidia.com/gpu.present": "true" })
+        );
+        assert_eq!(pod["tolerations"].as_array().map(Vec::len), Some(2));
+        assert_eq!(pod["tolerations"][1]["key"], "nvidia.com/gpu");
+
+        // Without operator GPU settings only the resource limit is added.
+        let cfg = RenderConfig {
+            gpu_node_selector: None,
+            gpu_toleration: None,
+            istio_inject_false: false,
+            instance: "blue".into(),
+        };
+        m.job.node_selector = None;
+        m.job.toleration = None;
+        let job = render(&m, &cfg);
+        let pod = &job["spec"]["template"]["spec"];
+        assert!(pod.get("nodeSelector").is_none());
+        assert!(pod.get("tolerations").is_none());
+        assert!(
+            job["spec"]["template"]["metadata"]
+                .get("annotations")
+                .is_none()
+        );
+        assert_eq!(job["metadata"]["labels"][LABEL_INSTANCE], "blue");
+    }
+
+    #[test]
+    fn gpu_settings_ignored_without_gpu_enable() {
+        let m = msg(json!({
+            "id": "g",
+            "job": { "prefixName": "g", "image": "cuda", "gpuNumber": 4 }
+        }));
+        let job = render(&m, &RenderConfig::default());
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["containers"][0]["resources"], json!({}));
+        assert!(pod.get("nodeSelector").is_none());
+        assert!(pod.get("tolerations").is_none());
+    }
+
+    #[test]
+    fn fargate_labels_only_the_pod() {
+        let mut m = msg(json!({ "id": "f", "job": { "prefixName": "f", "image": "i" } }));
+        m.job.fargate = Some(KeyValue {
+            key: "WorkerType".into(),
+            value: "fargate".into(),
+        });
+        let job = render(&m, &RenderConfig::default());
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["WorkerType"],
+            "fargate"
+        );
+        assert!(job["metadata"]["labels"].get("WorkerType").is_none());
+    }
+
+    #[test]
+    fn no_privileged_settings() {
+        let m = msg(json!({ "id": "s", "job": { "prefixName": "s", "image": "i" } }));
+        let job = render(&m, &RenderConfig::default());
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["securityContext"],
+            json!({ "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } })
+        );
+        assert_eq!(
+            job["spec"]["template"]["spec"]["automountServiceAccountToken"],
+            false
+        );
+    }
+}
