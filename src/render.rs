@@ -2,7 +2,9 @@
 //! batch/v1 Job the worker creates. Pure: no I/O, no clock; the same message
 //! always renders the same Job (that is what makes redelivery idempotent).
 
-use crate::message::Message;
+use serde_json::{Map, Value, json};
+
+use crate::message::{EnvRefKind, Message, ResourceList};
 
 pub const MANAGER: &str = "k8s-job-worker";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -42,12 +44,305 @@ impl Default for RenderConfig {
 
 /// `<prefixName>-<10 hex of sha256(id)>`.
 pub fn job_name(prefix: &str, id: &str) -> String {
-    let _ = (prefix, id);
-    todo!("helper A")
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let hex: String = digest
+        .as_ref()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{prefix}-{hex}")
 }
 
+/// The container name in every Job.
+pub const CONTAINER_NAME: &str = "job";
+/// The volume name for `job.volume`.
+pub const VOLUME_NAME: &str = "data";
+/// Extended resource requested per GPU.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
 /// The Job object (apiVersion batch/v1) for a validated message.
-pub fn render(msg: &Message, cfg: &RenderConfig) -> serde_json::Value {
-    let _ = (msg, cfg);
-    todo!("helper A")
+pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
+    let job = &msg.job;
+    let gpu = job.gpus.is_some();
+
+    let mut labels = Map::new();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    labels.insert(LABEL_APP.into(), msg.service.clone().into());
+    labels.insert(LABEL_INSTANCE.into(), cfg.instance.clone().into());
+
+    let mut annotations = Map::new();
+    annotations.insert(ANN_MESSAGE_ID.into(), msg.id.clone().into());
+    if let Some(url) = &msg.webhook_url {
+        annotations.insert(ANN_WEBHOOK_URL.into(), url.clone().into());
+    }
+
+    let mut pod_labels = labels.clone();
+    if let Some(f) = &job.fargate {
+        pod_labels.insert(f.key.clone(), f.value.clone().into());
+    }
+    let mut pod_meta = Map::new();
+    pod_meta.insert("labels".into(), pod_labels.into());
+    if cfg.istio_inject_false {
+        pod_meta.insert(
+            "annotations".into(),
+            json!({ "sidecar.istio.io/inject": "false" }),
+        );
+    }
+
+    let mut container = Map::new();
+    container.insert("name".into(), CONTAINER_NAME.into());
+    container.insert("image".into(), job.image.clone().into());
+    if !job.command.is_empty() {
+        container.insert("command".into(), job.command.clone().into());
+    }
+    if !job.args.is_empty() {
+        container.insert("args".into(), job.args.clone().into());
+    }
+    if !job.env.is_empty() {
+        let env: Vec<Value> = job
+            .env
+            .iter()
+            .map(|e| json!({ "name": e.name, "value": e.value }))
+            .collect();
+        container.insert("env".into(), env.into());
+    }
+    if !job.env_refs.is_empty() {
+        let env_from: Vec<Value> = job
+            .env_refs
+            .iter()
+            .map(|r| match r.kind {
+                EnvRefKind::ConfigMap => json!({ "configMapRef": { "name": r.name } }),
+                EnvRefKind::Secret => json!({ "secretRef": { "name": r.name } }),
+            })
+            .collect();
+        container.insert("envFrom".into(), env_from.into());
+    }
+    let mut limits = resource_map(&job.resources.limits);
+    if let Some(n) = job.gpus {
+        limits.insert(GPU_RESOURCE.into(), n.to_string().into());
+    }
+    let requests = resource_map(&job.resources.requests);
+    let mut resources = Map::new();
+    if !limits.is_empty() {
+        resources.insert("limits".into(), limits.into());
+    }
+    if !requests.is_empty() {
+        resources.insert("requests".into(), requests.into());
+    }
+    container.insert("resources".into(), resources.into());
+    if let Some(v) = &job.volume {
+        container.insert(
+            "volumeMounts".into(),
+            json!([{ "name": VOLUME_NAME, "mountPath": v.mount_path }]),
+        );
+    }
+    container.insert(
+        "securityContext".into(),
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] }
+        }),
+    );
+
+    let mut pod_spec = Map::new();
+    pod_spec.insert("restartPolicy".into(), "Never".into());
+    match &job.service_account {
+        Some(sa) => {
+            pod_spec.insert("serviceAccountName".into(), sa.clone().into());
+        }
+        None => {
+            pod_spec.insert("automountServiceAccountToken".into(), false.into());
+        }
+    }
+    pod_spec.insert("containers".into(), json!([container]));
+    if let Some(v) = &job.volume {
+        pod_spec.insert(
+            "volumes".into(),
+            json!([{
+                "name": VOLUME_NAME,
+                "persistentVolumeClaim": { "claimName": v.pvc }
+            }]),
+        );
+    }
+    let mut node_selector = Map::new();
+    if let Some(ns) = &job.node_selector {
+        node_selector.insert(ns.key.clone(), ns.value.clone().into());
+    }
+    if let (true, Some((k, v))) = (gpu, &cfg.gpu_node_selector) {
+        // The operator's GPU selector wins over a message key of the same name.
+        node_selector.insert(k.clone(), v.clone().into());
+    }
+    if !node_selector.is_empty() {
+        pod_spec.insert("nodeSelector".into(), node_selector.into());
+    }
+    let mut tolerations = Vec::new();
+    if let Some(t) = &job.toleration {
+        tolerations.push(toleration(&t.key, &t.value));
+    }
+    if let (true, Some((k, v))) = (gpu, &cfg.gpu_toleration) {
+        tolerations.push(toleration(k, v));
+    }
+    if !tolerations.is_empty() {
+        pod_spec.insert("tolerations".into(), tolerations.into());
+    }
+
+    let mut spec = Map::new();
+    spec.insert("backoffLimit".into(), job.backoff_limit.into());
+    spec.insert(
+        "activeDeadlineSeconds".into(),
+        job.active_deadline_seconds.into(),
+    );
+    if let Some(ttl) = job.ttl_seconds_after_finished {
+        spec.insert("ttlSecondsAfterFinished".into(), ttl.into());
+    }
+    spec.insert(
+        "template".into(),
+        json!({ "metadata": pod_meta, "spec": pod_spec }),
+    );
+
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(&job.prefix_name, &msg.id),
+            "namespace": job.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    })
+}
+
+fn resource_map(list: &ResourceList) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(cpu) = &list.cpu {
+        m.insert("cpu".into(), cpu.clone().into());
+    }
+    if let Some(memory) = &list.memory {
+        m.insert("memory".into(), memory.clone().into());
+    }
+    m
+}
+
+fn toleration(key: &str, value: &str) -> Value {
+    json!({
+        "key": key,
+        "operator": "Equal",
+        "value": value,
+        "effect": "NoSchedule",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{KeyValue, Limits, parse};
+
+    fn msg(body: Value) -> Message {
+        parse(body.to_string().as_bytes(), &Limits::default()).expect("valid test message")
+    }
+
+    #[test]
+    fn job_name_is_prefix_and_ten_hex() {
+        // sha256("31a89a91-43d8-4786-a195-9b25cec28a44") = fbe70e5993...
+        assert_eq!(
+            job_name("bb", "31a89a91-43d8-4786-a195-9b25cec28a44"),
+            "bb-fbe70e5993"
+        );
+        // sha256("") = e3b0c44298fc...
+        assert_eq!(job_name("p", ""), "p-e3b0c44298");
+        assert_eq!(job_name("p", "é\u{0}").len(), "p-".len() + 10);
+    }
+
+    #[test]
+    fn gpu_adds_limit_selector_and_toleration() {
+        let mut m = msg(json!({
+            "id": "g",
+            "job": {
+                "prefixName": "g",
+                "image": "cuda",
+                "gpuEnable": true,
+                "gpuNumber": 2,
+                "nodeSelector": { "matchKey": "nvidia.com/gpu.present", "matchValue": "false" },
+                "toleration": { "key": "k", "value": "v" }
+            }
+        }));
+        let job = render(&m, &RenderConfig::default());
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["containers"][0]["resources"],
+            json!({ "limits": { "nvidia.com/gpu": "2" } })
+        );
+        // The operator's GPU selector wins over the message's key.
+        assert_eq!(
+            pod["nodeSelector"],
+            json!({ "nvidia.com/gpu.present": "true" })
+        );
+        assert_eq!(pod["tolerations"].as_array().map(Vec::len), Some(2));
+        assert_eq!(pod["tolerations"][1]["key"], "nvidia.com/gpu");
+
+        // Without operator GPU settings only the resource limit is added.
+        let cfg = RenderConfig {
+            gpu_node_selector: None,
+            gpu_toleration: None,
+            istio_inject_false: false,
+            instance: "blue".into(),
+        };
+        m.job.node_selector = None;
+        m.job.toleration = None;
+        let job = render(&m, &cfg);
+        let pod = &job["spec"]["template"]["spec"];
+        assert!(pod.get("nodeSelector").is_none());
+        assert!(pod.get("tolerations").is_none());
+        assert!(
+            job["spec"]["template"]["metadata"]
+                .get("annotations")
+                .is_none()
+        );
+        assert_eq!(job["metadata"]["labels"][LABEL_INSTANCE], "blue");
+    }
+
+    #[test]
+    fn gpu_settings_ignored_without_gpu_enable() {
+        let m = msg(json!({
+            "id": "g",
+            "job": { "prefixName": "g", "image": "cuda", "gpuNumber": 4 }
+        }));
+        let job = render(&m, &RenderConfig::default());
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["containers"][0]["resources"], json!({}));
+        assert!(pod.get("nodeSelector").is_none());
+        assert!(pod.get("tolerations").is_none());
+    }
+
+    #[test]
+    fn fargate_labels_only_the_pod() {
+        let mut m = msg(json!({ "id": "f", "job": { "prefixName": "f", "image": "i" } }));
+        m.job.fargate = Some(KeyValue {
+            key: "WorkerType".into(),
+            value: "fargate".into(),
+        });
+        let job = render(&m, &RenderConfig::default());
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["WorkerType"],
+            "fargate"
+        );
+        assert!(job["metadata"]["labels"].get("WorkerType").is_none());
+    }
+
+    #[test]
+    fn no_privileged_settings() {
+        let m = msg(json!({ "id": "s", "job": { "prefixName": "s", "image": "i" } }));
+        let job = render(&m, &RenderConfig::default());
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["securityContext"],
+            json!({ "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } })
+        );
+        assert_eq!(
+            job["spec"]["template"]["spec"]["automountServiceAccountToken"],
+            false
+        );
+    }
 }

@@ -1,0 +1,113 @@
+//! Golden tests: every `tests/golden/<name>.input.json` is parsed with the
+//! default limits and rendered with the default configuration; the result must
+//! equal `<name>.job.json` (compared as JSON values). A message that is refused
+//! is compared with `<name>.rejection.json` instead. With `UPDATE_GOLDEN=1` the
+//! expected files are (re)written rather than compared.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use k8s_job_worker::message::{self, Limits, Rejection};
+use k8s_job_worker::render::{self, RenderConfig};
+use serde_json::{Value, json};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn rejection_json(r: &Rejection) -> Value {
+    let problems: Vec<Value> = r
+        .problems
+        .iter()
+        .map(|p| json!({ "field": p.field, "message": p.message }))
+        .collect();
+    json!({
+        "code": r.code,
+        "id": r.id,
+        "webhookUrl": r.webhook_url,
+        "problems": problems,
+        "display": r.to_string(),
+    })
+}
+
+#[test]
+fn golden() {
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let dir = golden_dir();
+    let mut inputs: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("tests/golden exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".input.json"))
+        })
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 9,
+        "expected the golden cases, found {inputs:?}"
+    );
+
+    let mut failures = Vec::new();
+    for input in &inputs {
+        let file = input.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let name = file.trim_end_matches(".input.json");
+        let body = fs::read(input).expect("readable input");
+        let (actual, expected_path, other_path) = match message::parse(&body, &Limits::default()) {
+            Ok(msg) => (
+                render::render(&msg, &RenderConfig::default()),
+                dir.join(format!("{name}.job.json")),
+                dir.join(format!("{name}.rejection.json")),
+            ),
+            Err(rej) => (
+                rejection_json(&rej),
+                dir.join(format!("{name}.rejection.json")),
+                dir.join(format!("{name}.job.json")),
+            ),
+        };
+        if update {
+            let text = serde_json::to_string_pretty(&actual).expect("serializable") + "\n";
+            fs::write(&expected_path, text).expect("writable golden file");
+            let _ = fs::remove_file(&other_path);
+            continue;
+        }
+        if other_path.exists() {
+            failures.push(format!(
+                "{name}: expected {}, but the outcome matches {}",
+                other_path.display(),
+                expected_path.display()
+            ));
+            continue;
+        }
+        let expected: Value = match fs::read(&expected_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).expect("golden file is JSON"),
+            Err(e) => {
+                failures.push(format!("{name}: {}: {e}", expected_path.display()));
+                continue;
+            }
+        };
+        if actual != expected {
+            failures.push(format!(
+                "{name}: output differs from {}:\n{}",
+                expected_path.display(),
+                serde_json::to_string_pretty(&actual).unwrap_or_default()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (rerun with UPDATE_GOLDEN=1 to accept):\n{}",
+        failures.join("\n\n")
+    );
+}
+
+/// Rendering is deterministic: the same message always gives the same Job.
+#[test]
+fn render_is_deterministic() {
+    let body = fs::read(golden_dir().join("seed-002.input.json")).expect("seed input");
+    let a = message::parse(&body, &Limits::default()).expect("seed 002 is valid");
+    let b = message::parse(&body, &Limits::default()).expect("seed 002 is valid");
+    let cfg = RenderConfig::default();
+    assert_eq!(render::render(&a, &cfg), render::render(&b, &cfg));
+}
