@@ -1720,15 +1720,3 @@ mod tests {
         }
     }
 }
-
-// TEMPORARY until the message branch lands.
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self
-            .problems
-            .iter()
-            .map(|p| format!("{}: {}", p.field, p.message))
-            .collect();
-        write!(f, "invalid message: {}", parts.join("; "))
-    }
-}
