@@ -105,10 +105,19 @@ pub fn parse_iso8601(text: &str) -> Result<SystemTime, String> {
 mod tests {
     use super::*;
 
-    fn secs(t: SystemTime) -> f64 {
+    /// (seconds, nanoseconds) since the epoch; seconds negative before it.
+    fn split(t: SystemTime) -> (i64, u32) {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_secs_f64(),
-            Err(e) => -e.duration().as_secs_f64(),
+            Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                assert_eq!(
+                    d.subsec_nanos(),
+                    0,
+                    "test only uses whole seconds before 1970"
+                );
+                (-(d.as_secs() as i64), 0)
+            }
         }
     }
 
@@ -124,23 +133,26 @@ mod tests {
     #[test]
     fn parses_aws_expirations() {
         // Expected values from `date -u -d '2026-11-24T10:00:00Z' +%s`.
-        let cases: &[(&str, f64)] = &[
-            ("2026-11-24T10:00:00Z", 1_795_514_400.0),
-            ("2026-11-24T10:00:00.5Z", 1_795_514_400.5),
-            ("2026-11-24T10:00:00.123456789Z", 1_795_514_400.123_456_789),
-            ("2026-11-24T12:00:00+02:00", 1_795_514_400.0),
-            ("2026-11-24T09:30:00-00:30", 1_795_514_400.0),
-            ("1970-01-01T00:00:00Z", 0.0),
-            ("2024-02-29T23:59:59Z", 1_709_251_199.0),
-            ("1969-12-31T23:59:59Z", -1.0),
+        let cases: &[(&str, (i64, u32))] = &[
+            ("2026-11-24T10:00:00Z", (1_795_514_400, 0)),
+            ("2026-11-24T10:00:00.5Z", (1_795_514_400, 500_000_000)),
+            (
+                "2026-11-24T10:00:00.123456789Z",
+                (1_795_514_400, 123_456_789),
+            ),
+            (
+                "2026-11-24T10:00:00.1234567891Z",
+                (1_795_514_400, 123_456_789),
+            ),
+            ("2026-11-24T12:00:00+02:00", (1_795_514_400, 0)),
+            ("2026-11-24T09:30:00-00:30", (1_795_514_400, 0)),
+            ("1970-01-01T00:00:00Z", (0, 0)),
+            ("2024-02-29T23:59:59Z", (1_709_251_199, 0)),
+            ("1969-12-31T23:59:59Z", (-1, 0)),
         ];
         for (text, want) in cases {
             let got = parse_iso8601(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert!(
-                (secs(got) - want).abs() < 1e-6,
-                "{text}: {} != {want}",
-                secs(got)
-            );
+            assert_eq!(split(got), *want, "{text}");
         }
     }
 
