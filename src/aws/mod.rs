@@ -51,7 +51,10 @@ impl fmt::Display for AwsError {
                 code,
                 message,
             } => {
-                write!(f, "aws: {op}: {status} {code}")?;
+                write!(f, "aws: {op}: {status}")?;
+                if !code.is_empty() {
+                    write!(f, " {code}")?;
+                }
                 if !message.is_empty() {
                     write!(f, ": {message}")?;
                 }
