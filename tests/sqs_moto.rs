@@ -182,6 +182,26 @@ fn bootstrap(moto: &Moto) -> Fixture {
     }
 }
 
+/// Runs a Python snippet with argv: moto URL, access key id, secret, `args`;
+/// returns its stdout as JSON.
+fn python(moto: &Moto, fx: &Fixture, code: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(venv().join("bin/python"))
+        .arg("-c")
+        .arg(code)
+        .arg(&moto.url)
+        .arg(&fx.access_key_id)
+        .arg(&fx.secret_access_key)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python JSON")
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::new_with_defaults()
 }
@@ -290,11 +310,24 @@ fn sqs_queue_against_moto() {
         "render failed: bad template",
     )
     .expect("dead_letter");
-    let mut dead = queue(&fx.dead, static_creds(&fx));
-    let moved = receive_n(&mut dead, 1);
-    assert_eq!(moved.len(), 1);
-    assert_eq!(body(&moved[0]), "poison");
-    dead.ack(&[moved[0].handle.clone()]).expect("ack dead");
+    // Read it back with boto3 to see the "reason" message attribute.
+    let moved = python(
+        &moto,
+        &fx,
+        r#"
+import boto3, json, sys
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])
+m = sqs.receive_message(QueueUrl=sys.argv[4], MessageAttributeNames=["All"],
+                        WaitTimeSeconds=5)["Messages"][0]
+sqs.delete_message(QueueUrl=sys.argv[4], ReceiptHandle=m["ReceiptHandle"])
+print(json.dumps({"body": m["Body"],
+                  "reason": m["MessageAttributes"]["reason"]["StringValue"]}))
+"#,
+        &[&fx.dead],
+    );
+    assert_eq!(moved["body"], "poison");
+    assert_eq!(moved["reason"], "render failed: bad template");
     q.retry_later(&poison[0].handle, Duration::ZERO)
         .expect_err("the original is gone");
 

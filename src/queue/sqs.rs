@@ -17,6 +17,8 @@ const MAX_WAIT_SECS: u64 = 20;
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// Time allowed beyond the long poll for the answer to arrive.
 const POLL_SLACK: Duration = Duration::from_secs(10);
+/// Time allowed for any call other than the long poll.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read (10 messages of up to 1 MiB each, plus slack).
 const MAX_BODY: u64 = 16 << 20;
 
@@ -206,8 +208,9 @@ fn handle_parts(handle: &Handle) -> Result<(&str, &str), QueueError> {
 
 impl SqsQueue {
     /// `queue_url` is the full queue URL; requests go to its scheme, host and
-    /// port, so local emulators work. `agent` should not have a global
-    /// timeout shorter than the long poll; per-call timeouts are set here.
+    /// port, so local emulators work. Timeouts are set per call here (the long
+    /// poll plus 10 s for ReceiveMessage, 30 s for the others), overriding
+    /// the agent's.
     pub fn new(
         queue_url: &str,
         region: &str,
@@ -238,8 +241,8 @@ impl SqsQueue {
         &self.queue.url
     }
 
-    /// One signed JSON-protocol call. `timeout` overrides the agent's
-    /// timeouts for this call (the long poll).
+    /// One signed JSON-protocol call, bounded by `timeout` (`CALL_TIMEOUT`
+    /// when `None`).
     fn call(
         &self,
         endpoint: &str,
@@ -275,15 +278,16 @@ impl SqsQueue {
             text: format!("{what}: {e}"),
         })?;
 
-        let mut config = self.agent.post(&url).config().http_status_as_error(false);
-        if let Some(t) = timeout {
-            config = config
-                .timeout_global(Some(t))
-                .timeout_per_call(Some(t))
-                .timeout_recv_response(Some(t))
-                .timeout_per_read(Some(t));
-        }
-        let mut req = config
+        let t = timeout.unwrap_or(CALL_TIMEOUT);
+        let mut req = self
+            .agent
+            .post(&url)
+            .config()
+            .http_status_as_error(false)
+            .timeout_global(Some(t))
+            .timeout_per_call(Some(t))
+            .timeout_recv_response(Some(t))
+            .timeout_per_read(Some(t))
             .build()
             .header("Content-Type", content_type)
             .header("X-Amz-Target", &target);
