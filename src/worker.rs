@@ -47,10 +47,12 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, String> {
                 .build()
                 .new_agent();
             let creds = crate::aws::provider_from_env(agent.clone()).map_err(|e| e.to_string())?;
-            let q = crate::queue::sqs::SqsQueue::new(url, region, creds, agent)
+            let mut q = crate::queue::sqs::SqsQueue::new(url, region, creds, agent)
                 .map_err(|e| e.to_string())?;
-            let _ = dead_letter_url; // SQS-BRANCH: q.with_dead_letter_url(d)
-            Ok(q)
+            if let Some(d) = dead_letter_url {
+                q = q.with_dead_letter_url(d).map_err(|e| e.to_string())?;
+            }
+            Ok(Box::new(q))
         }
     }
 }
