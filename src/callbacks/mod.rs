@@ -236,15 +236,13 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
                     attempt: Attempt::Final("webhook URL is not an http(s) URL with a host".into()),
                 });
             };
-            pool.submit(&dest, &host, cb)
-                .err()
-                .map(|(cb, reason)| Event::Result {
-                    message_id: cb.message_id,
-                    attempt: Attempt::Retry {
-                        reason,
-                        retry_after: None,
-                    },
-                })
+            pool.submit(&dest, &host, cb).err().map(|u| Event::Result {
+                message_id: u.message_id,
+                attempt: Attempt::Retry {
+                    reason: u.reason,
+                    retry_after: None,
+                },
+            })
         }
         Action::Retrying {
             message_id,

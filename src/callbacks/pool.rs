@@ -28,6 +28,13 @@ pub(crate) struct Done {
     pub attempt: Attempt,
 }
 
+/// A callback that no worker could be started for.
+#[derive(Debug)]
+pub(crate) struct Unstarted {
+    pub message_id: String,
+    pub reason: String,
+}
+
 struct Worker {
     id: u64,
     tx: Sender<Callback>,
@@ -69,14 +76,8 @@ impl Pool {
     }
 
     /// Hands `cb` to an idle worker of `dest`, a new one, or the backlog.
-    /// Gives the callback back with an error when no worker of `dest` exists
-    /// and none could be started.
-    pub(crate) fn submit(
-        &mut self,
-        dest: &str,
-        host: &str,
-        cb: Callback,
-    ) -> Result<(), (Callback, String)> {
+    /// Fails when no worker of `dest` exists and none could be started.
+    pub(crate) fn submit(&mut self, dest: &str, host: &str, cb: Callback) -> Result<(), Unstarted> {
         let d = self.dests.entry(dest.to_string()).or_default();
         if let Some(w) = d.workers.iter_mut().find(|w| !w.busy) {
             match w.tx.send(cb) {
@@ -95,12 +96,7 @@ impl Pool {
         Ok(())
     }
 
-    fn start_worker(
-        &mut self,
-        dest: &str,
-        host: &str,
-        cb: Callback,
-    ) -> Result<(), (Callback, String)> {
+    fn start_worker(&mut self, dest: &str, host: &str, cb: Callback) -> Result<(), Unstarted> {
         self.next_id += 1;
         let id = self.next_id;
         let (tx, rx) = unbounded::<Callback>();
@@ -144,9 +140,10 @@ impl Pool {
                 });
                 Ok(())
             }
-            Err(e) if d.workers.is_empty() => {
-                Err((cb, format!("cannot start a callback worker thread: {e}")))
-            }
+            Err(e) if d.workers.is_empty() => Err(Unstarted {
+                message_id: cb.message_id,
+                reason: format!("cannot start a callback worker thread: {e}"),
+            }),
             Err(e) => {
                 log::warn!("cannot start another callback worker thread: {e}");
                 d.backlog.push_back(cb);
