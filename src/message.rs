@@ -32,7 +32,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { active_deadline_max: 86_400, max_message_bytes: 256 * 1024 }
+        Limits {
+            active_deadline_max: 86_400,
+            max_message_bytes: 256 * 1024,
+        }
     }
 }
 

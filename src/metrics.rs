@@ -18,23 +18,87 @@ pub enum Kind {
 
 /// (name without the `job_worker_` prefix, kind, help).
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
-    ("build_info", Kind::Gauge, "Build information; the value is always 1."),
-    ("leader", Kind::Gauge, "1 while this replica holds the leader Lease, else 0."),
-    ("messages_received_total", Kind::Counter, "Messages received from the queue."),
-    ("messages_acknowledged_total", Kind::Counter, "Messages removed from the queue after their outcome was durable."),
-    ("messages_rejected_total", Kind::Counter, "Messages rejected, by reason (error code)."),
-    ("queue_errors_total", Kind::Counter, "Errors talking to the queue, by operation."),
+    (
+        "build_info",
+        Kind::Gauge,
+        "Build information; the value is always 1.",
+    ),
+    (
+        "leader",
+        Kind::Gauge,
+        "1 while this replica holds the leader Lease, else 0.",
+    ),
+    (
+        "messages_received_total",
+        Kind::Counter,
+        "Messages received from the queue.",
+    ),
+    (
+        "messages_acknowledged_total",
+        Kind::Counter,
+        "Messages removed from the queue after their outcome was durable.",
+    ),
+    (
+        "messages_rejected_total",
+        Kind::Counter,
+        "Messages rejected, by reason (error code).",
+    ),
+    (
+        "queue_errors_total",
+        Kind::Counter,
+        "Errors talking to the queue, by operation.",
+    ),
     ("jobs_created_total", Kind::Counter, "Jobs created."),
-    ("jobs_adopted_total", Kind::Counter, "Existing Jobs adopted for a redelivered message."),
-    ("job_create_errors_total", Kind::Counter, "Job create errors, by HTTP status code or transport error."),
-    ("jobs_finished_total", Kind::Counter, "Jobs that reached a terminal status, by result."),
-    ("jobs_in_flight", Kind::Gauge, "Jobs of this worker that have not reached a terminal status."),
-    ("callbacks_sent_total", Kind::Counter, "Callback deliveries, by status and outcome."),
-    ("callback_retries_total", Kind::Counter, "Callback delivery attempts that will be retried."),
-    ("callback_delivery_seconds", Kind::Histogram, "Time from a callback being queued to its successful delivery."),
-    ("job_duration_seconds", Kind::Histogram, "Job run time from startTime to completion or failure."),
-    ("queue_to_job_seconds", Kind::Histogram, "Time from a message being received to its Job existing."),
-    ("watch_restarts_total", Kind::Counter, "Watch streams restarted, by resource and reason."),
+    (
+        "jobs_adopted_total",
+        Kind::Counter,
+        "Existing Jobs adopted for a redelivered message.",
+    ),
+    (
+        "job_create_errors_total",
+        Kind::Counter,
+        "Job create errors, by HTTP status code or transport error.",
+    ),
+    (
+        "jobs_finished_total",
+        Kind::Counter,
+        "Jobs that reached a terminal status, by result.",
+    ),
+    (
+        "jobs_in_flight",
+        Kind::Gauge,
+        "Jobs of this worker that have not reached a terminal status.",
+    ),
+    (
+        "callbacks_sent_total",
+        Kind::Counter,
+        "Callback deliveries, by status and outcome.",
+    ),
+    (
+        "callback_retries_total",
+        Kind::Counter,
+        "Callback delivery attempts that will be retried.",
+    ),
+    (
+        "callback_delivery_seconds",
+        Kind::Histogram,
+        "Time from a callback being queued to its successful delivery.",
+    ),
+    (
+        "job_duration_seconds",
+        Kind::Histogram,
+        "Job run time from startTime to completion or failure.",
+    ),
+    (
+        "queue_to_job_seconds",
+        Kind::Histogram,
+        "Time from a message being received to its Job existing.",
+    ),
+    (
+        "watch_restarts_total",
+        Kind::Counter,
+        "Watch streams restarted, by resource and reason.",
+    ),
 ];
 
 const BUCKETS: &[f64] = &[
@@ -70,7 +134,10 @@ fn family(name: &str) -> &'static str {
 }
 
 fn labels(l: &[(&str, &str)]) -> Labels {
-    let mut v: Labels = l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut v: Labels = l
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     v.sort();
     v
 }
@@ -124,11 +191,16 @@ pub fn value(name: &str, l: &[(&str, &str)]) -> f64 {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n").replace('"', "\\\"")
+    v.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('"', "\\\"")
 }
 
 fn fmt_labels(l: &Labels, extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
     }
@@ -141,7 +213,11 @@ fn fmt_labels(l: &Labels, extra: Option<(&str, String)>) -> String {
 
 fn fmt_f64(v: f64) -> String {
     if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -166,9 +242,19 @@ pub fn render() -> String {
                 for ((n, l), h) in r.hists.iter().filter(|((n, _), _)| n == name) {
                     let _ = n;
                     for (i, b) in BUCKETS.iter().enumerate() {
-                        let _ = writeln!(out, "{full}_bucket{} {}", fmt_labels(l, Some(("le", fmt_f64(*b)))), h.counts[i]);
+                        let _ = writeln!(
+                            out,
+                            "{full}_bucket{} {}",
+                            fmt_labels(l, Some(("le", fmt_f64(*b)))),
+                            h.counts[i]
+                        );
                     }
-                    let _ = writeln!(out, "{full}_bucket{} {}", fmt_labels(l, Some(("le", "+Inf".into()))), h.count);
+                    let _ = writeln!(
+                        out,
+                        "{full}_bucket{} {}",
+                        fmt_labels(l, Some(("le", "+Inf".into()))),
+                        h.count
+                    );
                     let _ = writeln!(out, "{full}_sum{} {}", fmt_labels(l, None), fmt_f64(h.sum));
                     let _ = writeln!(out, "{full}_count{} {}", fmt_labels(l, None), h.count);
                 }
@@ -193,8 +279,16 @@ mod tests {
         let text = render();
         assert!(text.contains("# TYPE job_worker_jobs_created_total counter"));
         assert!(text.contains("job_worker_jobs_created_total{namespace=\"a\\\"b\"} "));
-        assert!(text.contains("job_worker_job_duration_seconds_bucket{result=\"complete\",le=\"0.25\"} 1"));
-        assert!(text.contains("job_worker_job_duration_seconds_bucket{result=\"complete\",le=\"0.1\"} 0"));
+        assert!(
+            text.contains(
+                "job_worker_job_duration_seconds_bucket{result=\"complete\",le=\"0.25\"} 1"
+            )
+        );
+        assert!(
+            text.contains(
+                "job_worker_job_duration_seconds_bucket{result=\"complete\",le=\"0.1\"} 0"
+            )
+        );
         assert!(text.contains("job_worker_job_duration_seconds_count{result=\"complete\"} 1"));
     }
 

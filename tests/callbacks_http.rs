@@ -25,6 +25,7 @@ struct Received {
     raw: Vec<u8>,
     body: Value,
     headers: HashMap<String, String>,
+    header_names: Vec<String>,
     answered: u16,
 }
 
@@ -64,6 +65,11 @@ impl HttpReceiver {
                         )
                     })
                     .collect();
+                let header_names = req
+                    .headers()
+                    .iter()
+                    .map(|h| h.field.as_str().as_str().to_ascii_lowercase())
+                    .collect();
                 let (code, retry_after) = answer(n, &body);
                 n += 1;
                 l.lock().expect("log").push(Received {
@@ -71,6 +77,7 @@ impl HttpReceiver {
                     raw,
                     body,
                     headers,
+                    header_names,
                     answered: code,
                 });
                 let mut resp = tiny_http::Response::from_string("ok").with_status_code(code);
@@ -306,6 +313,12 @@ fn statuses_of_one_message_arrive_in_order_with_the_right_json() {
             r.headers.get("content-type").map(String::as_str),
             Some("application/json")
         );
+        let n_ct = r
+            .header_names
+            .iter()
+            .filter(|h| *h == "content-type")
+            .count();
+        assert_eq!(n_ct, 1, "exactly one content-type header");
         let ua = format!("k8s-job-worker/{}", k8s_job_worker::VERSION);
         assert_eq!(r.headers.get("user-agent"), Some(&ua));
         assert_eq!(

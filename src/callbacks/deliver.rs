@@ -94,11 +94,11 @@ pub(crate) fn classify(code: u16, retry_after: Option<Duration>) -> Attempt {
 fn classify_error(e: ureq::Error) -> Attempt {
     use ureq::Error as E;
     match e {
-        E::BadUri(_)
-        | E::Http(_)
-        | E::InvalidProxyUrl
-        | E::RedirectFailed
-        | E::TooManyRedirects => Attempt::Final(format!("request failed: {e}")),
+        // The URL may carry a credential in its query: never echo it.
+        E::BadUri(_) => Attempt::Final("request failed: the webhook URL is not usable".into()),
+        E::Http(_) | E::InvalidProxyUrl | E::RedirectFailed | E::TooManyRedirects => {
+            Attempt::Final(format!("request failed: {e}"))
+        }
         E::Timeout(t) => Attempt::Retry {
             reason: format!("timeout: {t}"),
             retry_after: None,

@@ -66,7 +66,8 @@ pub trait Queue: Send {
     fn retry_later(&mut self, handle: &Handle, delay: Duration) -> Result<(), QueueError>;
     /// Moves a message that can never succeed out of the queue, recording why
     /// (a dead-letter list, or a delete when the backend has no such place).
-    fn dead_letter(&mut self, handle: &Handle, body: &[u8], reason: &str) -> Result<(), QueueError>;
+    fn dead_letter(&mut self, handle: &Handle, body: &[u8], reason: &str)
+    -> Result<(), QueueError>;
     /// Called when this worker becomes the consumer: returns messages stranded by
     /// a previous consumer to the queue. Returns how many were recovered.
     fn recover(&mut self) -> Result<usize, QueueError>;
