@@ -185,17 +185,18 @@ impl Leading {
             request_timeout: cfg.callback_timeout,
             retry_horizon: cfg.callback_retry_horizon,
             backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+            backoff_max: cfg.callback_backoff_max,
             workers_per_host: 4,
             max_response_bytes: 4096,
             signing_secret,
-            shutdown_grace: cfg.shutdown_grace,
+            shutdown_grace: cfg.shutdown_grace.saturating_sub(Duration::from_secs(3)),
+            ..callbacks::Config::default()
         };
         let hooks = Arc::new(Recorder {
             kube: kube.clone(),
             settled: settle_tx,
         });
-        let callbacks = callbacks::spawn(cb_cfg, cb_agent, cb_rx, hooks);
+        let callbacks = callbacks::spawn(cb_cfg, cb_agent, cb_rx, hooks).map_err(|e| e.to_string())?;
 
         // Watches: per namespace when an allowlist is set, cluster-wide otherwise.
         let sel = selector(&cfg.render.instance);
