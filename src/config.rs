@@ -101,7 +101,7 @@ impl Reader<'_> {
 
     fn secs(&mut self, name: &str, default: f64) -> Duration {
         let v: f64 = self.num(name, default);
-        if !(v.is_finite() && v >= 0.0 && v < 1e9) {
+        if !(v.is_finite() && (0.0..1e9).contains(&v)) {
             self.errors
                 .push(format!("{name} must be a non-negative number of seconds"));
             return Duration::from_secs_f64(default);
