@@ -151,12 +151,12 @@ class Bed:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + 5
-        for _name, p, _path in reversed(self.procs):
+        deadline = time.monotonic() + 2  # a throwaway bed: no long graceful shutdowns
+        for name, p, _path in reversed(self.procs):
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
+                log("%s: still running 2 s after SIGTERM, SIGKILL" % name)
             try:  # the whole group, including anything a child forked
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
