@@ -64,7 +64,8 @@ fn diag(ns: &str) -> String {
     format!(
         "pods: {}\njobs: {}\nkwok log:\n{}\nkcm log:\n{}",
         b.kube_get(&format!("/api/v1/namespaces/{ns}/pods")).1,
-        b.kube_get(&format!("/apis/batch/v1/namespaces/{ns}/jobs")).1,
+        b.kube_get(&format!("/apis/batch/v1/namespaces/{ns}/jobs"))
+            .1,
         b.log_tail("kwok", 15),
         b.log_tail("kube-controller-manager", 15)
     )
@@ -74,11 +75,17 @@ fn diag(ns: &str) -> String {
 fn job_runs_on_a_kwok_node_and_completes() {
     let b = bed();
     let ns = b.new_namespace("smoke-ok");
-    create_job(&ns, &job("ok", json!({}), json!({RUN_SECONDS: "3"}), json!({})));
+    create_job(
+        &ns,
+        &job("ok", json!({}), json!({RUN_SECONDS: "3"}), json!({})),
+    );
     let mut pod = Value::Null;
     assert!(
         wait_for(Duration::from_secs(30), || {
-            pod = job_pods(&ns, "ok").into_iter().next().unwrap_or(Value::Null);
+            pod = job_pods(&ns, "ok")
+                .into_iter()
+                .next()
+                .unwrap_or(Value::Null);
             pod["status"]["phase"] == "Running"
         }),
         "pod never Running: {}",
@@ -90,7 +97,10 @@ fn job_runs_on_a_kwok_node_and_completes() {
     let cs = &pod["status"]["containerStatuses"][0];
     assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
     assert!(
-        wait_for(Duration::from_secs(30), || job_condition(&ns, "ok", "Complete").is_some()),
+        wait_for(Duration::from_secs(30), || job_condition(
+            &ns, "ok", "Complete"
+        )
+        .is_some()),
         "job never Complete: {}",
         diag(&ns)
     );
@@ -105,7 +115,15 @@ fn job_runs_on_a_kwok_node_and_completes() {
 fn failing_outcome_fails_the_job_with_the_exit_code() {
     let b = bed();
     let ns = b.new_namespace("smoke-fail");
-    create_job(&ns, &job("bad", json!({OUTCOME: "fail", EXIT_CODE: "3"}), json!({}), json!({})));
+    create_job(
+        &ns,
+        &job(
+            "bad",
+            json!({OUTCOME: "fail", EXIT_CODE: "3"}),
+            json!({}),
+            json!({}),
+        ),
+    );
     let mut cond = None;
     assert!(
         wait_for(Duration::from_secs(40), || {
@@ -127,7 +145,10 @@ fn failing_outcome_fails_the_job_with_the_exit_code() {
 fn pending_outcome_never_starts() {
     let b = bed();
     let ns = b.new_namespace("smoke-pending");
-    create_job(&ns, &job("stuck", json!({OUTCOME: "pending"}), json!({}), json!({})));
+    create_job(
+        &ns,
+        &job("stuck", json!({OUTCOME: "pending"}), json!({}), json!({})),
+    );
     let reason = |p: &Value| {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
             .as_str()
@@ -136,7 +157,9 @@ fn pending_outcome_never_starts() {
     };
     assert!(
         wait_for(Duration::from_secs(30), || {
-            job_pods(&ns, "stuck").first().is_some_and(|p| reason(p) == "ImagePullBackOff")
+            job_pods(&ns, "stuck")
+                .first()
+                .is_some_and(|p| reason(p) == "ImagePullBackOff")
         }),
         "no ImagePullBackOff: {}",
         diag(&ns)
@@ -157,10 +180,18 @@ fn ttl_after_finished_deletes_the_job_and_its_pods() {
     let ns = b.new_namespace("smoke-ttl");
     create_job(
         &ns,
-        &job("ttl", json!({}), json!({RUN_SECONDS: "0.2"}), json!({"ttlSecondsAfterFinished": 2})),
+        &job(
+            "ttl",
+            json!({}),
+            json!({RUN_SECONDS: "0.2"}),
+            json!({"ttlSecondsAfterFinished": 2}),
+        ),
     );
     assert!(
-        wait_for(Duration::from_secs(30), || job_condition(&ns, "ttl", "Complete").is_some()),
+        wait_for(Duration::from_secs(30), || job_condition(
+            &ns, "ttl", "Complete"
+        )
+        .is_some()),
         "job never Complete: {}",
         diag(&ns)
     );
@@ -171,7 +202,10 @@ fn ttl_after_finished_deletes_the_job_and_its_pods() {
         "job not deleted: {}",
         diag(&ns)
     );
-    eprintln!("job deleted {:.1}s after Complete", done.elapsed().as_secs_f64());
+    eprintln!(
+        "job deleted {:.1}s after Complete",
+        done.elapsed().as_secs_f64()
+    );
     assert!(
         wait_for(Duration::from_secs(30), || job_pods(&ns, "ttl").is_empty()),
         "pods left: {}",
@@ -229,7 +263,12 @@ fn lease_update_with_stale_resource_version_conflicts() {
 fn rbac_is_enforced_for_the_unprivileged_user() {
     let b = bed();
     let ns = b.new_namespace("smoke-rbac");
-    let (st, _) = b.kube_as(&b.user_token, "GET", &format!("/api/v1/namespaces/{ns}/pods"), None);
+    let (st, _) = b.kube_as(
+        &b.user_token,
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        None,
+    );
     assert_eq!(st, 403);
     let (st, _) = b.kube_as("not-a-token", "GET", "/api/v1/namespaces", None);
     assert_eq!(st, 401);
@@ -244,7 +283,10 @@ fn job_watch_streams_events() {
         Duration::from_secs(10),
     );
     assert_eq!(w.status, 200);
-    create_job(&ns, &job("watched", json!({}), json!({RUN_SECONDS: "0.2"}), json!({})));
+    create_job(
+        &ns,
+        &job("watched", json!({}), json!({RUN_SECONDS: "0.2"}), json!({})),
+    );
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut complete = false;
@@ -253,7 +295,10 @@ fn job_watch_streams_events() {
         let ty = ev["type"].as_str().unwrap_or_default().to_string();
         complete = ev["object"]["status"]["conditions"]
             .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Complete" && c["status"] == "True")
+            });
         seen.push(ty);
     }
     // The apiserver may open the stream with a BOOKMARK; the first real event is ADDED.
@@ -271,24 +316,39 @@ fn redis_answers_lmove() {
     let v = b.redis_cmd(&["LMOVE", &src, &dst, "LEFT", "RIGHT"]);
     assert_eq!(v, redis::Value::BulkString(b"one".to_vec()));
     let v = b.redis_cmd(&["LRANGE", &dst, "0", "-1"]);
-    assert_eq!(v, redis::Value::Array(vec![redis::Value::BulkString(b"one".to_vec())]));
+    assert_eq!(
+        v,
+        redis::Value::Array(vec![redis::Value::BulkString(b"one".to_vec())])
+    );
 }
 
 #[test]
 fn sqs_checks_signatures() {
     let b = bed();
     let url = b.sqs_create_queue(&support::unique("smoke"), false);
-    b.aws_call("sqs", "send_message", &json!({"QueueUrl": url, "MessageBody": "{\"x\":1}"}))
-        .expect("send_message");
+    b.aws_call(
+        "sqs",
+        "send_message",
+        &json!({"QueueUrl": url, "MessageBody": "{\"x\":1}"}),
+    )
+    .expect("send_message");
     let r = b
-        .aws_call("sqs", "receive_message", &json!({"QueueUrl": url, "WaitTimeSeconds": 1}))
+        .aws_call(
+            "sqs",
+            "receive_message",
+            &json!({"QueueUrl": url, "WaitTimeSeconds": 1}),
+        )
         .expect("receive_message");
     assert_eq!(r["Messages"][0]["Body"], "{\"x\":1}", "{r}");
     let fifo = b.sqs_create_queue(&support::unique("smoke"), true);
     assert!(fifo.ends_with(".fifo"), "{fifo}");
     let err = b
-        .aws_call_with("sqs", "send_message", &json!({"QueueUrl": url, "MessageBody": "x"}),
-                       Some("wrong-secret"))
+        .aws_call_with(
+            "sqs",
+            "send_message",
+            &json!({"QueueUrl": url, "MessageBody": "x"}),
+            Some("wrong-secret"),
+        )
         .expect_err("a wrong secret must be refused");
     assert_eq!(err["status"], 403, "{err}");
     assert_eq!(err["code"], "SignatureDoesNotMatch", "{err}");
@@ -319,7 +379,15 @@ fn webhook_receiver_records_and_can_be_down() {
     hook.set_down(true);
     assert!(agent.post(&hook.url()).send_json(json!({})).is_err());
     hook.set_down(false);
-    assert_eq!(agent.post(&hook.url()).send_json(json!({})).unwrap().status().as_u16(), 200);
+    assert_eq!(
+        agent
+            .post(&hook.url())
+            .send_json(json!({}))
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     let calls = hook.wait_for_calls(4, Duration::from_secs(5));
     let statuses: Vec<u16> = calls.iter().map(|c| c.status).collect();
     assert_eq!(statuses, vec![200, 503, 0, 200]);

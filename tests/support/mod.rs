@@ -76,7 +76,9 @@ fn venv_python() -> PathBuf {
     if let Some(p) = std::env::var_os("TESTBED_PYTHON") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".cache"));
@@ -159,7 +161,11 @@ fn start_bed() -> Result<Bed, String> {
         kubeconfig: PathBuf::from(s("kubeconfig")),
         nodes: info["nodes"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default(),
         redis_url: s("redis_url"),
         redis_port: info["redis_port"].as_u64().unwrap_or(0) as u16,
@@ -199,7 +205,10 @@ pub fn kube_agent(ca_pem: &str) -> ureq::Agent {
 /// A unique suffix for names (namespaces, queues, keys).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!(
         "{prefix}-{:x}{:x}{}",
         std::process::id() % 4096,
@@ -309,7 +318,10 @@ impl Bed {
             .call()
             .unwrap_or_else(|e| panic!("watch {url}: {e}"));
         let status = resp.status().as_u16();
-        KubeWatch { status, reader: BufReader::new(resp.into_body().into_reader()) }
+        KubeWatch {
+            status,
+            reader: BufReader::new(resp.into_body().into_reader()),
+        }
     }
 
     /// Creates namespace `name` and waits (up to 30 s) for its `default` ServiceAccount,
@@ -319,7 +331,10 @@ impl Bed {
             "/api/v1/namespaces",
             &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
         );
-        assert!(st == 201 || st == 409, "creating namespace {name}: {st} {body}");
+        assert!(
+            st == 201 || st == 409,
+            "creating namespace {name}: {st} {body}"
+        );
         let path = format!("/api/v1/namespaces/{name}/serviceaccounts/default");
         assert!(
             wait_for(Duration::from_secs(30), || self.kube_get(&path).0 == 200),
@@ -366,7 +381,10 @@ impl Bed {
             .unwrap();
         let out = child.wait_with_output().expect("aws_call.py");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("aws_call.py printed {:?}: {e}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "aws_call.py printed {:?}: {e}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         });
         if let Some(err) = v.get("error") {
             Err(err.clone())
@@ -414,8 +432,8 @@ impl Bed {
     /// The tail of a component's log (etcd, kube-apiserver, kube-controller-manager,
     /// kube-scheduler, kwok, redis, moto), for failure messages.
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join(format!("{component}.log")))
-            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{component}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -465,7 +483,10 @@ impl Call {
     /// First value of a header (name case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -520,13 +541,18 @@ impl WebhookReceiver {
 
     /// Calls that were answered with a 2xx status.
     pub fn delivered(&self) -> Vec<Call> {
-        self.calls().into_iter().filter(|c| (200..300).contains(&c.status)).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| (200..300).contains(&c.status))
+            .collect()
     }
 
     /// Down: requests are read (and recorded with status 0) but the connection is
     /// closed without an answer. Up again: answers 200.
     pub fn set_down(&self, down: bool) {
-        self.shared.status.store(if down { 0 } else { 200 }, Ordering::SeqCst);
+        self.shared
+            .status
+            .store(if down { 0 } else { 200 }, Ordering::SeqCst);
     }
 
     /// Answer every following request with this status (0 = drop the connection).
@@ -543,7 +569,12 @@ impl WebhookReceiver {
             if now >= deadline {
                 break;
             }
-            calls = self.shared.cond.wait_timeout(calls, deadline - now).unwrap().0;
+            calls = self
+                .shared
+                .cond
+                .wait_timeout(calls, deadline - now)
+                .unwrap()
+                .0;
         }
         calls.clone()
     }
@@ -578,15 +609,24 @@ fn handle_conn(mut s: TcpStream, sh: &Shared) {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let hmap: HashMap<&str, &str> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let hmap: HashMap<&str, &str> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut rest = buf[head_end + 4..].to_vec();
-    let body = if hmap.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    let body = if hmap
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         match read_chunked(&mut s, rest) {
             Some(b) => b,
             None => return,
         }
     } else {
-        let len: usize = hmap.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize = hmap
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         while rest.len() < len {
             match s.read(&mut tmp) {
                 Ok(0) | Err(_) => return,
@@ -601,7 +641,11 @@ fn handle_conn(mut s: TcpStream, sh: &Shared) {
     if status == 0 {
         let _ = s.shutdown(Shutdown::Both);
     } else {
-        let reason = if (200..300).contains(&status) { "OK" } else { "Error" };
+        let reason = if (200..300).contains(&status) {
+            "OK"
+        } else {
+            "Error"
+        };
         let resp = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         );
