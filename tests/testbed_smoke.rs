@@ -394,3 +394,36 @@ fn webhook_receiver_records_and_can_be_down() {
     assert_eq!(hook.delivered().len(), 2);
     assert!(calls[1].at <= calls[3].at);
 }
+
+#[test]
+fn deleting_a_running_job_removes_it_and_its_pods() {
+    let b = bed();
+    let ns = b.new_namespace("smoke-del");
+    create_job(
+        &ns,
+        &job("long", json!({}), json!({RUN_SECONDS: "1h"}), json!({})),
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            job_pods(&ns, "long")
+                .first()
+                .is_some_and(|p| p["status"]["phase"] == "Running")
+        }),
+        "pod never Running: {}",
+        diag(&ns)
+    );
+    let path = format!("/apis/batch/v1/namespaces/{ns}/jobs/long");
+    let t0 = Instant::now();
+    let (st, body) = b.kube_delete(&path, Some(&json!({"propagationPolicy": "Foreground"})));
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        wait_for(Duration::from_secs(40), || b.kube_get(&path).0 == 404
+            && job_pods(&ns, "long").is_empty()),
+        "job or pods left: {}",
+        diag(&ns)
+    );
+    eprintln!(
+        "job and pods gone {:.1}s after DELETE",
+        t0.elapsed().as_secs_f64()
+    );
+}
