@@ -42,6 +42,7 @@ STAGES_DIR = os.path.join(HERE, "kwok", "stages")
 T0 = time.monotonic()
 REGION = "us-east-1"
 DIR_PREFIX = "k8s-job-worker-bed-"
+STOP = threading.Event()  # set on stdin EOF or a signal
 
 
 def log(msg):
@@ -129,6 +130,8 @@ class Bed:
         deadline = time.monotonic() + timeout
         last = None
         while True:
+            if STOP.is_set():
+                raise BedError("stopped during start-up (stdin closed or signal)")
             self.check_alive()
             try:
                 v = fn()
@@ -461,7 +464,7 @@ def main():
                     help="print shell export lines and wait for Ctrl-C")
     args = ap.parse_args()
 
-    stop = threading.Event()
+    stop = STOP
 
     def on_signal(signum, _frame):
         log("signal %d: stopping" % signum)
@@ -471,30 +474,37 @@ def main():
 
     clean_stale_dirs()
     bindir = args.bin or default_bindir()
-    bed = Bed(bindir)
-    try:
-        if not args.foreground:
-            # stdin EOF (the owner exited) stops the bed, even during start-up.
-            def watch_stdin():
-                try:
-                    while os.read(0, 4096):
-                        pass
-                except OSError:
+    if not args.foreground:
+        # stdin EOF (the owner exited) stops the bed, even during start-up.
+        def watch_stdin():
+            try:
+                while os.read(0, 4096):
                     pass
-                stop.set()
-            threading.Thread(target=watch_stdin, daemon=True).start()
-        try:
-            bed.run()
-        except BedError as e:
-            name = e.args[1] if len(e.args) > 1 else None
-            log("START FAILED: %s" % e.args[0])
-            if name:
-                sys.stderr.write("---- last lines of %s's log ----\n%s\n----\n"
-                                 % (name, bed.tail(name)))
-            return 1
-        except Exception as e:  # noqa: BLE001
-            log("START FAILED: %r" % e)
-            return 1
+            except OSError:
+                pass
+            stop.set()
+        threading.Thread(target=watch_stdin, daemon=True).start()
+    bed = None
+    try:
+        for attempt in (1, 2, 3):
+            bed = Bed(bindir)
+            try:
+                bed.run()
+                break
+            except BedError as e:
+                name = e.args[1] if len(e.args) > 1 else None
+                tail = bed.tail(name) if name else ""
+                if attempt < 3 and not stop.is_set() and "address already in use" in tail.lower():
+                    log("%s: port taken meanwhile (another bed?); retrying with new ports" % name)
+                    bed.stop()
+                    continue
+                log("START FAILED: %s" % e.args[0])
+                if name:
+                    sys.stderr.write("---- last lines of %s's log ----\n%s\n----\n" % (name, tail))
+                return 1
+            except Exception as e:  # noqa: BLE001
+                log("START FAILED: %r" % e)
+                return 1
         if stop.is_set():
             return 1
         log("bed up in %.1f s (dir %s)" % (time.monotonic() - T0, bed.dir))
@@ -524,7 +534,8 @@ def main():
                     stop.set()
         return 0
     finally:
-        bed.stop()
+        if bed is not None:
+            bed.stop()
 
 
 if __name__ == "__main__":
