@@ -50,6 +50,8 @@ pub struct Bed {
     pub aws_secret_access_key: String,
     /// The bed's temp dir (logs of every component: `<dir>/<name>.log`).
     pub dir: PathBuf,
+    /// Process id of each component (etcd, kube-apiserver, ..., redis, moto).
+    pub pids: HashMap<String, u32>,
     /// The venv python (has boto3).
     pub python: PathBuf,
     /// Everything bed.py printed.
@@ -174,6 +176,14 @@ fn start_bed() -> Result<Bed, String> {
         aws_access_key_id: s("aws_access_key_id"),
         aws_secret_access_key: s("aws_secret_access_key"),
         dir: PathBuf::from(s("dir")),
+        pids: info["pids"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_u64()? as u32)))
+                    .collect()
+            })
+            .unwrap_or_default(),
         python,
         info,
         agent,
