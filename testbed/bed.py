@@ -302,7 +302,7 @@ class Bed:
             "--controllers=job-controller,ttl-after-finished-controller,"
             "garbage-collector-controller,namespace-controller,serviceaccount-controller,"
             "serviceaccount-token-controller,root-ca-certificate-publisher-controller,"
-            "pod-garbage-collector-controller",
+            "pod-garbage-collector-controller,persistentvolume-binder-controller",
             "--leader-elect=false",
             "--use-service-account-credentials=false",
             "--bind-address=127.0.0.1", "--secure-port=%d" % kcm_port,
@@ -341,7 +341,9 @@ class Bed:
                                                  "node.alpha.kubernetes.io/ttl": "0"}},
                     "spec": {},
                     "status": {"allocatable": alloc, "capacity": alloc, "phase": "Running"}}
+        # k8s-node-1 is the node the seed example's nodeSelector names.
         nodes = [node("kwok-node-0", {}, {}),
+                 node("k8s-node-1", {}, {}),
                  node("kwok-gpu-0", {"nvidia.com/gpu.present": "true",
                                      "testbed.k8s-job-worker.io/gpu": "true"},
                       {"nvidia.com/gpu": "8"})]

@@ -38,7 +38,7 @@ pub struct Bed {
     pub user_name: String,
     /// kubeconfig with the admin token.
     pub kubeconfig: PathBuf,
-    /// Nodes kwok simulates: `kwok-node-0` and `kwok-gpu-0` (nvidia.com/gpu: 8).
+    /// Nodes kwok simulates: `kwok-node-0`, `k8s-node-1` (the seed's nodeSelector) and `kwok-gpu-0` (nvidia.com/gpu: 8).
     pub nodes: Vec<String>,
     /// `redis://127.0.0.1:PORT/`
     pub redis_url: String,
