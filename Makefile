@@ -51,3 +51,4 @@ clippy:
 clean-testbed:
 	rm -rf "$(CACHE_ROOT)/testbed" "$(CACHE_ROOT)"/venv-moto-*
 	rm -rf "$${TMPDIR:-/tmp}"/k8s-job-worker-bed-*
+-include mk/*.mk

@@ -254,7 +254,9 @@ impl Config {
             pod_start_timeout: r.secs("POD_START_TIMEOUT", 600.0),
             callback_timeout: r.secs("CALLBACK_TIMEOUT", 10.0),
             callback_retry_horizon: r.secs("CALLBACK_RETRY_HORIZON", 3600.0),
-            callback_backoff_max: r.secs("CALLBACK_BACKOFF_MAX", 60.0).max(Duration::from_millis(100)),
+            callback_backoff_max: r
+                .secs("CALLBACK_BACKOFF_MAX", 60.0)
+                .max(Duration::from_millis(100)),
             webhook_signing_secret: r.str("WEBHOOK_SIGNING_SECRET"),
             http_port: r.num("HTTP_SERVER_PORT", 8080),
             allowed_namespaces: r
