@@ -196,7 +196,12 @@ impl Leading {
             workers_per_host: 4,
             max_response_bytes: 4096,
             signing_secret,
-            shutdown_grace: cfg.shutdown_grace.saturating_sub(Duration::from_secs(3)),
+            // Stopping intake can take one receive (POLLING_INTERVAL) and the
+            // tracker one tick; the rest of SHUTDOWN_GRACE is for flushing.
+            shutdown_grace: cfg
+                .shutdown_grace
+                .saturating_sub(cfg.polling_interval + Duration::from_secs(2))
+                .max(Duration::from_secs(1)),
             ..callbacks::Config::default()
         };
         let hooks = Arc::new(Recorder {
