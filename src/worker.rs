@@ -111,6 +111,8 @@ pub struct Leading {
     intake: Option<JoinHandle<()>>,
     tracker: Option<JoinHandle<()>>,
     callbacks: Option<JoinHandle<()>>,
+    /// Our own sender to the callback thread, for `Abort`.
+    cb_ctl: Option<Sender<CallbackMsg>>,
     pub live: Arc<LiveJobs>,
     pub board: Board,
 }
@@ -259,6 +261,7 @@ impl Leading {
             .map_err(|e| e.to_string())?
         };
 
+        let cb_ctl = cb_tx.clone();
         let intake = Intake {
             queue,
             kube,
@@ -282,26 +285,29 @@ impl Leading {
             intake: Some(intake),
             tracker: Some(tracker),
             callbacks: Some(callbacks),
+            cb_ctl: Some(cb_ctl),
             live,
             board,
         })
     }
 
     /// Stops in order and joins: intake, tracker, then callbacks (which flush).
-    pub fn stop(mut self) {
+    pub fn stop(mut self, abort: bool) {
         self.stop.store(true, Ordering::SeqCst);
-        for h in [
-            self.intake.take(),
-            self.tracker.take(),
-            self.callbacks.take(),
-        ]
-        .into_iter()
-        .flatten()
+        for h in [self.intake.take(), self.tracker.take()]
+            .into_iter()
+            .flatten()
         {
-            let name = h.thread().name().unwrap_or("?").to_string();
-            if h.join().is_err() {
-                log::error!("thread {name} panicked");
+            join(h);
+        }
+        if let Some(ctl) = self.cb_ctl.take() {
+            if abort {
+                let _ = ctl.send(CallbackMsg::Abort);
             }
+            drop(ctl);
+        }
+        if let Some(h) = self.callbacks.take() {
+            join(h);
         }
     }
 
@@ -310,6 +316,13 @@ impl Leading {
         [&self.intake, &self.tracker, &self.callbacks]
             .iter()
             .all(|h| h.as_ref().is_some_and(|h| !h.is_finished()))
+    }
+}
+
+fn join(h: JoinHandle<()>) {
+    let name = h.thread().name().unwrap_or("?").to_string();
+    if h.join().is_err() {
+        log::error!("thread {name} panicked");
     }
 }
 
@@ -432,10 +445,10 @@ fn start_leading(
     Ok(leading)
 }
 
-fn stop_leading(leading: Leading, health: &crate::http::Health) {
+fn stop_leading(leading: Leading, health: &crate::http::Health, abort: bool) {
     health.leader.store(false, Ordering::SeqCst);
     metrics::set("leader", &[], 0.0);
-    leading.stop();
+    leading.stop(abort);
 }
 
 /// Runs the worker until SIGTERM/SIGINT: elected through the Lease when
@@ -454,7 +467,7 @@ pub fn run_elected(
             health.alive.store(leading.healthy(), Ordering::SeqCst);
         }
         log::info!("signal {} received: stopping", crate::signal::received());
-        stop_leading(leading, &health);
+        stop_leading(leading, &health, false);
         return Ok(());
     }
     let lock = LeaseLock {
@@ -523,7 +536,7 @@ pub fn run_elected(
                     lock.name
                 );
                 if let Some(l) = leading.take() {
-                    stop_leading(l, &health);
+                    stop_leading(l, &health, true);
                 }
             }
             Transition::None => {}
@@ -537,7 +550,7 @@ pub fn run_elected(
     }
     log::info!("signal {} received: stopping", crate::signal::received());
     if let Some(l) = leading.take() {
-        stop_leading(l, &health);
+        stop_leading(l, &health, false);
         match cand.release(&lock, &me, SystemTime::now()) {
             Ok(()) => log::info!("released lease {}/{}", lock.namespace, lock.name),
             Err(e) => log::warn!("could not release the lease: {e}"),

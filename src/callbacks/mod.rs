@@ -75,6 +75,9 @@ pub trait Hooks: Send + Sync {
 #[derive(Debug)]
 pub enum CallbackMsg {
     Send(Callback),
+    /// Stop now without draining (the worker lost its Lease: the next leader
+    /// resends what was not recorded as delivered).
+    Abort,
 }
 
 /// Settings of the callback thread.
@@ -183,6 +186,11 @@ fn run(
         select! {
             recv(input.as_ref().unwrap_or(&never)) -> msg => match msg {
                 Ok(CallbackMsg::Send(cb)) => events.push(Event::Enqueued(cb)),
+                Ok(CallbackMsg::Abort) => {
+                    input = None;
+                    closed_deadline = Some(Instant::now());
+                    log::info!("callbacks: aborted with {} pending callback(s)", sched.pending());
+                }
                 Err(_) => {
                     input = None;
                     closed_deadline = Some(Instant::now() + cfg.shutdown_grace);
