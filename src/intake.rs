@@ -232,15 +232,7 @@ impl Intake {
                     Outcome::Later(d)
                 } else {
                     let text = format!("cannot create Job {key}: {}", e.api_message());
-                    self.reject(
-                        m,
-                        "JOB_CREATE_FAILED",
-                        &text,
-                        Some(msg.id.clone()),
-                        msg.webhook_url.clone(),
-                        pending,
-                        next_token,
-                    )
+                    self.reject_msg(m, "JOB_CREATE_FAILED", &text, &msg, pending, next_token)
                 }
             }
         }
@@ -279,32 +271,30 @@ impl Intake {
                     let text = format!(
                         "Job {key} already exists for another message; choose another job.prefixName or id"
                     );
-                    self.reject(
-                        m,
-                        "JOB_NAME_CONFLICT",
-                        &text,
-                        Some(msg.id.clone()),
-                        msg.webhook_url.clone(),
-                        pending,
-                        next_token,
-                    )
+                    self.reject_msg(m, "JOB_NAME_CONFLICT", &text, msg, pending, next_token)
                 }
             }
             // Deleted between our create and get: try again soon.
             Err(e) if e.code() == Some(404) || e.is_transient() => Outcome::Later(retry_delay(1)),
             Err(e) => {
                 let text = format!("cannot read existing Job {key}: {}", e.api_message());
-                self.reject(
-                    m,
-                    "JOB_CREATE_FAILED",
-                    &text,
-                    Some(msg.id.clone()),
-                    msg.webhook_url.clone(),
-                    pending,
-                    next_token,
-                )
+                self.reject_msg(m, "JOB_CREATE_FAILED", &text, msg, pending, next_token)
             }
         }
+    }
+
+    /// `reject` for a message that parsed (its id and webhook are known).
+    fn reject_msg(
+        &mut self,
+        m: &Received,
+        code: &str,
+        text: &str,
+        msg: &message::Message,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) -> Outcome {
+        let (id, url) = (Some(msg.id.clone()), msg.webhook_url.clone());
+        self.reject(m, code, text, id, url, pending, next_token)
     }
 
     /// A message that can never succeed: record it, tell its sender (99).

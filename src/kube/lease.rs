@@ -177,6 +177,17 @@ pub struct Read {
     pub resource_version: String,
 }
 
+fn read_of(v: &Value) -> Read {
+    Read {
+        record: record_of(v),
+        resource_version: v
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+    }
+}
+
 /// REST access to one Lease.
 pub struct LeaseLock {
     pub client: Client,
@@ -198,14 +209,7 @@ impl LeaseLock {
             &self.path(),
             &format!("get lease {}/{}", self.namespace, self.name),
         ) {
-            Ok(v) => Ok(Some(Read {
-                record: record_of(&v),
-                resource_version: v
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .into(),
-            })),
+            Ok(v) => Ok(Some(read_of(&v))),
             Err(e) if e.code() == Some(404) => Ok(None),
             Err(e) => Err(e),
         }
@@ -227,14 +231,7 @@ impl LeaseLock {
             &body,
             &format!("create lease {}/{}", self.namespace, self.name),
         )?;
-        Ok(Read {
-            record: record_of(&v),
-            resource_version: v
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .into(),
-        })
+        Ok(read_of(&v))
     }
 
     /// Replaces the spec, guarded by the resourceVersion read (409 = lost race).
@@ -249,14 +246,7 @@ impl LeaseLock {
             &body,
             &format!("update lease {}/{}", self.namespace, self.name),
         )?;
-        Ok(Read {
-            record: record_of(&v),
-            resource_version: v
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .into(),
-        })
+        Ok(read_of(&v))
     }
 }
 
