@@ -80,7 +80,9 @@ pub fn serve(port: u16, health: Arc<Health>) -> Result<(u16, JoinHandle<()>), St
                         }
                     }
                     "/readyz" => {
-                        if health.ready.load(Ordering::SeqCst) {
+                        let queue_ok = !health.leader.load(Ordering::SeqCst)
+                            || crate::intake::QUEUE_REACHABLE.load(Ordering::SeqCst);
+                        if health.ready.load(Ordering::SeqCst) && queue_ok {
                             respond(req, 200, "text/plain", "ok\n".into());
                         } else {
                             respond(req, 503, "text/plain", "not ready\n".into());

@@ -23,6 +23,9 @@ use crate::queue::{Handle, Queue, QueueError, Received};
 use crate::render::{self, ANN_MESSAGE_ID, RenderConfig};
 use crate::tracker::{LiveJobs, TrackerMsg};
 
+/// False while the leader's last receive failed (for /readyz).
+pub static QUEUE_REACHABLE: AtomicBool = AtomicBool::new(true);
+
 /// Everything intake needs; built by `worker.rs`.
 pub struct Intake {
     pub queue: Box<dyn Queue>,
@@ -96,9 +99,11 @@ impl Intake {
             let batch = match self.queue.receive(max, self.polling_interval) {
                 Ok(b) => {
                     backoff.reset();
+                    QUEUE_REACHABLE.store(true, Ordering::SeqCst);
                     b
                 }
                 Err(e) => {
+                    QUEUE_REACHABLE.store(false, Ordering::SeqCst);
                     self.queue_error("receive", &e);
                     std::thread::sleep(backoff.next_delay());
                     continue;
