@@ -49,6 +49,8 @@ pub struct Config {
     pub pod_start_timeout: Duration,
     pub callback_timeout: Duration,
     pub callback_retry_horizon: Duration,
+    /// Longest wait between two attempts of one callback.
+    pub callback_backoff_max: Duration,
     pub webhook_signing_secret: Option<String>,
     pub http_port: u16,
     /// Empty = every namespace (cluster-wide watches).
@@ -99,7 +101,7 @@ impl Reader<'_> {
 
     fn secs(&mut self, name: &str, default: f64) -> Duration {
         let v: f64 = self.num(name, default);
-        if !(v.is_finite() && v >= 0.0 && v < 1e9) {
+        if !(v.is_finite() && (0.0..1e9).contains(&v)) {
             self.errors
                 .push(format!("{name} must be a non-negative number of seconds"));
             return Duration::from_secs_f64(default);
@@ -252,6 +254,9 @@ impl Config {
             pod_start_timeout: r.secs("POD_START_TIMEOUT", 600.0),
             callback_timeout: r.secs("CALLBACK_TIMEOUT", 10.0),
             callback_retry_horizon: r.secs("CALLBACK_RETRY_HORIZON", 3600.0),
+            callback_backoff_max: r
+                .secs("CALLBACK_BACKOFF_MAX", 60.0)
+                .max(Duration::from_millis(100)),
             webhook_signing_secret: r.str("WEBHOOK_SIGNING_SECRET"),
             http_port: r.num("HTTP_SERVER_PORT", 8080),
             allowed_namespaces: r

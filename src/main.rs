@@ -25,6 +25,7 @@ USAGE:
     k8s-job-worker validate FILE  check a message (FILE or - for stdin); print each problem
     k8s-job-worker render FILE    print the Job the worker would create for a message
     k8s-job-worker enqueue FILE   push a message onto the configured Redis list or SQS queue
+    k8s-job-worker cleanup        remove the worker's finalizer from all its Jobs (before uninstalling)
     k8s-job-worker --help | --version
 
 EXIT CODES:
@@ -145,6 +146,76 @@ fn enqueue_cmd(arg: Option<&String>) -> ExitCode {
     }
 }
 
+fn cleanup_cmd() -> ExitCode {
+    logging::init(false);
+    let get = |k: &str| std::env::var(k).ok();
+    let kcfg = match k8s_job_worker::kube::KubeConfig::from_env(&get) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kube = match Client::new(&kcfg) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let instance = std::env::var("WORKER_INSTANCE").unwrap_or_else(|_| "default".into());
+    let sel = k8s_job_worker::kube::client::urlencode(&worker::selector(&instance));
+    let (jobs, _) = match kube.list_all(
+        "/apis/batch/v1/jobs",
+        &format!("labelSelector={sel}"),
+        "list jobs",
+    ) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut failed = 0;
+    let mut released = 0;
+    for j in jobs {
+        let held = j
+            .pointer("/metadata/finalizers")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(render::FINALIZER)));
+        if !held {
+            continue;
+        }
+        let ns = j
+            .pointer("/metadata/namespace")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let name = j
+            .pointer("/metadata/name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let path = format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}");
+        match kube.release(
+            &path,
+            render::FINALIZER,
+            &serde_json::json!({}),
+            &format!("release job {ns}/{name}"),
+        ) {
+            Ok(()) => released += 1,
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    println!("removed the finalizer from {released} Job(s); {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn run() -> ExitCode {
     let cfg = match Config::from_process_env() {
         Ok(c) => c,
@@ -206,6 +277,7 @@ fn main() -> ExitCode {
         Some("validate") => validate_cmd(args.get(2), false),
         Some("render") => validate_cmd(args.get(2), true),
         Some("enqueue") => enqueue_cmd(args.get(2)),
+        Some("cleanup") => cleanup_cmd(),
         Some(other) => {
             eprintln!("error: unknown command {other:?}\n\n{HELP}");
             let _ = Duration::ZERO;

@@ -209,6 +209,8 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
             "namespace": job.namespace,
             "labels": labels,
             "annotations": annotations,
+            // Holds the finished Job (past its TTL) until its terminal callback is settled.
+            "finalizers": [FINALIZER],
         },
         "spec": spec,
     })

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::callbacks::{Callback, CallbackMsg, JobRef};
 use crate::kube::watch::Event;
 use crate::metrics;
-use crate::render::{ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL};
+use crate::render::{ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER};
 
 /// How long a terminal status waits for the pod details it should carry.
 const POD_INFO_GRACE: Duration = Duration::from_secs(3);
@@ -45,6 +45,13 @@ pub enum Action {
     },
     /// Delete a Job (background propagation), e.g. after POD_START_TIMEOUT.
     DeleteJob { namespace: String, name: String },
+    /// Remove our finalizer from a Job whose terminal status an earlier leader
+    /// already settled (it died before releasing the Job).
+    Release {
+        namespace: String,
+        name: String,
+        status: u8,
+    },
     /// List the pods of a Job to learn about a pod the watch has not shown.
     FetchPods { namespace: String, name: String },
 }
@@ -94,6 +101,13 @@ struct Tracked {
     terminal_seen: Option<Instant>,
     fetched_pods: bool,
     done: bool,
+    /// The Job has a deletionTimestamp (held by our finalizer).
+    deleting: bool,
+    /// Our finalizer is on the Job.
+    held: bool,
+    /// The terminal status an earlier leader recorded as settled.
+    delivered_terminal: Option<u8>,
+    release_requested: bool,
     view: JobView,
 }
 
@@ -450,12 +464,12 @@ impl Tracker {
             ),
         )?;
         let key = job_key(ns, name);
-        let delivered = s(
+        let delivered_status = s(
             job,
             &format!("/metadata/annotations/{}", ANN_DELIVERED.replace('/', "~1")),
         )
-        .and_then(|d| d.parse::<u8>().ok())
-        .map(rank);
+        .and_then(|d| d.parse::<u8>().ok());
+        let delivered = delivered_status.map(rank);
         let terminal = job_terminal(job);
         let t = self.jobs.entry(key.clone()).or_insert_with(|| Tracked {
             id: id.to_string(),
@@ -469,6 +483,10 @@ impl Tracker {
             terminal_seen: None,
             fetched_pods: false,
             done: false,
+            deleting: false,
+            held: false,
+            delivered_terminal: None,
+            release_requested: false,
             view: JobView {
                 id: id.to_string(),
                 namespace: ns.to_string(),
@@ -485,6 +503,16 @@ impl Tracker {
             ),
         )
         .map(str::to_string);
+        t.deleting = job
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null());
+        t.held = job
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(FINALIZER)));
+        if delivered == Some(2) {
+            t.delivered_terminal = delivered_status;
+        }
         t.created = s(job, "/metadata/creationTimestamp")
             .and_then(crate::clock::parse_rfc3339)
             .or(t.created);
@@ -562,6 +590,15 @@ impl Tracker {
             return;
         };
         if t.done {
+            if let (Some(status), true, false) = (t.delivered_terminal, t.held, t.release_requested)
+            {
+                t.release_requested = true;
+                out.push(Action::Release {
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                    status,
+                });
+            }
             return;
         }
         if t.sent.is_none() {
@@ -630,6 +667,15 @@ impl Tracker {
                 }
             };
             self.finish(key, result);
+            self.publish(key);
+            return;
+        }
+        // Deleted (held only by our finalizer) before it finished.
+        if t.deleting {
+            let detail = json!({"error": {"errorCode": "JOB_DELETED", "message": format!(
+                "Job {}/{} was deleted before it finished", t.namespace, t.name)}});
+            Self::emit(t, 99, detail, wall, out);
+            self.finish(key, "deleted");
             self.publish(key);
             return;
         }
@@ -1004,6 +1050,57 @@ mod tests {
             panic!()
         };
         assert_eq!(detail["error"]["errorCode"], "JOB_DELETED");
+    }
+
+    #[test]
+    fn a_job_being_deleted_before_it_finished_gets_job_deleted_once() {
+        let mut t = tracker();
+        let now = Instant::now();
+        t.handle(
+            TrackerMsg::Created {
+                job: job("x", json!([]), None),
+                received_at: now,
+            },
+            now,
+            wall(),
+        );
+        let mut j = job("x", json!([]), None);
+        j["metadata"]["deletionTimestamp"] = json!("2026-11-24T07:00:09Z");
+        let a = t.handle(TrackerMsg::Jobs(Event::Applied(j.clone())), now, wall());
+        assert_eq!(statuses(&a), vec![99]);
+        assert!(
+            t.handle(TrackerMsg::Jobs(Event::Applied(j.clone())), now, wall())
+                .is_empty()
+        );
+        assert!(
+            t.handle(TrackerMsg::Jobs(Event::Deleted(j)), now, wall())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_settled_job_still_held_is_released_once() {
+        let mut t = tracker();
+        let now = Instant::now();
+        let mut j = job("h", complete(), Some("2"));
+        j["metadata"]["finalizers"] = json!([FINALIZER]);
+        let a = t.handle(
+            TrackerMsg::Jobs(Event::Restarted(vec![j.clone()])),
+            now,
+            wall(),
+        );
+        assert_eq!(
+            a,
+            vec![Action::Release {
+                namespace: "ns".into(),
+                name: "h".into(),
+                status: 2
+            }]
+        );
+        assert!(
+            t.handle(TrackerMsg::Jobs(Event::Applied(j)), now, wall())
+                .is_empty()
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::kube::Client;
 use crate::kube::watch::{Machine, RestApi, Step};
 use crate::metrics;
 use crate::queue::Queue;
-use crate::render::{ANN_DELIVERED, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
+use crate::render::{ANN_DELIVERED, FINALIZER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
 use crate::tracker::{Action, Board, LiveJobs, Tracker, TrackerMsg, callback_msg};
 
 /// Opens the configured queue.
@@ -72,8 +72,7 @@ impl Hooks for Recorder {
     fn settled(&self, cb: &Callback, outcome: &Outcome) {
         if let Some(job) = &cb.job {
             // Delivered or given up: either way a successor must not send it again.
-            let patch =
-                json!({"metadata": {"annotations": {ANN_DELIVERED: cb.status.to_string()}}});
+            let ann = json!({ANN_DELIVERED: cb.status.to_string()});
             let path = format!(
                 "/apis/batch/v1/namespaces/{}/jobs/{}",
                 job.namespace, job.name
@@ -82,7 +81,15 @@ impl Hooks for Recorder {
                 "record status {} on job {}/{}",
                 cb.status, job.namespace, job.name
             );
-            if let Err(e) = self.kube.merge_patch(&path, &patch, &op)
+            let res = if matches!(cb.status, 2 | 3 | 99) {
+                // Terminal: the Job no longer needs holding for us.
+                self.kube.release(&path, FINALIZER, &ann, &op)
+            } else {
+                self.kube
+                    .merge_patch(&path, &json!({"metadata": {"annotations": ann}}), &op)
+                    .map(|_| ())
+            };
+            if let Err(e) = res
                 && e.code() != Some(404)
             {
                 log::warn!("{e}");
@@ -185,17 +192,19 @@ impl Leading {
             request_timeout: cfg.callback_timeout,
             retry_horizon: cfg.callback_retry_horizon,
             backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+            backoff_max: cfg.callback_backoff_max,
             workers_per_host: 4,
             max_response_bytes: 4096,
             signing_secret,
-            shutdown_grace: cfg.shutdown_grace,
+            shutdown_grace: cfg.shutdown_grace.saturating_sub(Duration::from_secs(3)),
+            ..callbacks::Config::default()
         };
         let hooks = Arc::new(Recorder {
             kube: kube.clone(),
             settled: settle_tx,
         });
-        let callbacks = callbacks::spawn(cb_cfg, cb_agent, cb_rx, hooks);
+        let callbacks =
+            callbacks::spawn(cb_cfg, cb_agent, cb_rx, hooks).map_err(|e| e.to_string())?;
 
         // Watches: per namespace when an allowlist is set, cluster-wide otherwise.
         let sel = selector(&cfg.render.instance);
@@ -326,6 +335,22 @@ fn run_tracker(
                 Action::Callback { .. } => {
                     if let Some(m) = callback_msg(&a) {
                         let _ = cb.send(m);
+                    }
+                }
+                Action::Release {
+                    namespace,
+                    name,
+                    status,
+                } => {
+                    let path = format!("/apis/batch/v1/namespaces/{namespace}/jobs/{name}");
+                    let ann = json!({ANN_DELIVERED: status.to_string()});
+                    if let Err(e) = kube.release(
+                        &path,
+                        FINALIZER,
+                        &ann,
+                        &format!("release job {namespace}/{name}"),
+                    ) {
+                        log::warn!("{e}");
                     }
                 }
                 Action::DeleteJob { namespace, name } => {

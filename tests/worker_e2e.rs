@@ -35,7 +35,10 @@ struct Worker {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Worker {
@@ -44,12 +47,26 @@ impl Worker {
         let ns = b.new_namespace("e2e");
         let instance = unique("w");
         let redis_prefix = format!("{instance}-");
-        let sqs_url = if q == Q::Sqs { b.sqs_create_queue(&instance, false) } else { String::new() };
+        let sqs_url = if q == Q::Sqs {
+            b.sqs_create_queue(&instance, false)
+        } else {
+            String::new()
+        };
         Self::spawn(b, q, ns, instance, redis_prefix, sqs_url, extra)
     }
 
-    fn spawn(b: &Bed, q: Q, ns: String, instance: String, redis_prefix: String, sqs_url: String, extra: &[(&str, &str)]) -> Worker {
-        let log = b.dir.join(format!("worker-{instance}-{}.log", unique("run")));
+    fn spawn(
+        b: &Bed,
+        q: Q,
+        ns: String,
+        instance: String,
+        redis_prefix: String,
+        sqs_url: String,
+        extra: &[(&str, &str)],
+    ) -> Worker {
+        let log = b
+            .dir
+            .join(format!("worker-{instance}-{}.log", unique("run")));
         let http_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-job-worker"));
         cmd.env_clear()
@@ -85,8 +102,21 @@ impl Worker {
         }
         let out = std::fs::File::create(&log).expect("worker log");
         let err = out.try_clone().expect("worker log");
-        let child = cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().expect("spawn worker");
-        Worker { child, log, http_port, ns, instance, q, redis_prefix, sqs_url }
+        let child = cmd
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn worker");
+        Worker {
+            child,
+            log,
+            http_port,
+            ns,
+            instance,
+            q,
+            redis_prefix,
+            sqs_url,
+        }
     }
 
     fn logs(&self) -> String {
@@ -108,8 +138,12 @@ impl Worker {
                 b.redis_cmd(&["LPUSH", &format!("{}queue", self.redis_prefix), body]);
             }
             Q::Sqs => {
-                b.aws_call("sqs", "send_message", &json!({"QueueUrl": self.sqs_url, "MessageBody": body}))
-                    .unwrap_or_else(|e| panic!("send_message: {e}"));
+                b.aws_call(
+                    "sqs",
+                    "send_message",
+                    &json!({"QueueUrl": self.sqs_url, "MessageBody": body}),
+                )
+                .unwrap_or_else(|e| panic!("send_message: {e}"));
             }
         }
     }
@@ -123,7 +157,8 @@ impl Worker {
                     redis::Value::Int(n) => n,
                     _ => -1,
                 };
-                len(&format!("{}queue", self.redis_prefix)) + len(&format!("{}processing", self.redis_prefix))
+                len(&format!("{}queue", self.redis_prefix))
+                    + len(&format!("{}processing", self.redis_prefix))
             }
             Q::Sqs => {
                 let r = b
@@ -133,7 +168,12 @@ impl Worker {
                         &json!({"QueueUrl": self.sqs_url, "AttributeNames": ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]}),
                     )
                     .unwrap_or_else(|e| panic!("get_queue_attributes: {e}"));
-                let n = |k: &str| r["Attributes"][k].as_str().and_then(|s| s.parse::<i64>().ok()).unwrap_or(-1);
+                let n = |k: &str| {
+                    r["Attributes"][k]
+                        .as_str()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .unwrap_or(-1)
+                };
                 n("ApproximateNumberOfMessages") + n("ApproximateNumberOfMessagesNotVisible")
             }
         }
@@ -154,7 +194,11 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- worker log {} ----\n{}", self.log.display(), self.logs());
+            eprintln!(
+                "---- worker log {} ----\n{}",
+                self.log.display(),
+                self.logs()
+            );
         }
     }
 }
@@ -173,18 +217,33 @@ fn message(w: &Worker, hook: &WebhookReceiver, tweak: impl FnOnce(&mut Value)) -
 }
 
 fn calls_for(hook: &WebhookReceiver, id: &str) -> Vec<Call> {
-    hook.delivered().into_iter().filter(|c| c.body["id"] == json!(id)).collect()
+    hook.delivered()
+        .into_iter()
+        .filter(|c| c.body["id"] == json!(id))
+        .collect()
 }
 
 fn statuses(calls: &[Call]) -> Vec<u64> {
-    calls.iter().filter_map(|c| c.body["status"].as_u64()).collect()
+    calls
+        .iter()
+        .filter_map(|c| c.body["status"].as_u64())
+        .collect()
 }
 
 /// Waits until the message's delivered callbacks end with a terminal status.
 fn wait_terminal(w: &Worker, hook: &WebhookReceiver, id: &str, timeout: Duration) -> Vec<Call> {
-    let ok = wait_for(timeout, || statuses(&calls_for(hook, id)).iter().any(|s| [2, 3, 99].contains(s)));
+    let ok = wait_for(timeout, || {
+        statuses(&calls_for(hook, id))
+            .iter()
+            .any(|s| [2, 3, 99].contains(s))
+    });
     let calls = calls_for(hook, id);
-    assert!(ok, "no terminal callback for {id} within {timeout:?}; got {:?}\n{}", statuses(&calls), w.logs());
+    assert!(
+        ok,
+        "no terminal callback for {id} within {timeout:?}; got {:?}\n{}",
+        statuses(&calls),
+        w.logs()
+    );
     calls
 }
 
@@ -216,20 +275,38 @@ fn seed_example_reports_0_1_2(q: Q) {
     let (id, body) = message(&w, &hook, |_| {});
     w.send(&body);
     let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(90));
-    assert_eq!(statuses(&calls), vec![0, 1, 2], "{:#?}", calls.iter().map(|c| &c.body).collect::<Vec<_>>());
+    assert_eq!(
+        statuses(&calls),
+        vec![0, 1, 2],
+        "{:#?}",
+        calls.iter().map(|c| &c.body).collect::<Vec<_>>()
+    );
     let jobs = w.jobs();
     assert_eq!(jobs.len(), 1);
     let job = &jobs[0];
     let name = job["metadata"]["name"].as_str().unwrap_or("");
     assert!(name.starts_with("bb-") && name.len() == 13, "{name}");
-    assert_eq!(calls[0].body["detail"], json!({"jobId": job["metadata"]["uid"], "jobName": name}));
+    assert_eq!(
+        calls[0].body["detail"],
+        json!({"jobId": job["metadata"]["uid"], "jobName": name})
+    );
     let pod_name = calls[1].body["detail"]["podName"].as_str().unwrap_or("");
     assert!(pod_name.starts_with(&format!("{name}-")), "{pod_name}");
-    assert!(calls[1].body["detail"]["podId"].as_str().is_some_and(|s| s.len() == 36));
-    let d = calls[2].body["detail"]["duration"].as_u64().expect("duration is an integer");
+    assert!(
+        calls[1].body["detail"]["podId"]
+            .as_str()
+            .is_some_and(|s| s.len() == 36)
+    );
+    let d = calls[2].body["detail"]["duration"]
+        .as_u64()
+        .expect("duration is an integer");
     assert!(d <= 30, "kwok runs pods for about a second, got {d}");
     // The message left the queue.
-    assert!(wait_for(Duration::from_secs(10), || w.queued() == 0), "queue not empty: {}", w.queued());
+    assert!(
+        wait_for(Duration::from_secs(10), || w.queued() == 0),
+        "queue not empty: {}",
+        w.queued()
+    );
 }
 
 fn failing_job_reports_0_1_3_with_exit_code(q: Q) {
@@ -252,12 +329,42 @@ fn invalid_messages_get_99_naming_the_field(q: Q) {
     let hook = WebhookReceiver::start();
     let w = Worker::start(q, &[("MAX_MESSAGE_BYTES", "65536")]);
     let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
-        ("missing image", Box::new(|m: &mut Value| m["job"].as_object_mut().map(|o| o.remove("image")).map(|_| ()).unwrap_or(())), "job.image"),
-        ("wrong type", Box::new(|m: &mut Value| m["job"]["backoffLimit"] = json!("zero")), "job.backoffLimit"),
-        ("bad quantity", Box::new(|m: &mut Value| m["job"]["resources"]["limits"]["cpu"] = json!("1.2.3")), "job.resources.limits.cpu"),
-        ("bad name", Box::new(|m: &mut Value| m["job"]["prefixName"] = json!("Bad_Name")), "job.prefixName"),
-        ("deadline", Box::new(|m: &mut Value| m["job"]["activeDeadlineSeconds"] = json!(5)), "job.activeDeadlineSeconds"),
-        ("huge", Box::new(|m: &mut Value| m["job"]["args"] = json!(["x".repeat(70_000)])), ""),
+        (
+            "missing image",
+            Box::new(|m: &mut Value| {
+                m["job"]
+                    .as_object_mut()
+                    .map(|o| o.remove("image"))
+                    .map(|_| ())
+                    .unwrap_or(())
+            }),
+            "job.image",
+        ),
+        (
+            "wrong type",
+            Box::new(|m: &mut Value| m["job"]["backoffLimit"] = json!("zero")),
+            "job.backoffLimit",
+        ),
+        (
+            "bad quantity",
+            Box::new(|m: &mut Value| m["job"]["resources"]["limits"]["cpu"] = json!("1.2.3")),
+            "job.resources.limits.cpu",
+        ),
+        (
+            "bad name",
+            Box::new(|m: &mut Value| m["job"]["prefixName"] = json!("Bad_Name")),
+            "job.prefixName",
+        ),
+        (
+            "deadline",
+            Box::new(|m: &mut Value| m["job"]["activeDeadlineSeconds"] = json!(5)),
+            "job.activeDeadlineSeconds",
+        ),
+        (
+            "huge",
+            Box::new(|m: &mut Value| m["job"]["args"] = json!(["x".repeat(70_000)])),
+            "",
+        ),
     ];
     let mut ids = Vec::new();
     for (what, tweak, field) in &cases {
@@ -269,23 +376,43 @@ fn invalid_messages_get_99_naming_the_field(q: Q) {
     w.send("{not json");
     w.send(r#"{"id": 42}"#);
     for (what, id, field) in &ids {
-        let calls = wait_terminal(&w, &hook, id, Duration::from_secs(60));
         if what == "huge" {
-            continue; // too large to parse: no id could be read
+            continue; // too large to parse: no id could be read, nobody to call back
         }
+        let calls = wait_terminal(&w, &hook, id, Duration::from_secs(60));
         assert_eq!(statuses(&calls), vec![99], "{what}");
         let err = &calls[0].body["detail"]["error"];
         assert_eq!(err["errorCode"], "INVALID_MESSAGE", "{what}: {err}");
-        assert!(err["message"].as_str().unwrap_or("").contains(field.as_str()), "{what}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(field.as_str()),
+            "{what}: {err}"
+        );
     }
-    assert!(wait_for(Duration::from_secs(30), || w.queued() == 0), "rejected messages must leave the queue: {}", w.queued());
+    assert!(
+        wait_for(Duration::from_secs(30), || w.queued() == 0),
+        "rejected messages must leave the queue: {}",
+        w.queued()
+    );
     assert!(w.jobs().is_empty(), "no Job for an invalid message");
     let m = w.metrics();
-    assert!(m.contains("job_worker_messages_rejected_total{reason=\"INVALID_MESSAGE\"}"), "{m}");
-    assert!(w.logs().contains("rejected INVALID_MESSAGE"), "log line per rejection");
+    assert!(
+        m.contains("job_worker_messages_rejected_total{reason=\"INVALID_MESSAGE\"}"),
+        "{m}"
+    );
+    assert!(
+        w.logs().contains("rejected INVALID_MESSAGE"),
+        "log line per rejection"
+    );
     if q == Q::Redis {
         let dead = bed().redis_cmd(&["LLEN", &format!("{}dead", w.redis_prefix)]);
-        assert_eq!(dead, redis::Value::Int(cases.len() as i64 + 2), "every rejected message is dead-lettered");
+        assert_eq!(
+            dead,
+            redis::Value::Int(cases.len() as i64 + 2),
+            "every rejected message is dead-lettered"
+        );
     }
 }
 
@@ -299,9 +426,17 @@ fn redelivered_message_creates_one_job(q: Q) {
     let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(90));
     std::thread::sleep(Duration::from_secs(3));
     let calls_after = calls_for(&hook, &id);
-    assert_eq!(statuses(&calls_after), vec![0, 1, 2], "each status once: {:?}", statuses(&calls));
+    assert_eq!(
+        statuses(&calls_after),
+        vec![0, 1, 2],
+        "each status once: {:?}",
+        statuses(&calls)
+    );
     assert_eq!(w.jobs().len(), 1);
-    assert!(w.logs().contains("adopted"), "the second delivery adopts the Job");
+    assert!(
+        w.logs().contains("adopted"),
+        "the second delivery adopts the Job"
+    );
     assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
 }
 
@@ -310,15 +445,25 @@ fn never_starting_pod_times_out(q: Q) {
     let w = Worker::start(q, &[("POD_START_TIMEOUT", "6")]);
     make_pvc(&w.ns);
     let (id, body) = message(&w, &hook, |m| {
-        m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "pending"});
+        m["job"]["fargate"] =
+            json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "pending"});
     });
     w.send(&body);
     let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(60));
     assert_eq!(statuses(&calls), vec![0, 99]);
     let err = &calls[1].body["detail"]["error"];
     assert_eq!(err["errorCode"], "POD_START_TIMEOUT");
-    assert!(err["message"].as_str().unwrap_or("").contains("ImagePullBackOff"), "{err}");
-    assert!(wait_for(Duration::from_secs(30), || w.jobs().is_empty()), "the Job is deleted");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ImagePullBackOff"),
+        "{err}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || w.jobs().is_empty()),
+        "the Job is deleted"
+    );
 }
 
 fn dead_webhook_does_not_block_others(q: Q) {
@@ -336,12 +481,22 @@ fn dead_webhook_does_not_block_others(q: Q) {
     let calls = wait_terminal(&w, &live, &live_id, Duration::from_secs(60));
     assert_eq!(statuses(&calls), vec![0, 1, 2]);
     let served_in = calls[2].at.duration_since(sent);
-    assert!(served_in < Duration::from_secs(30), "the live webhook waited {served_in:?}");
-    assert!(dead.calls().iter().any(|c| c.status == 0), "the dead webhook was tried");
+    assert!(
+        served_in < Duration::from_secs(30),
+        "the live webhook waited {served_in:?}"
+    );
+    assert!(
+        dead.calls().iter().any(|c| c.status == 0),
+        "the dead webhook was tried"
+    );
     std::thread::sleep(Duration::from_secs(60).saturating_sub(sent.elapsed()));
     dead.set_down(false);
     let calls = wait_terminal(&w, &dead, &dead_id, Duration::from_secs(60));
-    assert_eq!(statuses(&calls), vec![0, 1, 2], "all callbacks, in order, once the webhook is back");
+    assert_eq!(
+        statuses(&calls),
+        vec![0, 1, 2],
+        "all callbacks, in order, once the webhook is back"
+    );
 }
 
 #[test]
@@ -400,10 +555,20 @@ fn sqs_wrong_credentials_are_reported_and_nothing_is_lost() {
     let ns = b.new_namespace("e2e");
     let instance = unique("w");
     let url = b.sqs_create_queue(&instance, false);
-    let w = Worker::spawn(b, Q::Sqs, ns, instance, String::new(), url, &[("AWS_SECRET_ACCESS_KEY", "wrong-secret")]);
+    let w = Worker::spawn(
+        b,
+        Q::Sqs,
+        ns,
+        instance,
+        String::new(),
+        url,
+        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret")],
+    );
     let (_, body) = message(&w, &hook, |_| {});
     w.send(&body);
-    let ok = wait_for(Duration::from_secs(30), || w.metrics().contains("kind=\"auth\""));
+    let ok = wait_for(Duration::from_secs(30), || {
+        w.metrics().contains("kind=\"auth\"")
+    });
     assert!(ok, "auth errors counted: {}", w.metrics());
     let logs = w.logs();
     assert!(logs.contains("credentials refused"), "{logs}");

@@ -462,6 +462,54 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Sets `annotations` on an object and removes `finalizer` from it, guarded
+    /// by the resourceVersion read (retried on 409). A missing object is fine.
+    pub fn release(
+        &self,
+        path: &str,
+        finalizer: &str,
+        annotations: &Value,
+        op: &str,
+    ) -> Result<(), KubeError> {
+        for _ in 0..5 {
+            let obj = match self.get(path, op) {
+                Ok(o) => o,
+                Err(e) if e.code() == Some(404) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let finalizers: Vec<Value> = obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .map(|f| {
+                    f.iter()
+                        .filter(|v| v.as_str() != Some(finalizer))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": rv, "finalizers": finalizers, "annotations": annotations}});
+            match self.merge_patch(path, &patch, op) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some(404) => return Ok(()),
+                Err(e) if e.code() == Some(409) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(KubeError::Api {
+            op: op.into(),
+            code: 409,
+            reason: "Conflict".into(),
+            message: "object kept changing".into(),
+        })
+    }
+}
+
 /// Decodes a Kubernetes `Status` body into an API error.
 pub fn status_error(op: &str, code: u16, text: &str) -> KubeError {
     let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
