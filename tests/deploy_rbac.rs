@@ -442,3 +442,60 @@ fn a_role_without_patch_shows_as_403() {
     let line = logs.lines().find(|l| l.contains("403")).unwrap_or_default();
     assert!(line.contains("cannot patch"), "{line}");
 }
+
+#[test]
+fn dashboard_queries_only_declared_metrics() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/grafana-dashboard.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let declared: Vec<String> = k8s_job_worker::metrics::FAMILIES
+        .iter()
+        .map(|(n, _, _)| format!("job_worker_{n}"))
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        for (i, _) in e.match_indices("job_worker_") {
+            let name: String = e[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| declared.iter().any(|d| d == f))
+                })
+                .unwrap_or(&name)
+                .to_string();
+            assert!(
+                declared.contains(&family),
+                "{name} in {e:?} is not a declared metric"
+            );
+            used.insert(family);
+        }
+    }
+    for want in [
+        "messages_received_total",
+        "messages_acknowledged_total",
+        "messages_rejected_total",
+        "jobs_created_total",
+        "jobs_finished_total",
+        "callbacks_sent_total",
+        "callback_delivery_seconds",
+        "queue_to_job_seconds",
+        "jobs_in_flight",
+        "leader",
+        "watch_restarts_total",
+    ] {
+        assert!(
+            used.contains(&format!("job_worker_{want}")),
+            "no panel for {want}"
+        );
+    }
+}
