@@ -5,7 +5,9 @@
 //! the worker holds the Lease. Also: the Deployment's pod template passes the
 //! `restricted` Pod Security Standard the worker namespace enforces, the
 //! ServiceAccount can do nothing beyond what the Roles grant, and a Role
-//! without `patch` shows up as a 403 in the worker's log.
+//! without `patch` shows up as a 403 in the worker's log. The cluster-wide
+//! component's ClusterRole runs the worker with ALLOWED_NAMESPACES empty, and
+//! the Grafana dashboard queries only declared metric families.
 //!
 //! The YAML is converted to JSON by the test bed's venv python (PyYAML).
 
@@ -95,6 +97,8 @@ fn collection(o: &Value) -> String {
         "Deployment" => "deployments",
         "Role" => "roles",
         "RoleBinding" => "rolebindings",
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
         "Pod" => "pods",
         k => panic!("no collection for kind {k}"),
     };
@@ -123,6 +127,11 @@ fn create(o: &Value) {
 /// RoleBindings of deploy/ (with `edit_jobs_role` applied to the jobs Role),
 /// and returns a token of the worker's ServiceAccount.
 fn apply(n: &Names, edit_jobs_role: impl Fn(&mut Value)) -> String {
+    apply_files(n, &["rbac-jobs.yaml"], edit_jobs_role)
+}
+
+/// `apply` with `rbac` (paths under deploy/) as the Job permissions.
+fn apply_files(n: &Names, rbac: &[&str], edit_jobs_role: impl Fn(&mut Value)) -> String {
     let b = bed();
     for o in manifest("namespace.yaml") {
         create(&n.localize(o));
@@ -134,15 +143,35 @@ fn apply(n: &Names, edit_jobs_role: impl Fn(&mut Value)) -> String {
         "no default ServiceAccount in {}",
         n.jobs
     );
-    for file in [
+    let files = [
         "serviceaccount.yaml",
         "configmap.yaml",
         "service.yaml",
         "rbac-leader.yaml",
-        "rbac-jobs.yaml",
-    ] {
+    ];
+    for file in files.iter().chain(rbac) {
         for o in manifest(file) {
             let mut o = n.localize(o);
+            // Cluster-scoped names are shared by every run: make them unique too.
+            if o["kind"] == "ClusterRole" {
+                o["metadata"]["name"] = json!(format!(
+                    "{}-{}",
+                    o["metadata"]["name"].as_str().unwrap(),
+                    n.worker
+                ));
+            }
+            if o["kind"] == "ClusterRoleBinding" {
+                o["metadata"]["name"] = json!(format!(
+                    "{}-{}",
+                    o["metadata"]["name"].as_str().unwrap(),
+                    n.worker
+                ));
+                o["roleRef"]["name"] = json!(format!(
+                    "{}-{}",
+                    o["roleRef"]["name"].as_str().unwrap(),
+                    n.worker
+                ));
+            }
             if o["kind"] == "Role" && o["metadata"]["name"] == "k8s-job-worker-jobs" {
                 edit_jobs_role(&mut o);
             }
@@ -178,6 +207,10 @@ struct Worker {
 impl Worker {
     /// The worker as the Deployment runs it, but with `token` as its only credential.
     fn start(n: &Names, token: &str) -> Worker {
+        Self::start_allowing(n, token, &n.jobs)
+    }
+
+    fn start_allowing(n: &Names, token: &str, allowed: &str) -> Worker {
         let b = bed();
         let instance = unique("rbac");
         let token_file = b.dir.join(format!("{instance}.token"));
@@ -195,7 +228,7 @@ impl Worker {
             .env("KUBE_TOKEN_FILE", &token_file)
             .env("POD_NAME", &pod)
             .env("POD_NAMESPACE", &n.worker)
-            .env("ALLOWED_NAMESPACES", &n.jobs)
+            .env("ALLOWED_NAMESPACES", allowed)
             .env("WORKER_INSTANCE", &instance)
             .env("QUEUE_TYPE", "redis")
             .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", b.redis_port))
@@ -498,4 +531,40 @@ fn dashboard_queries_only_declared_metrics() {
             "no panel for {want}"
         );
     }
+}
+
+#[test]
+fn cluster_wide_component_runs_the_worker_in_any_namespace() {
+    let b = bed();
+    let n = Names::new();
+    let token = apply_files(&n, &["cluster-wide/clusterrole.yaml"], |_| {});
+    // The component's Deployment patch empties ALLOWED_NAMESPACES.
+    let patch = manifest("cluster-wide/deployment-patch.yaml").remove(0);
+    let env = &patch["spec"]["template"]["spec"]["containers"][0]["env"];
+    let allowed = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ALLOWED_NAMESPACES")
+        .map(|e| e["value"].as_str().unwrap().to_string())
+        .expect("ALLOWED_NAMESPACES in the patch");
+    assert_eq!(allowed, "");
+    assert_eq!(b.kube_as(&token, "GET", "/apis/batch/v1/jobs", None).0, 200);
+    assert_eq!(b.kube_as(&token, "GET", "/api/v1/pods", None).0, 200);
+    assert_eq!(
+        b.kube_as(
+            &token,
+            "GET",
+            &format!("/api/v1/namespaces/{}/secrets", n.jobs),
+            None
+        )
+        .0,
+        403
+    );
+    let hook = WebhookReceiver::start();
+    let w = Worker::start_allowing(&n, &token, &allowed);
+    let id = w.send_seed(&n, &hook);
+    assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2], "{}", w.logs());
+    assert_eq!(lease_holder(&n).as_deref(), Some(w.pod.as_str()));
+    assert!(!w.logs().contains("403"), "{}", w.logs());
 }
