@@ -12,7 +12,7 @@ SHIP_BIN         := $(SHIP_TARGET_DIR)/$(SHIP_TARGET)/release/k8s-job-worker
 
 # ring's C and assembly need a musl C compiler: musl-gcc (Debian: musl-tools).
 static:
-	@rustup target list --installed 2>/dev/null | grep -qx '$(SHIP_TARGET)' \
+	@rustup target list --installed 2>/dev/null | grep -x '$(SHIP_TARGET)' >/dev/null \
 	  || rustup target add $(SHIP_TARGET)
 	@command -v musl-gcc >/dev/null 2>&1 || command -v x86_64-linux-musl-gcc >/dev/null 2>&1 \
 	  || { echo "installing musl-tools (musl-gcc)"; apt-get install -y -qq musl-tools >/dev/null 2>&1 \
