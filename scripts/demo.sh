@@ -7,7 +7,8 @@
 #      example/invalid.json with `k8s-job-worker enqueue -`,
 #   5. prints the callbacks as they arrive, then tears everything down.
 # Needs the test-bed binaries and venv (make testbed; cached after the first time).
-# DEMO_TIMEOUT (default 120) bounds the wait for the three terminal callbacks.
+# DEMO_TIMEOUT (default 120) bounds the wait for the three terminal callbacks;
+# DEMO_WORKER=PATH runs that binary instead of a debug build (e.g. the static one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -46,9 +47,13 @@ command -v redis-server >/dev/null || { echo "redis-server missing: apt-get inst
 command -v curl >/dev/null || { echo "curl missing: apt-get install -y curl" >&2; exit 1; }
 PY=${TESTBED_PYTHON:-$(bash testbed/venv.sh)}
 BIN=${TESTBED_BIN:-$(bash testbed/build.sh | tail -n1)}
-say "building the worker"
-cargo build --quiet --bin k8s-job-worker
-WORKER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/k8s-job-worker"
+if [ -n "${DEMO_WORKER:-}" ]; then   # e.g. the static binary of `make static`
+  WORKER=$DEMO_WORKER
+else
+  say "building the worker"
+  cargo build --quiet --bin k8s-job-worker
+  WORKER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/k8s-job-worker"
+fi
 
 # ---- 1. the bed: one JSON line on stdout, alive while fd 3 is open
 say "starting the test bed"
