@@ -1,0 +1,581 @@
+//! The manifests of deploy/ on the test bed. The ServiceAccount, Roles and
+//! RoleBindings are applied as they are (only the two namespace names made
+//! unique per run), the worker runs with a TokenRequest token of that
+//! ServiceAccount and nothing else, and a seed message must go 0 → 1 → 2 while
+//! the worker holds the Lease. Also: the Deployment's pod template passes the
+//! `restricted` Pod Security Standard the worker namespace enforces, the
+//! ServiceAccount can do nothing beyond what the Roles grant, and a Role
+//! without `patch` shows up as a 403 in the worker's log. The cluster-wide
+//! component's ClusterRole runs the worker with ALLOWED_NAMESPACES empty, and
+//! the Grafana dashboard queries only declared metric families.
+//!
+//! The YAML is converted to JSON by the test bed's venv python (PyYAML).
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{WebhookReceiver, bed, repo_root, unique, wait_for};
+
+const SEED_002: &str = include_str!("../example/seed-002.json");
+const SA: &str = "k8s-job-worker";
+const DEFAULT_LOCK: &str = "aws-sqs-job-worker-lock";
+
+/// Every document of deploy/NAME as JSON.
+fn manifest(name: &str) -> Vec<Value> {
+    let path = repo_root().join("deploy").join(name);
+    let out = Command::new(&bed().python)
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
+             print(json.dumps(docs))",
+        ])
+        .arg(&path)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "converting {}", path.display());
+    serde_json::from_slice(&out.stdout).expect("python printed JSON")
+}
+
+/// The two namespaces of one run.
+struct Names {
+    worker: String,
+    jobs: String,
+}
+
+impl Names {
+    fn new() -> Names {
+        Names {
+            worker: unique("kjw"),
+            jobs: unique("kjw-jobs"),
+        }
+    }
+    fn map(&self, ns: &str) -> String {
+        match ns {
+            "k8s-job-worker" => self.worker.clone(),
+            "jobs" => self.jobs.clone(),
+            other => panic!("manifest names an unexpected namespace {other:?}"),
+        }
+    }
+    /// The same object in this run's namespaces.
+    fn localize(&self, mut o: Value) -> Value {
+        if o["kind"] == "Namespace" {
+            let n = self.map(o["metadata"]["name"].as_str().unwrap());
+            o["metadata"]["name"] = json!(n);
+        }
+        if let Some(ns) = o["metadata"]["namespace"].as_str() {
+            let n = self.map(ns);
+            o["metadata"]["namespace"] = json!(n);
+        }
+        if let Some(subjects) = o["subjects"].as_array_mut() {
+            for s in subjects {
+                if let Some(ns) = s["namespace"].as_str() {
+                    let n = self.map(ns);
+                    s["namespace"] = json!(n);
+                }
+            }
+        }
+        o
+    }
+}
+
+/// The REST collection an object is created in.
+fn collection(o: &Value) -> String {
+    let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+    let api = o["apiVersion"].as_str().unwrap();
+    let plural = match o["kind"].as_str().unwrap() {
+        "Namespace" => "namespaces",
+        "ServiceAccount" => "serviceaccounts",
+        "ConfigMap" => "configmaps",
+        "Service" => "services",
+        "Deployment" => "deployments",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "Pod" => "pods",
+        k => panic!("no collection for kind {k}"),
+    };
+    let base = if api == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api}")
+    };
+    if ns.is_empty() {
+        format!("{base}/{plural}")
+    } else {
+        format!("{base}/namespaces/{ns}/{plural}")
+    }
+}
+
+fn create(o: &Value) {
+    let (code, body) = bed().kube_post(&collection(o), o);
+    assert_eq!(
+        code, 201,
+        "creating {} {}: {body}",
+        o["kind"], o["metadata"]["name"]
+    );
+}
+
+/// Applies namespaces, ServiceAccount, ConfigMap, Service, Roles and
+/// RoleBindings of deploy/ (with `edit_jobs_role` applied to the jobs Role),
+/// and returns a token of the worker's ServiceAccount.
+fn apply(n: &Names, edit_jobs_role: impl Fn(&mut Value)) -> String {
+    apply_files(n, &["rbac-jobs.yaml"], edit_jobs_role)
+}
+
+/// `apply` with `rbac` (paths under deploy/) as the Job permissions.
+fn apply_files(n: &Names, rbac: &[&str], edit_jobs_role: impl Fn(&mut Value)) -> String {
+    let b = bed();
+    for o in manifest("namespace.yaml") {
+        create(&n.localize(o));
+    }
+    // Job pods run as the jobs namespace's default ServiceAccount (the seed's).
+    let sa_path = format!("/api/v1/namespaces/{}/serviceaccounts/default", n.jobs);
+    assert!(
+        wait_for(Duration::from_secs(30), || b.kube_get(&sa_path).0 == 200),
+        "no default ServiceAccount in {}",
+        n.jobs
+    );
+    let files = [
+        "serviceaccount.yaml",
+        "configmap.yaml",
+        "service.yaml",
+        "rbac-leader.yaml",
+    ];
+    for file in files.iter().chain(rbac) {
+        for o in manifest(file) {
+            let mut o = n.localize(o);
+            // Cluster-scoped names are shared by every run: make them unique too.
+            if o["kind"] == "ClusterRole" {
+                o["metadata"]["name"] = json!(format!(
+                    "{}-{}",
+                    o["metadata"]["name"].as_str().unwrap(),
+                    n.worker
+                ));
+            }
+            if o["kind"] == "ClusterRoleBinding" {
+                o["metadata"]["name"] = json!(format!(
+                    "{}-{}",
+                    o["metadata"]["name"].as_str().unwrap(),
+                    n.worker
+                ));
+                o["roleRef"]["name"] = json!(format!(
+                    "{}-{}",
+                    o["roleRef"]["name"].as_str().unwrap(),
+                    n.worker
+                ));
+            }
+            if o["kind"] == "Role" && o["metadata"]["name"] == "k8s-job-worker-jobs" {
+                edit_jobs_role(&mut o);
+            }
+            create(&o);
+        }
+    }
+    let (code, tr) = b.kube_post(
+        &format!("/api/v1/namespaces/{}/serviceaccounts/{SA}/token", n.worker),
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600}}),
+    );
+    assert_eq!(code, 201, "TokenRequest: {tr}");
+    tr["status"]["token"]
+        .as_str()
+        .expect("status.token")
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Worker {
+    child: Child,
+    log: PathBuf,
+    pod: String,
+    prefix: String,
+}
+
+impl Worker {
+    /// The worker as the Deployment runs it, but with `token` as its only credential.
+    fn start(n: &Names, token: &str) -> Worker {
+        Self::start_allowing(n, token, &n.jobs)
+    }
+
+    fn start_allowing(n: &Names, token: &str, allowed: &str) -> Worker {
+        let b = bed();
+        let instance = unique("rbac");
+        let token_file = b.dir.join(format!("{instance}.token"));
+        std::fs::write(&token_file, token).expect("token file");
+        let log = b.dir.join(format!("worker-{instance}.log"));
+        let pod = format!("{instance}-pod-0");
+        let prefix = format!("{instance}-");
+        let out = std::fs::File::create(&log).expect("worker log");
+        let err = out.try_clone().expect("worker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_k8s-job-worker"))
+            .env_clear()
+            .env("RUST_LOG", "info,k8s_job_worker=debug")
+            .env("KUBE_API_URL", &b.api_url)
+            .env("KUBE_CA_FILE", &b.ca_file)
+            .env("KUBE_TOKEN_FILE", &token_file)
+            .env("POD_NAME", &pod)
+            .env("POD_NAMESPACE", &n.worker)
+            .env("ALLOWED_NAMESPACES", allowed)
+            .env("WORKER_INSTANCE", &instance)
+            .env("QUEUE_TYPE", "redis")
+            .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", b.redis_port))
+            .env("REDIS_JOB_KEY_PREFIX", &prefix)
+            .env("HTTP_SERVER_PORT", free_port().to_string())
+            .env("POLLING_INTERVAL", "1")
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn worker");
+        Worker {
+            child,
+            log,
+            pod,
+            prefix,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The seed example for the jobs namespace (scheduling constraints and
+    /// volume dropped: the bed has no such node or PVC); returns its id.
+    fn send_seed(&self, n: &Names, hook: &WebhookReceiver) -> String {
+        let mut m: Value = serde_json::from_str(SEED_002).expect("seed parses");
+        let id = unique("msg");
+        m["id"] = json!(id);
+        m["job"]["namespace"] = json!(n.jobs);
+        m["webhook"]["url"] = json!(format!("{}/hook/{id}", hook.url()));
+        let job = m["job"].as_object_mut().unwrap();
+        for k in ["nodeSelector", "toleration", "volume"] {
+            job.remove(k);
+        }
+        bed().redis_cmd(&["LPUSH", &format!("{}queue", self.prefix), &m.to_string()]);
+        id
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- worker log {} ----\n{}",
+                self.log.display(),
+                self.logs()
+            );
+        }
+    }
+}
+
+fn statuses(hook: &WebhookReceiver, id: &str) -> Vec<u64> {
+    hook.delivered()
+        .iter()
+        .filter(|c| c.body["id"] == json!(id))
+        .filter_map(|c| c.body["status"].as_u64())
+        .collect()
+}
+
+fn wait_terminal(w: &Worker, hook: &WebhookReceiver, id: &str) -> Vec<u64> {
+    let ok = wait_for(Duration::from_secs(90), || {
+        statuses(hook, id).iter().any(|s| [2, 3, 99].contains(s))
+    });
+    let got = statuses(hook, id);
+    assert!(
+        ok,
+        "no terminal callback for {id}; got {got:?}\n{}",
+        w.logs()
+    );
+    got
+}
+
+fn lease_holder(n: &Names) -> Option<String> {
+    let (code, lease) = bed().kube_get(&format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{DEFAULT_LOCK}",
+        n.worker
+    ));
+    (code == 200)
+        .then(|| lease["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .flatten()
+}
+
+#[test]
+fn kustomization_lists_every_manifest() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/kustomization.yaml")).unwrap();
+    let mut listed: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    let mut files: Vec<String> = std::fs::read_dir(repo_root().join("deploy"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|f| f.ends_with(".yaml") && f != "kustomization.yaml")
+        .collect();
+    files.sort();
+    assert_eq!(listed, files);
+}
+
+#[test]
+fn manifests_run_the_worker_with_least_privilege() {
+    let b = bed();
+    let n = Names::new();
+    let token = apply(&n, |_| {});
+
+    // The pod the Deployment would create is admitted under the `restricted`
+    // Pod Security Standard the worker namespace enforces (server-side dry run).
+    let deploy = n.localize(manifest("deployment.yaml").remove(0));
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "template-check", "namespace": n.worker,
+                     "labels": deploy["spec"]["template"]["metadata"]["labels"]},
+        "spec": deploy["spec"]["template"]["spec"]});
+    let dry = format!("{}?dryRun=All", collection(&pod));
+    let (code, body) = b.kube_post(&dry, &pod);
+    assert_eq!(code, 201, "restricted PSS refused the pod template: {body}");
+    let (code, body) = b.kube_post(&format!("{}?dryRun=All", collection(&deploy)), &deploy);
+    assert_eq!(code, 201, "Deployment refused: {body}");
+    // ... and the namespace label really enforces it: a root pod is refused.
+    pod["spec"]["securityContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("runAsNonRoot");
+    pod["spec"]["containers"][0]["securityContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("runAsNonRoot");
+    pod["spec"]["securityContext"]["runAsUser"] = json!(0);
+    pod["spec"]["containers"][0]["securityContext"]["runAsUser"] = json!(0);
+    let (code, body) = b.kube_post(&dry, &pod);
+    assert_eq!(
+        code, 403,
+        "a root pod must be refused in {}: {body}",
+        n.worker
+    );
+
+    // The ServiceAccount can do what the Roles grant and nothing else.
+    let can =
+        |method: &str, path: &str, body: Option<&Value>| b.kube_as(&token, method, path, body).0;
+    let job_list = |ns: &str| format!("/apis/batch/v1/namespaces/{ns}/jobs");
+    assert_eq!(can("GET", &job_list(&n.jobs), None), 200);
+    assert_eq!(
+        can("GET", &format!("/api/v1/namespaces/{}/pods", n.jobs), None),
+        200
+    );
+    assert_eq!(
+        can("GET", &job_list(&n.worker), None),
+        403,
+        "no Jobs in its own namespace"
+    );
+    assert_eq!(
+        can("GET", &job_list("default"), None),
+        403,
+        "no Jobs elsewhere"
+    );
+    assert_eq!(
+        can("GET", "/apis/batch/v1/jobs", None),
+        403,
+        "no cluster-wide Jobs"
+    );
+    assert_eq!(
+        can(
+            "GET",
+            &format!("/api/v1/namespaces/{}/secrets", n.jobs),
+            None
+        ),
+        403,
+        "no Secrets"
+    );
+    assert_eq!(
+        can(
+            "GET",
+            &format!("/api/v1/namespaces/{}/configmaps", n.worker),
+            None
+        ),
+        403,
+        "the ConfigMap comes through envFrom, not the API"
+    );
+    assert_eq!(
+        can(
+            "GET",
+            &format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases", n.jobs),
+            None
+        ),
+        403,
+        "Leases only in its own namespace"
+    );
+
+    // The worker, with that token only: leads, and runs the seed 0 → 1 → 2.
+    let hook = WebhookReceiver::start();
+    let w = Worker::start(&n, &token);
+    assert!(
+        wait_for(Duration::from_secs(30), || lease_holder(&n).as_deref()
+            == Some(w.pod.as_str())),
+        "Lease {DEFAULT_LOCK} in {} not held by {}: {:?}\n{}",
+        n.worker,
+        w.pod,
+        lease_holder(&n),
+        w.logs()
+    );
+    let id = w.send_seed(&n, &hook);
+    assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2], "{}", w.logs());
+    assert_eq!(lease_holder(&n).as_deref(), Some(w.pod.as_str()));
+    let logs = w.logs();
+    for bad in [" 403 ", "Forbidden", "forbidden"] {
+        assert!(
+            !logs.contains(bad),
+            "the Roles are missing a verb ({bad}):\n{logs}"
+        );
+    }
+    // The delivered statuses were recorded on the Job and the worker's
+    // finalizer released (one patch: the verb works).
+    let recorded = |job: &Value| {
+        job["metadata"]["annotations"]["k8s-job-worker.io/delivered"] == "2"
+            && !job["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|v| v == k8s_job_worker::render::FINALIZER))
+    };
+    let mut job = Value::Null;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            job = b.kube_get(&job_list(&n.jobs)).1["items"][0].clone();
+            recorded(&job)
+        }),
+        "delivered annotation not recorded or finalizer kept: {job}"
+    );
+}
+
+#[test]
+fn a_role_without_patch_shows_as_403() {
+    let n = Names::new();
+    let token = apply(&n, |role| {
+        let verbs = role["rules"][0]["verbs"].as_array_mut().unwrap();
+        verbs.retain(|v| v != "patch");
+    });
+    let hook = WebhookReceiver::start();
+    let w = Worker::start(&n, &token);
+    let id = w.send_seed(&n, &hook);
+    // The callbacks still go out, but the worker cannot record them on the Job.
+    assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2]);
+    assert!(
+        wait_for(Duration::from_secs(10), || w
+            .logs()
+            .contains(" 403 Forbidden")),
+        "no 403 in the worker's log:\n{}",
+        w.logs()
+    );
+    let logs = w.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(" 403 Forbidden"))
+        .unwrap_or_default();
+    assert!(line.contains("cannot patch"), "{line}");
+}
+
+#[test]
+fn dashboard_queries_only_declared_metrics() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/grafana-dashboard.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let declared: Vec<String> = k8s_job_worker::metrics::FAMILIES
+        .iter()
+        .map(|(n, _, _)| format!("job_worker_{n}"))
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        for (i, _) in e.match_indices("job_worker_") {
+            let name: String = e[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| declared.iter().any(|d| d == f))
+                })
+                .unwrap_or(&name)
+                .to_string();
+            assert!(
+                declared.contains(&family),
+                "{name} in {e:?} is not a declared metric"
+            );
+            used.insert(family);
+        }
+    }
+    for want in [
+        "messages_received_total",
+        "messages_acknowledged_total",
+        "messages_rejected_total",
+        "jobs_created_total",
+        "jobs_finished_total",
+        "callbacks_sent_total",
+        "callback_delivery_seconds",
+        "queue_to_job_seconds",
+        "jobs_in_flight",
+        "leader",
+        "watch_restarts_total",
+    ] {
+        assert!(
+            used.contains(&format!("job_worker_{want}")),
+            "no panel for {want}"
+        );
+    }
+}
+
+#[test]
+fn cluster_wide_component_runs_the_worker_in_any_namespace() {
+    let b = bed();
+    let n = Names::new();
+    let token = apply_files(&n, &["cluster-wide/clusterrole.yaml"], |_| {});
+    // The component's Deployment patch empties ALLOWED_NAMESPACES.
+    let patch = manifest("cluster-wide/deployment-patch.yaml").remove(0);
+    let env = &patch["spec"]["template"]["spec"]["containers"][0]["env"];
+    let allowed = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ALLOWED_NAMESPACES")
+        .map(|e| e["value"].as_str().unwrap().to_string())
+        .expect("ALLOWED_NAMESPACES in the patch");
+    assert_eq!(allowed, "");
+    assert_eq!(b.kube_as(&token, "GET", "/apis/batch/v1/jobs", None).0, 200);
+    assert_eq!(b.kube_as(&token, "GET", "/api/v1/pods", None).0, 200);
+    assert_eq!(
+        b.kube_as(
+            &token,
+            "GET",
+            &format!("/api/v1/namespaces/{}/secrets", n.jobs),
+            None
+        )
+        .0,
+        403
+    );
+    let hook = WebhookReceiver::start();
+    let w = Worker::start_allowing(&n, &token, &allowed);
+    let id = w.send_seed(&n, &hook);
+    assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2], "{}", w.logs());
+    assert_eq!(lease_holder(&n).as_deref(), Some(w.pod.as_str()));
+    assert!(!w.logs().contains(" 403 Forbidden"), "{}", w.logs());
+}
