@@ -165,17 +165,32 @@ fn cleanup_cmd() -> ExitCode {
     };
     let instance = std::env::var("WORKER_INSTANCE").unwrap_or_else(|_| "default".into());
     let sel = k8s_job_worker::kube::client::urlencode(&worker::selector(&instance));
-    let (jobs, _) = match kube.list_all(
-        "/apis/batch/v1/jobs",
-        &format!("labelSelector={sel}"),
-        "list jobs",
-    ) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
+    // With an allowlist the worker's RBAC covers only those namespaces.
+    let namespaces: Vec<String> = std::env::var("ALLOWED_NAMESPACES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let paths: Vec<String> = if namespaces.is_empty() {
+        vec!["/apis/batch/v1/jobs".into()]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| format!("/apis/batch/v1/namespaces/{ns}/jobs"))
+            .collect()
     };
+    let mut jobs = Vec::new();
+    for p in &paths {
+        match kube.list_all(p, &format!("labelSelector={sel}"), "list jobs") {
+            Ok((j, _)) => jobs.extend(j),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let mut failed = 0;
     let mut released = 0;
     for j in jobs {

@@ -601,30 +601,67 @@ fn sqs_fifo_queue_works() {
 #[test]
 fn redis_max_concurrent_jobs_applies_back_pressure() {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(Q::Redis, &[("MAX_CONCURRENT_JOBS", "2"), ("POD_START_TIMEOUT", "3600")]);
+    let w = Worker::start(
+        Q::Redis,
+        &[("MAX_CONCURRENT_JOBS", "2"), ("POD_START_TIMEOUT", "3600")],
+    );
     make_pvc(&w.ns);
     let mut ids = Vec::new();
     for _ in 0..5 {
         let (id, body) = message(&w, &hook, |m| {
-            m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "pending"});
+            m["job"]["fargate"] =
+                json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "pending"});
         });
         w.send(&body);
         ids.push(id);
     }
-    assert!(wait_for(Duration::from_secs(30), || w.jobs().len() == 2), "two Jobs: {}", w.jobs().len());
+    assert!(
+        wait_for(Duration::from_secs(30), || w.jobs().len() == 2),
+        "two Jobs: {}",
+        w.jobs().len()
+    );
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(w.jobs().len(), 2, "no third Job while two are live");
-    assert_eq!(w.queued(), 3, "the other messages wait in the queue, none dropped");
+    assert_eq!(
+        w.queued(),
+        3,
+        "the other messages wait in the queue, none dropped"
+    );
     // Deleting one live Job (99 JOB_DELETED) makes room for exactly one more.
-    let victim = w.jobs()[0]["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let (c, v) = bed().kube_delete(&format!("/apis/batch/v1/namespaces/{}/jobs/{victim}", w.ns), None);
+    let victim = w.jobs()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let (c, v) = bed().kube_delete(
+        &format!("/apis/batch/v1/namespaces/{}/jobs/{victim}", w.ns),
+        None,
+    );
     assert!(c == 200 || c == 202, "{c} {v}");
-    assert!(wait_for(Duration::from_secs(30), || w.queued() == 2), "one more message taken: {}", w.queued());
-    let live = || w.jobs().iter().filter(|j| j["metadata"]["deletionTimestamp"].is_null()).count();
-    assert!(wait_for(Duration::from_secs(30), || live() == 2), "back at the cap: {}", live());
-    let deleted: Vec<Call> = hook.delivered().into_iter().filter(|c| c.body["status"] == json!(99)).collect();
-    assert!(wait_for(Duration::from_secs(30), || hook
+    assert!(
+        wait_for(Duration::from_secs(30), || w.queued() == 2),
+        "one more message taken: {}",
+        w.queued()
+    );
+    let live = || {
+        w.jobs()
+            .iter()
+            .filter(|j| j["metadata"]["deletionTimestamp"].is_null())
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || live() == 2),
+        "back at the cap: {}",
+        live()
+    );
+    let deleted: Vec<Call> = hook
         .delivered()
-        .iter()
-        .any(|c| c.body["detail"]["error"]["errorCode"] == json!("JOB_DELETED"))), "{deleted:?}");
+        .into_iter()
+        .filter(|c| c.body["status"] == json!(99))
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(30), || hook.delivered().iter().any(
+            |c| c.body["detail"]["error"]["errorCode"] == json!("JOB_DELETED")
+        )),
+        "{deleted:?}"
+    );
 }
