@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let cfg = RenderConfig::default();
     let job = render::render(&msg, &cfg);
-    assert_eq!(job, render::render(&msg, &cfg), "render is not deterministic");
+    assert_eq!(
+        job,
+        render::render(&msg, &cfg),
+        "render is not deterministic"
+    );
     // The Job serializes (the client sends it as JSON).
     let _ = serde_json::to_vec(&job);
     let _ = Policy::default().check(&msg);
