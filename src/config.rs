@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::kube::KubeConfig;
 use crate::message::Limits;
+use crate::policy::Policy;
 use crate::render::RenderConfig;
+use crate::webhook_guard::WebhookGuard;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueConfig {
@@ -57,6 +59,10 @@ pub struct Config {
     pub allowed_namespaces: Vec<String>,
     pub shutdown_grace: Duration,
     pub json_logs: bool,
+    /// What a message may ask for (ALLOWED_*, MAX_*, REQUIRE_IMAGE_DIGEST); see `policy`.
+    pub policy: Policy,
+    /// Where callbacks may go (WEBHOOK_ALLOWED_HOSTS, WEBHOOK_DENY_PRIVATE); see `webhook_guard`.
+    pub webhook_guard: WebhookGuard,
 }
 
 struct Reader<'a> {
@@ -227,6 +233,14 @@ impl Config {
             active_deadline_max,
             max_message_bytes: r.num("MAX_MESSAGE_BYTES", 256 * 1024),
         };
+        let policy = Policy::from_env(get).unwrap_or_else(|e| {
+            r.errors.extend(e);
+            Policy::default()
+        });
+        let webhook_guard = WebhookGuard::from_env(get, &kube.api_url).unwrap_or_else(|e| {
+            r.errors.extend(e);
+            WebhookGuard::default()
+        });
         let render = RenderConfig {
             instance: r.string("WORKER_INSTANCE", "default"),
             gpu_node_selector: r.pair(
@@ -235,6 +249,7 @@ impl Config {
             ),
             gpu_toleration: r.pair("GPU_TOLERATION", Some(("nvidia.com/gpu", "present"))),
             istio_inject_false: r.bool("ISTIO_SIDECAR_INJECT_FALSE", true),
+            automount_service_accounts: policy.automount_service_accounts(),
         };
         if !is_label_value(&render.instance) || render.instance.is_empty() {
             r.errors.push(format!(
@@ -268,6 +283,8 @@ impl Config {
                 .collect(),
             shutdown_grace: r.secs("SHUTDOWN_GRACE", 20.0),
             json_logs: r.string("LOG_FORMAT", "text").eq_ignore_ascii_case("json"),
+            policy,
+            webhook_guard,
         };
         if r.errors.is_empty() {
             Ok(cfg)
@@ -386,5 +403,45 @@ mod tests {
             QueueConfig::Sqs { region, .. } => assert_eq!(region, "eu-west-1"),
             q => panic!("{q:?}"),
         }
+    }
+
+    #[test]
+    fn policy_and_webhook_guard_are_read() {
+        let mut p = BASE.to_vec();
+        p.extend([
+            ("REDIS_ENDPOINT", "x:1"),
+            ("ALLOWED_NAMESPACES", "a,b"),
+            ("ALLOWED_SERVICE_ACCOUNTS", "*,trainer"),
+            ("MAX_JOB_GPUS", "2"),
+            ("WEBHOOK_ALLOWED_HOSTS", "*.example.com"),
+            ("WEBHOOK_DENY_PRIVATE", "true"),
+        ]);
+        let c = cfg(&p).expect("valid");
+        assert_eq!(c.policy.allowed_namespaces, c.allowed_namespaces);
+        assert_eq!(c.policy.max_job_gpus, 2);
+        assert_eq!(c.render.automount_service_accounts, vec!["trainer"]);
+        assert_eq!(c.webhook_guard.allowed_hosts, vec!["*.example.com"]);
+        assert!(c.webhook_guard.deny_private);
+        // KUBE_API_URL is http://127.0.0.1:8001: its port is refused.
+        assert_eq!(
+            c.webhook_guard.deny_sockets,
+            vec!["127.0.0.1:8001".parse().expect("socket address")]
+        );
+
+        let mut p = BASE.to_vec();
+        p.extend([
+            ("REDIS_ENDPOINT", "x:1"),
+            ("MAX_JOB_CPU", "lots"),
+            ("WEBHOOK_DENY_PRIVATE", "maybe"),
+        ]);
+        let e = cfg(&p).unwrap_err();
+        assert!(e.contains("MAX_JOB_CPU=\"lots\""), "{e}");
+        assert!(e.contains("WEBHOOK_DENY_PRIVATE=\"maybe\""), "{e}");
+
+        let mut p = BASE.to_vec();
+        p.push(("REDIS_ENDPOINT", "x:1"));
+        let c = cfg(&p).expect("valid");
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.render.automount_service_accounts, vec!["default"]);
     }
 }

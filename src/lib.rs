@@ -18,6 +18,7 @@ pub mod queue;
 pub mod render;
 pub mod signal;
 pub mod tracker;
+pub mod webhook_guard;
 pub mod worker;
 
 /// The version printed by `--version` and exported as build info.

@@ -1,29 +1,915 @@
 //! Operator policy enforced before any API call: what a queue message may ask
-//! for. Pure: `Policy::check` looks only at the validated message.
+//! for. `Policy::from_env` reads the rules once at start-up; `Policy::check`
+//! looks only at the validated message (pure, never panics) and its `Err` text
+//! names the rule (the environment variable) and the field that broke it, which
+//! intake sends as a 99 callback with errorCode `POLICY_DENIED`.
+//!
+//! | Variable | Default | Meaning |
+//! |---|---|---|
+//! | `ALLOWED_NAMESPACES` | empty = any | comma list of namespaces a Job may be created in |
+//! | `ALLOWED_IMAGES` | empty = any | comma list; `registry.local/team/` (prefix), `registry/repo:*` (any tag or digest of that repository); an entry not ending in `/` or `:*` matches that name and any tag/digest of it (`busybox` ⇒ `busybox`, `busybox:1.36`, `busybox@sha256:…`). Docker Hub short names are also matched in their `docker.io/library/…` form |
+//! | `REQUIRE_IMAGE_DIGEST` | `false` | the image must end in `@sha256:` + 64 lowercase hex |
+//! | `ALLOWED_SERVICE_ACCOUNTS` | `default` | comma list; `*` = any; `-` = none. A message without serviceAccount is always fine. Only accounts named explicitly get their token mounted (see `automount_service_accounts`) |
+//! | `ALLOWED_ENV_REFS` | none | comma list of `configmap/<name>`, `secret/<name>`, `configmap/*`, `secret/*`; any other envRef is denied |
+//! | `ALLOWED_PVCS` | none | comma list of PVC names; `*` = any |
+//! | `MAX_JOB_CPU` | none | quantity; when set, `job.resources.limits.cpu` is required and neither limit nor request may exceed it |
+//! | `MAX_JOB_MEMORY` | none | quantity; as `MAX_JOB_CPU` for memory |
+//! | `MAX_JOB_GPUS` | `8` | largest gpuNumber (0 = no GPU jobs) |
+//! | `MAX_ENV_ENTRIES` | `100` | largest number of `job.env` entries |
+//! | `MIN_TTL_SECONDS_AFTER_FINISHED` | `31` | smallest ttlSecondsAfterFinished (when given) |
+//! | `MAX_TTL_SECONDS_AFTER_FINISHED` | `604800` | largest ttlSecondsAfterFinished (when given) |
+//!
+//! A message without ttlSecondsAfterFinished, resources or GPUs is not affected
+//! by the corresponding bounds (except the CPU/memory limit requirement above).
 
-use crate::message::Message;
+use crate::message::{EnvRefKind, Message};
+use crate::quantity;
 
-#[derive(Clone, Debug, Default)]
+/// A configured upper bound on a quantity, as written and in milli-units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaxQuantity {
+    pub text: String,
+    pub milli: i128,
+}
+
+impl MaxQuantity {
+    /// Parses an operator-supplied quantity (must be positive).
+    pub fn parse(text: &str) -> Result<MaxQuantity, String> {
+        let milli = quantity::parse_milli(text)?;
+        if milli <= 0 {
+            return Err(format!("{text:?} must be positive"));
+        }
+        Ok(MaxQuantity {
+            text: text.to_string(),
+            milli,
+        })
+    }
+}
+
+/// The operator's rules; see the module documentation for the variables and
+/// defaults. `Policy::default()` equals the documented defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// Empty = any namespace the RBAC permits.
+    /// ALLOWED_NAMESPACES. Empty = any namespace the RBAC permits.
     pub allowed_namespaces: Vec<String>,
+    /// ALLOWED_IMAGES. Empty = any image.
+    pub allowed_images: Vec<String>,
+    /// REQUIRE_IMAGE_DIGEST.
+    pub require_image_digest: bool,
+    /// ALLOWED_SERVICE_ACCOUNTS. `*` = any; empty = none.
+    pub allowed_service_accounts: Vec<String>,
+    /// ALLOWED_ENV_REFS (`configmap/<name>`, `secret/<name>`, `*` as name). Empty = none.
+    pub allowed_env_refs: Vec<String>,
+    /// ALLOWED_PVCS. `*` = any; empty = none.
+    pub allowed_pvcs: Vec<String>,
+    /// MAX_JOB_CPU.
+    pub max_job_cpu: Option<MaxQuantity>,
+    /// MAX_JOB_MEMORY.
+    pub max_job_memory: Option<MaxQuantity>,
+    /// MAX_JOB_GPUS.
+    pub max_job_gpus: u32,
+    /// MAX_ENV_ENTRIES.
+    pub max_env_entries: usize,
+    /// MIN_TTL_SECONDS_AFTER_FINISHED.
+    pub min_ttl_seconds_after_finished: i64,
+    /// MAX_TTL_SECONDS_AFTER_FINISHED.
+    pub max_ttl_seconds_after_finished: i64,
+}
+
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+pub const DEFAULT_MAX_JOB_GPUS: u32 = 8;
+pub const DEFAULT_MAX_ENV_ENTRIES: usize = 100;
+pub const DEFAULT_MIN_TTL: i64 = 31;
+pub const DEFAULT_MAX_TTL: i64 = 604_800;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_namespaces: Vec::new(),
+            allowed_images: Vec::new(),
+            require_image_digest: false,
+            allowed_service_accounts: vec![DEFAULT_SERVICE_ACCOUNT.to_string()],
+            allowed_env_refs: Vec::new(),
+            allowed_pvcs: Vec::new(),
+            max_job_cpu: None,
+            max_job_memory: None,
+            max_job_gpus: DEFAULT_MAX_JOB_GPUS,
+            max_env_entries: DEFAULT_MAX_ENV_ENTRIES,
+            min_ttl_seconds_after_finished: DEFAULT_MIN_TTL,
+            max_ttl_seconds_after_finished: DEFAULT_MAX_TTL,
+        }
+    }
+}
+
+/// Splits a comma list, trimming entries and dropping empty ones.
+pub fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `none` for an empty list (error texts).
+fn show(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(",")
+    }
 }
 
 impl Policy {
-    /// `Err` names the rule that denied the message.
+    /// Reads the policy variables through `get` (the process environment in
+    /// production). Every invalid value is reported.
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Policy, Vec<String>> {
+        let mut errors = Vec::new();
+        let val = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let list = |name: &str, default: &[&str]| -> Vec<String> {
+            match val(name) {
+                None => default.iter().map(|s| s.to_string()).collect(),
+                Some(v) if v == "-" => Vec::new(),
+                Some(v) => split_list(&v),
+            }
+        };
+        let mut p = Policy {
+            allowed_namespaces: list("ALLOWED_NAMESPACES", &[]),
+            allowed_images: list("ALLOWED_IMAGES", &[]),
+            allowed_service_accounts: list("ALLOWED_SERVICE_ACCOUNTS", &[DEFAULT_SERVICE_ACCOUNT]),
+            allowed_env_refs: list("ALLOWED_ENV_REFS", &[]),
+            allowed_pvcs: list("ALLOWED_PVCS", &[]),
+            ..Policy::default()
+        };
+        for e in &mut p.allowed_env_refs {
+            match e.split_once('/') {
+                Some((kind, name))
+                    if !name.is_empty()
+                        && (kind.eq_ignore_ascii_case("configmap")
+                            || kind.eq_ignore_ascii_case("secret")) =>
+                {
+                    *e = format!("{}/{name}", kind.to_ascii_lowercase());
+                }
+                _ => errors.push(format!(
+                    "ALLOWED_ENV_REFS entry {e:?} must be configmap/<name>, secret/<name>, configmap/* or secret/*"
+                )),
+            }
+        }
+        if let Some(v) = val("REQUIRE_IMAGE_DIGEST") {
+            match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => p.require_image_digest = true,
+                "0" | "false" | "no" | "off" => p.require_image_digest = false,
+                _ => errors.push(format!(
+                    "REQUIRE_IMAGE_DIGEST={v:?} is not a boolean (true/false)"
+                )),
+            }
+        }
+        for (name, slot) in [
+            ("MAX_JOB_CPU", &mut p.max_job_cpu),
+            ("MAX_JOB_MEMORY", &mut p.max_job_memory),
+        ] {
+            if let Some(v) = val(name) {
+                match MaxQuantity::parse(&v) {
+                    Ok(q) => *slot = Some(q),
+                    Err(e) => errors.push(format!("{name}={v:?} is not a valid quantity: {e}")),
+                }
+            }
+        }
+        fn num<T: std::str::FromStr>(
+            v: Option<String>,
+            name: &str,
+            default: T,
+            errors: &mut Vec<String>,
+        ) -> T {
+            match v {
+                None => default,
+                Some(v) => v.parse().unwrap_or_else(|_| {
+                    errors.push(format!("{name}={v:?} is not a valid number"));
+                    default
+                }),
+            }
+        }
+        p.max_job_gpus = num(
+            val("MAX_JOB_GPUS"),
+            "MAX_JOB_GPUS",
+            DEFAULT_MAX_JOB_GPUS,
+            &mut errors,
+        );
+        p.max_env_entries = num(
+            val("MAX_ENV_ENTRIES"),
+            "MAX_ENV_ENTRIES",
+            DEFAULT_MAX_ENV_ENTRIES,
+            &mut errors,
+        );
+        p.min_ttl_seconds_after_finished = num(
+            val("MIN_TTL_SECONDS_AFTER_FINISHED"),
+            "MIN_TTL_SECONDS_AFTER_FINISHED",
+            DEFAULT_MIN_TTL,
+            &mut errors,
+        );
+        p.max_ttl_seconds_after_finished = num(
+            val("MAX_TTL_SECONDS_AFTER_FINISHED"),
+            "MAX_TTL_SECONDS_AFTER_FINISHED",
+            DEFAULT_MAX_TTL,
+            &mut errors,
+        );
+        if p.min_ttl_seconds_after_finished > p.max_ttl_seconds_after_finished {
+            errors.push(format!(
+                "MIN_TTL_SECONDS_AFTER_FINISHED ({}) must not exceed MAX_TTL_SECONDS_AFTER_FINISHED ({})",
+                p.min_ttl_seconds_after_finished, p.max_ttl_seconds_after_finished
+            ));
+        }
+        if errors.is_empty() {
+            Ok(p)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Service accounts whose token may be mounted in the pod: the ones named
+    /// explicitly in ALLOWED_SERVICE_ACCOUNTS (`*` allows naming any account
+    /// but mounts no token). Feeds `RenderConfig::automount_service_accounts`.
+    pub fn automount_service_accounts(&self) -> Vec<String> {
+        self.allowed_service_accounts
+            .iter()
+            .filter(|s| *s != "*")
+            .cloned()
+            .collect()
+    }
+
+    /// `Err` names the rule (the environment variable) and the field that
+    /// denied the message. Rules are checked in the order of the table above;
+    /// the first violation is reported.
     pub fn check(&self, msg: &Message) -> Result<(), String> {
-        if !self.allowed_namespaces.is_empty()
-            && !self
-                .allowed_namespaces
-                .iter()
-                .any(|n| *n == msg.job.namespace)
+        let job = &msg.job;
+        if !self.allowed_namespaces.is_empty() && !self.allowed_namespaces.contains(&job.namespace)
         {
             return Err(format!(
                 "ALLOWED_NAMESPACES: job.namespace {:?} is not one of {}",
-                msg.job.namespace,
+                job.namespace,
                 self.allowed_namespaces.join(",")
             ));
         }
+        if !self.allowed_images.is_empty()
+            && !self
+                .allowed_images
+                .iter()
+                .any(|entry| image_allowed(entry, &job.image))
+        {
+            return Err(format!(
+                "ALLOWED_IMAGES: job.image {:?} matches none of {}",
+                job.image,
+                self.allowed_images.join(",")
+            ));
+        }
+        if self.require_image_digest && !has_sha256_digest(&job.image) {
+            return Err(format!(
+                "REQUIRE_IMAGE_DIGEST: job.image {:?} is not pinned by an @sha256:<64 hex> digest",
+                job.image
+            ));
+        }
+        if let Some(sa) = &job.service_account
+            && !in_list(&self.allowed_service_accounts, sa)
+        {
+            return Err(format!(
+                "ALLOWED_SERVICE_ACCOUNTS: job.serviceAccount {sa:?} is not one of {}",
+                show(&self.allowed_service_accounts)
+            ));
+        }
+        for (i, r) in job.env_refs.iter().enumerate() {
+            let kind = match r.kind {
+                EnvRefKind::ConfigMap => "configmap",
+                EnvRefKind::Secret => "secret",
+            };
+            let wanted = format!("{kind}/{}", r.name);
+            let wildcard = format!("{kind}/*");
+            if !self
+                .allowed_env_refs
+                .iter()
+                .any(|e| *e == wanted || *e == wildcard)
+            {
+                return Err(format!(
+                    "ALLOWED_ENV_REFS: job.envRef[{i}] {wanted:?} is not one of {}",
+                    show(&self.allowed_env_refs)
+                ));
+            }
+        }
+        if let Some(v) = &job.volume
+            && !in_list(&self.allowed_pvcs, &v.pvc)
+        {
+            return Err(format!(
+                "ALLOWED_PVCS: job.volume.pvc {:?} is not one of {}",
+                v.pvc,
+                show(&self.allowed_pvcs)
+            ));
+        }
+        let res = &job.resources;
+        for (rule, max, name, limit, request) in [
+            (
+                "MAX_JOB_CPU",
+                &self.max_job_cpu,
+                "cpu",
+                &res.limits.cpu,
+                &res.requests.cpu,
+            ),
+            (
+                "MAX_JOB_MEMORY",
+                &self.max_job_memory,
+                "memory",
+                &res.limits.memory,
+                &res.requests.memory,
+            ),
+        ] {
+            let Some(max) = max else { continue };
+            if limit.is_none() {
+                return Err(format!(
+                    "{rule}: job.resources.limits.{name} is required (at most {})",
+                    max.text
+                ));
+            }
+            for (which, value) in [("limits", limit), ("requests", request)] {
+                let Some(text) = value else { continue };
+                // Unparsable cannot happen for a validated message; deny anyway.
+                let over = quantity::parse_milli(text).map_or(true, |m| m > max.milli);
+                if over {
+                    return Err(format!(
+                        "{rule}: job.resources.{which}.{name} {text:?} exceeds {}",
+                        max.text
+                    ));
+                }
+            }
+        }
+        if let Some(n) = job.gpus
+            && n > self.max_job_gpus
+        {
+            return Err(format!(
+                "MAX_JOB_GPUS: job.gpuNumber {n} exceeds {}",
+                self.max_job_gpus
+            ));
+        }
+        if job.env.len() > self.max_env_entries {
+            return Err(format!(
+                "MAX_ENV_ENTRIES: job.env has {} entries, over {}",
+                job.env.len(),
+                self.max_env_entries
+            ));
+        }
+        if let Some(ttl) = job.ttl_seconds_after_finished {
+            if ttl < self.min_ttl_seconds_after_finished {
+                return Err(format!(
+                    "MIN_TTL_SECONDS_AFTER_FINISHED: job.ttlSecondsAfterFinished {ttl} is under {}",
+                    self.min_ttl_seconds_after_finished
+                ));
+            }
+            if ttl > self.max_ttl_seconds_after_finished {
+                return Err(format!(
+                    "MAX_TTL_SECONDS_AFTER_FINISHED: job.ttlSecondsAfterFinished {ttl} is over {}",
+                    self.max_ttl_seconds_after_finished
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// `*` in the list allows anything.
+fn in_list(list: &[String], value: &str) -> bool {
+    list.iter().any(|e| e == "*" || e == value)
+}
+
+/// `@sha256:` followed by exactly 64 lowercase hex digits at the end.
+fn has_sha256_digest(image: &str) -> bool {
+    image.rsplit_once("@sha256:").is_some_and(|(_, hex)| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// One ALLOWED_IMAGES entry against an image, in its written form or its
+/// Docker Hub canonical form (`busybox` is `docker.io/library/busybox`).
+fn image_allowed(entry: &str, image: &str) -> bool {
+    entry_matches(entry, image) || canonical(image).is_some_and(|c| entry_matches(entry, &c))
+}
+
+fn entry_matches(entry: &str, image: &str) -> bool {
+    if let Some(repo) = entry.strip_suffix(":*") {
+        // Any tag and/or digest of exactly this repository.
+        let Some(rest) = image.strip_prefix(repo) else {
+            return false;
+        };
+        let (tag, digest) = match rest.split_once('@') {
+            Some((t, d)) => (t, Some(d)),
+            None => (rest, None),
+        };
+        let tag_ok = match tag.strip_prefix(':') {
+            Some(t) => is_tag(t),
+            None => tag.is_empty() && digest.is_some(),
+        };
+        tag_ok && digest.is_none_or(|d| !d.is_empty() && !d.contains(['/', '@']))
+    } else if entry.ends_with('/') {
+        image.starts_with(entry)
+    } else {
+        // A name: itself, or followed by a tag or digest (not a longer name).
+        image.strip_prefix(entry).is_some_and(|rest| {
+            rest.is_empty() || (rest.starts_with([':', '@']) && !rest.contains('/'))
+        })
+    }
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` (the distribution reference grammar).
+fn is_tag(t: &str) -> bool {
+    t.len() <= 128
+        && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The Docker Hub form of a short name, as container runtimes resolve it:
+/// a single component lives under `library/`; a first component (before a
+/// `/`) without `.`/`:` that is not `localhost` is a Docker Hub path. `None` when the image
+/// already names a registry.
+fn canonical(image: &str) -> Option<String> {
+    let (first, rest) = match image.split_once('/') {
+        Some((f, r)) => (f, Some(r)),
+        None => (image, None),
+    };
+    match rest {
+        None => Some(format!("docker.io/library/{image}")),
+        Some(_) if first.contains(['.', ':']) || first == "localhost" => None,
+        Some(_) => Some(format!("docker.io/{image}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Limits, parse};
+    use serde_json::{Value, json};
+    use std::collections::HashMap;
+
+    const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn msg(job: Value) -> Message {
+        let mut j = json!({ "prefixName": "p", "image": "busybox" });
+        if let (Some(base), Value::Object(extra)) = (j.as_object_mut(), job) {
+            base.extend(extra);
+        }
+        let body = json!({ "id": "m-1", "job": j });
+        parse(body.to_string().as_bytes(), &Limits::default()).expect("valid test message")
+    }
+
+    fn policy(pairs: &[(&str, &str)]) -> Policy {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Policy::from_env(&move |k| m.get(k).cloned()).expect("valid policy")
+    }
+
+    /// (env, job fields, Ok or the expected start of the Err text)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        Value,
+        Option<&'static str>,
+    );
+
+    fn run(cases: Vec<Case>) {
+        for (i, (env, job, want)) in cases.into_iter().enumerate() {
+            let p = policy(env);
+            let m = msg(job.clone());
+            let got = p.check(&m);
+            match (want, &got) {
+                (None, Ok(())) => {}
+                (Some(prefix), Err(e)) if e.starts_with(prefix) => {}
+                _ => panic!("case {i}: env {env:?} job {job}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_table() {
+        let p = policy(&[]);
+        assert_eq!(p, Policy::default());
+        assert_eq!(p.allowed_service_accounts, vec!["default"]);
+        assert_eq!(p.max_job_gpus, 8);
+        assert_eq!(p.max_env_entries, 100);
+        assert_eq!(
+            (
+                p.min_ttl_seconds_after_finished,
+                p.max_ttl_seconds_after_finished
+            ),
+            (31, 604_800)
+        );
+        // The minimal message passes the default policy.
+        assert_eq!(p.check(&msg(json!({}))), Ok(()));
+    }
+
+    #[test]
+    fn namespaces() {
+        run(vec![
+            (&[], json!({ "namespace": "anything" }), None),
+            (
+                &[("ALLOWED_NAMESPACES", "a, b")],
+                json!({ "namespace": "b" }),
+                None,
+            ),
+            (
+                &[("ALLOWED_NAMESPACES", "a,b")],
+                json!({ "namespace": "c" }),
+                Some("ALLOWED_NAMESPACES: job.namespace \"c\" is not one of a,b"),
+            ),
+            // The default namespace is checked too.
+            (
+                &[("ALLOWED_NAMESPACES", "a")],
+                json!({}),
+                Some("ALLOWED_NAMESPACES: job.namespace \"default\""),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn images() {
+        const PREFIX: &[(&str, &str)] = &[("ALLOWED_IMAGES", "registry.local/")];
+        const TEAM: &[(&str, &str)] =
+            &[("ALLOWED_IMAGES", "registry.local/team/, ghcr.io/org/tool:*")];
+        const NAME: &[(&str, &str)] = &[("ALLOWED_IMAGES", "busybox,docker.io/library/alpine")];
+        run(vec![
+            (&[], json!({ "image": "evil/miner:1" }), None),
+            (PREFIX, json!({ "image": "registry.local/x/y:1" }), None),
+            (
+                PREFIX,
+                json!({ "image": "evil/miner:1" }),
+                Some("ALLOWED_IMAGES: job.image \"evil/miner:1\" matches none of registry.local/"),
+            ),
+            (
+                PREFIX,
+                json!({ "image": "registry.local.evil.com/x" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (TEAM, json!({ "image": "registry.local/team/app:2" }), None),
+            (
+                TEAM,
+                json!({ "image": "registry.local/other/app:2" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (TEAM, json!({ "image": "ghcr.io/org/tool:v1.2" }), None),
+            (
+                TEAM,
+                json!({ "image": format!("ghcr.io/org/tool:v1@sha256:{DIGEST}") }),
+                None,
+            ),
+            (
+                TEAM,
+                json!({ "image": format!("ghcr.io/org/tool@sha256:{DIGEST}") }),
+                None,
+            ),
+            (
+                TEAM,
+                json!({ "image": "ghcr.io/org/tool" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (
+                TEAM,
+                json!({ "image": "ghcr.io/org/tool:" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (
+                TEAM,
+                json!({ "image": "ghcr.io/org/tool:v1/../x" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (
+                TEAM,
+                json!({ "image": "ghcr.io/org/tool-evil:v1" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (
+                TEAM,
+                json!({ "image": "ghcr.io/org/toolbox:v1" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (NAME, json!({ "image": "busybox" }), None),
+            (NAME, json!({ "image": "busybox:1.36" }), None),
+            (
+                NAME,
+                json!({ "image": "busybox-evil" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (
+                NAME,
+                json!({ "image": "busybox/evil" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            // Docker Hub short names match their canonical form.
+            (NAME, json!({ "image": "alpine:3" }), None),
+            (NAME, json!({ "image": "docker.io/library/alpine:3" }), None),
+            (
+                NAME,
+                json!({ "image": "evil.io/library/alpine:3" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+            (
+                &[("ALLOWED_IMAGES", "docker.io/myorg/")],
+                json!({ "image": "myorg/app:1" }),
+                None,
+            ),
+            (
+                &[("ALLOWED_IMAGES", "docker.io/myorg/")],
+                json!({ "image": "localhost/myorg/app:1" }),
+                Some("ALLOWED_IMAGES"),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn image_digest() {
+        const REQ: &[(&str, &str)] = &[("REQUIRE_IMAGE_DIGEST", "true")];
+        run(vec![
+            (&[], json!({ "image": "busybox:1" }), None),
+            (
+                REQ,
+                json!({ "image": format!("busybox@sha256:{DIGEST}") }),
+                None,
+            ),
+            (
+                REQ,
+                json!({ "image": format!("busybox:1@sha256:{DIGEST}") }),
+                None,
+            ),
+            (
+                REQ,
+                json!({ "image": "busybox:1" }),
+                Some("REQUIRE_IMAGE_DIGEST: job.image \"busybox:1\""),
+            ),
+            (
+                REQ,
+                json!({ "image": format!("busybox@sha256:{}", &DIGEST[1..]) }),
+                Some("REQUIRE_IMAGE_DIGEST"),
+            ),
+            (
+                REQ,
+                json!({ "image": format!("busybox@sha256:{}0", DIGEST) }),
+                Some("REQUIRE_IMAGE_DIGEST"),
+            ),
+            (
+                REQ,
+                json!({ "image": format!("busybox@sha256:{}", DIGEST.to_uppercase()) }),
+                Some("REQUIRE_IMAGE_DIGEST"),
+            ),
+            (
+                REQ,
+                json!({ "image": format!("busybox@sha512:{DIGEST}") }),
+                Some("REQUIRE_IMAGE_DIGEST"),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn service_accounts() {
+        run(vec![
+            (&[], json!({}), None),
+            (&[], json!({ "serviceAccount": "default" }), None),
+            (
+                &[],
+                json!({ "serviceAccount": "admin" }),
+                Some(
+                    "ALLOWED_SERVICE_ACCOUNTS: job.serviceAccount \"admin\" is not one of default",
+                ),
+            ),
+            (
+                &[("ALLOWED_SERVICE_ACCOUNTS", "trainer,runner")],
+                json!({ "serviceAccount": "runner" }),
+                None,
+            ),
+            (
+                &[("ALLOWED_SERVICE_ACCOUNTS", "trainer")],
+                json!({ "serviceAccount": "default" }),
+                Some("ALLOWED_SERVICE_ACCOUNTS"),
+            ),
+            (
+                &[("ALLOWED_SERVICE_ACCOUNTS", "*")],
+                json!({ "serviceAccount": "anything" }),
+                None,
+            ),
+            (
+                &[("ALLOWED_SERVICE_ACCOUNTS", "-")],
+                json!({ "serviceAccount": "default" }),
+                Some("ALLOWED_SERVICE_ACCOUNTS: job.serviceAccount \"default\" is not one of none"),
+            ),
+            (&[("ALLOWED_SERVICE_ACCOUNTS", "-")], json!({}), None),
+        ]);
+        assert_eq!(
+            policy(&[("ALLOWED_SERVICE_ACCOUNTS", "*,trainer")]).automount_service_accounts(),
+            vec!["trainer"]
+        );
+    }
+
+    #[test]
+    fn env_refs() {
+        let cm = |n: &str| json!({ "envRef": [{ "name": n, "type": "configmap" }] });
+        let secret = |n: &str| json!({ "envFrom": [{ "name": n, "type": "Secret" }] });
+        const SOME: &[(&str, &str)] = &[("ALLOWED_ENV_REFS", "configmap/app, Secret/db")];
+        const ALL_CM: &[(&str, &str)] = &[("ALLOWED_ENV_REFS", "configmap/*")];
+        const ALL: &[(&str, &str)] = &[("ALLOWED_ENV_REFS", "configmap/*,secret/*")];
+        run(vec![
+            (&[], json!({}), None),
+            (
+                &[],
+                cm("app"),
+                Some("ALLOWED_ENV_REFS: job.envRef[0] \"configmap/app\" is not one of none"),
+            ),
+            (SOME, cm("app"), None),
+            (SOME, secret("db"), None),
+            (
+                SOME,
+                secret("app"),
+                Some("ALLOWED_ENV_REFS: job.envRef[0] \"secret/app\""),
+            ),
+            (SOME, cm("db"), Some("ALLOWED_ENV_REFS")),
+            (ALL_CM, cm("anything"), None),
+            (ALL_CM, secret("anything"), Some("ALLOWED_ENV_REFS")),
+            (ALL, secret("anything"), None),
+            (
+                SOME,
+                json!({ "envRef": [
+                    { "name": "app", "type": "configmap" },
+                    { "name": "other", "type": "configmap" }
+                ] }),
+                Some("ALLOWED_ENV_REFS: job.envRef[1] \"configmap/other\""),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn pvcs() {
+        let vol = |p: &str| json!({ "volume": { "mountPath": "/data", "pvc": p } });
+        run(vec![
+            (&[], json!({}), None),
+            (
+                &[],
+                vol("data"),
+                Some("ALLOWED_PVCS: job.volume.pvc \"data\" is not one of none"),
+            ),
+            (&[("ALLOWED_PVCS", "data,scratch")], vol("scratch"), None),
+            (
+                &[("ALLOWED_PVCS", "data")],
+                vol("other"),
+                Some("ALLOWED_PVCS: job.volume.pvc \"other\" is not one of data"),
+            ),
+            (&[("ALLOWED_PVCS", "*")], vol("anything"), None),
+        ]);
+    }
+
+    #[test]
+    fn resource_limits() {
+        let res =
+            |lim: Value, req: Value| json!({ "resources": { "limits": lim, "requests": req } });
+        const CPU: &[(&str, &str)] = &[("MAX_JOB_CPU", "8")];
+        const MEM: &[(&str, &str)] = &[("MAX_JOB_MEMORY", "16Gi")];
+        run(vec![
+            (&[], res(json!({ "cpu": "1000" }), json!({})), None),
+            (
+                CPU,
+                res(json!({ "cpu": "8" }), json!({ "cpu": "8000m" })),
+                None,
+            ),
+            (CPU, res(json!({ "cpu": "7500m" }), json!({})), None),
+            (
+                CPU,
+                res(json!({ "cpu": "16" }), json!({})),
+                Some("MAX_JOB_CPU: job.resources.limits.cpu \"16\" exceeds 8"),
+            ),
+            (
+                CPU,
+                res(json!({ "cpu": "8001m" }), json!({})),
+                Some("MAX_JOB_CPU"),
+            ),
+            (
+                CPU,
+                res(json!({ "cpu": "1e3" }), json!({})),
+                Some("MAX_JOB_CPU"),
+            ),
+            (
+                CPU,
+                res(json!({}), json!({ "cpu": "1" })),
+                Some("MAX_JOB_CPU: job.resources.limits.cpu is required (at most 8)"),
+            ),
+            (
+                CPU,
+                json!({}),
+                Some("MAX_JOB_CPU: job.resources.limits.cpu is required"),
+            ),
+            (
+                MEM,
+                res(json!({ "memory": "16Gi" }), json!({ "memory": "1G" })),
+                None,
+            ),
+            (
+                MEM,
+                res(json!({ "memory": "17179869185" }), json!({})),
+                Some("MAX_JOB_MEMORY: job.resources.limits.memory \"17179869185\" exceeds 16Gi"),
+            ),
+            (
+                MEM,
+                res(json!({ "memory": "1Ti" }), json!({})),
+                Some("MAX_JOB_MEMORY"),
+            ),
+            // A CPU maximum says nothing about memory.
+            (
+                CPU,
+                res(json!({ "cpu": "1", "memory": "1Ei" }), json!({})),
+                None,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn gpus_env_and_ttl() {
+        let gpus = |n: u32| json!({ "gpuEnable": true, "gpuNumber": n });
+        let env = |n: usize| {
+            let list: Vec<Value> = (0..n)
+                .map(|i| json!({ "name": format!("V{i}"), "value": "x" }))
+                .collect();
+            json!({ "env": list })
+        };
+        let ttl = |t: i64| json!({ "ttlSecondsAfterFinished": t });
+        run(vec![
+            (&[], gpus(8), None),
+            (
+                &[],
+                gpus(9),
+                Some("MAX_JOB_GPUS: job.gpuNumber 9 exceeds 8"),
+            ),
+            (
+                &[("MAX_JOB_GPUS", "0")],
+                gpus(1),
+                Some("MAX_JOB_GPUS: job.gpuNumber 1 exceeds 0"),
+            ),
+            (&[("MAX_JOB_GPUS", "0")], json!({ "gpuNumber": 4 }), None),
+            (&[], env(100), None),
+            (
+                &[],
+                env(101),
+                Some("MAX_ENV_ENTRIES: job.env has 101 entries, over 100"),
+            ),
+            (&[("MAX_ENV_ENTRIES", "0")], env(1), Some("MAX_ENV_ENTRIES")),
+            (&[], ttl(31), None),
+            (&[], ttl(604_800), None),
+            (
+                &[],
+                ttl(604_801),
+                Some(
+                    "MAX_TTL_SECONDS_AFTER_FINISHED: job.ttlSecondsAfterFinished 604801 is over 604800",
+                ),
+            ),
+            (
+                &[("MIN_TTL_SECONDS_AFTER_FINISHED", "3600")],
+                ttl(60),
+                Some(
+                    "MIN_TTL_SECONDS_AFTER_FINISHED: job.ttlSecondsAfterFinished 60 is under 3600",
+                ),
+            ),
+            (
+                &[("MIN_TTL_SECONDS_AFTER_FINISHED", "3600")],
+                json!({}),
+                None,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn invalid_settings_are_all_reported() {
+        let m: HashMap<&str, &str> = [
+            ("ALLOWED_ENV_REFS", "configmap/a,volume/b,secret/"),
+            ("REQUIRE_IMAGE_DIGEST", "maybe"),
+            ("MAX_JOB_CPU", "lots"),
+            ("MAX_JOB_MEMORY", "0"),
+            ("MAX_JOB_GPUS", "-1"),
+            ("MAX_ENV_ENTRIES", "x"),
+            ("MIN_TTL_SECONDS_AFTER_FINISHED", "100"),
+            ("MAX_TTL_SECONDS_AFTER_FINISHED", "50"),
+        ]
+        .into_iter()
+        .collect();
+        let errors = Policy::from_env(&|k| m.get(k).map(|v| v.to_string())).unwrap_err();
+        let text = errors.join("\n");
+        for needle in [
+            "\"volume/b\"",
+            "\"secret/\"",
+            "REQUIRE_IMAGE_DIGEST=\"maybe\"",
+            "MAX_JOB_CPU=\"lots\"",
+            "MAX_JOB_MEMORY=\"0\"",
+            "MAX_JOB_GPUS=\"-1\"",
+            "MAX_ENV_ENTRIES=\"x\"",
+            "MIN_TTL_SECONDS_AFTER_FINISHED (100) must not exceed",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert_eq!(errors.len(), 8, "{text}");
     }
 }

@@ -29,6 +29,10 @@ pub struct RenderConfig {
     pub gpu_toleration: Option<(String, String)>,
     /// Add `sidecar.istio.io/inject: "false"` to the pod template.
     pub istio_inject_false: bool,
+    /// Service accounts whose API token is mounted when a message names them
+    /// (those named explicitly in ALLOWED_SERVICE_ACCOUNTS, default `default`);
+    /// every other pod gets `automountServiceAccountToken: false`.
+    pub automount_service_accounts: Vec<String>,
 }
 
 impl Default for RenderConfig {
@@ -38,6 +42,7 @@ impl Default for RenderConfig {
             gpu_node_selector: Some(("nvidia.com/gpu.present".into(), "true".into())),
             gpu_toleration: Some(("nvidia.com/gpu".into(), "present".into())),
             istio_inject_false: true,
+            automount_service_accounts: vec![crate::policy::DEFAULT_SERVICE_ACCOUNT.into()],
         }
     }
 }
@@ -150,6 +155,9 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     match &job.service_account {
         Some(sa) => {
             pod_spec.insert("serviceAccountName".into(), sa.clone().into());
+            if !cfg.automount_service_accounts.contains(sa) {
+                pod_spec.insert("automountServiceAccountToken".into(), false.into());
+            }
         }
         None => {
             pod_spec.insert("automountServiceAccountToken".into(), false.into());
@@ -290,6 +298,7 @@ mod tests {
             gpu_toleration: None,
             istio_inject_false: false,
             instance: "blue".into(),
+            automount_service_accounts: Vec::new(),
         };
         m.job.node_selector = None;
         m.job.toleration = None;
@@ -346,5 +355,30 @@ mod tests {
             job["spec"]["template"]["spec"]["automountServiceAccountToken"],
             false
         );
+    }
+
+    #[test]
+    fn token_mounted_only_for_explicitly_allowed_accounts() {
+        let pod = |sa: Option<&str>, allowed: &[&str]| {
+            let mut m = msg(json!({ "id": "t", "job": { "prefixName": "t", "image": "i" } }));
+            m.job.service_account = sa.map(str::to_string);
+            let cfg = RenderConfig {
+                automount_service_accounts: allowed.iter().map(|s| s.to_string()).collect(),
+                ..RenderConfig::default()
+            };
+            render(&m, &cfg)["spec"]["template"]["spec"].clone()
+        };
+        let p = pod(None, &["default"]);
+        assert_eq!(p["automountServiceAccountToken"], false);
+        assert!(p.get("serviceAccountName").is_none());
+        let p = pod(Some("trainer"), &["trainer"]);
+        assert_eq!(p["serviceAccountName"], "trainer");
+        assert!(p.get("automountServiceAccountToken").is_none());
+        let p = pod(Some("trainer"), &["default"]);
+        assert_eq!(p["serviceAccountName"], "trainer");
+        assert_eq!(p["automountServiceAccountToken"], false);
+        // The default RenderConfig mounts only the `default` account's token.
+        let p = pod(Some("default"), &["default"]);
+        assert!(p.get("automountServiceAccountToken").is_none());
     }
 }

@@ -267,9 +267,7 @@ impl Leading {
             kube,
             limits: cfg.limits.clone(),
             render: cfg.render.clone(),
-            policy: crate::policy::Policy {
-                allowed_namespaces: cfg.allowed_namespaces.clone(),
-            },
+            policy: cfg.policy.clone(),
             tracker: tr_tx,
             callbacks: cb_tx,
             settled: settle_rx,
