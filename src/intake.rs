@@ -33,6 +33,8 @@ pub struct Intake {
     pub limits: Limits,
     pub render: RenderConfig,
     pub policy: crate::policy::Policy,
+    /// Webhook URLs the worker may call (checked again at each delivery).
+    pub guard: crate::webhook_guard::WebhookGuard,
     pub tracker: Sender<TrackerMsg>,
     pub callbacks: Sender<CallbackMsg>,
     /// Tokens of 99 callbacks whose outcome is final (from the callback hooks).
@@ -199,6 +201,13 @@ impl Intake {
                 pending,
                 next_token,
             );
+        }
+        if let Some(url) = &msg.webhook_url
+            && let Err(denied) = self.guard.check_url(url)
+        {
+            // Never call a refused URL, not even with the 99: dead-letter only.
+            let id = Some(msg.id.clone());
+            return self.reject(m, "POLICY_DENIED", &denied, id, None, pending, next_token);
         }
         let job = render::render(&msg, &self.render);
         let ns = msg.job.namespace.clone();

@@ -204,6 +204,7 @@ impl Leading {
                 .shutdown_grace
                 .saturating_sub(cfg.polling_interval + Duration::from_secs(2))
                 .max(Duration::from_secs(1)),
+            guard: Some(cfg.webhook_guard.clone()),
             ..callbacks::Config::default()
         };
         let hooks = Arc::new(Recorder {
@@ -268,6 +269,7 @@ impl Leading {
             limits: cfg.limits.clone(),
             render: cfg.render.clone(),
             policy: cfg.policy.clone(),
+            guard: cfg.webhook_guard.clone(),
             tracker: tr_tx,
             callbacks: cb_tx,
             settled: settle_rx,

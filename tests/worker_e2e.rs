@@ -331,7 +331,8 @@ fn failing_job_reports_0_1_3_with_exit_code(q: Q) {
 fn invalid_messages_get_99_naming_the_field(q: Q) {
     let hook = WebhookReceiver::start();
     let w = Worker::start(q, &[("MAX_MESSAGE_BYTES", "65536")]);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Tweak = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Tweak, &str)> = vec![
         (
             "missing image",
             Box::new(|m: &mut Value| {
@@ -667,4 +668,35 @@ fn redis_max_concurrent_jobs_applies_back_pressure() {
         )),
         "{deleted:?}"
     );
+}
+
+#[test]
+fn redis_policy_denied_message_creates_nothing() {
+    let hook = WebhookReceiver::start();
+    let w = Worker::start(Q::Redis, &[("ALLOWED_IMAGES", "registry.local/")]);
+    let (id, body) = message(&w, &hook, |_| {});
+    w.send(&body);
+    let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(60));
+    assert_eq!(statuses(&calls), vec![99]);
+    let err = &calls[0].body["detail"]["error"];
+    assert_eq!(err["errorCode"], "POLICY_DENIED");
+    assert!(err["message"].as_str().unwrap_or("").contains("ALLOWED_IMAGES"), "{err}");
+    assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
+    assert!(w.jobs().is_empty(), "a denied message creates nothing");
+}
+
+#[test]
+fn redis_link_local_webhook_is_never_called() {
+    let hook = WebhookReceiver::start();
+    let w = Worker::start(Q::Redis, &[]);
+    let (id, body) = message(&w, &hook, |m| {
+        m["webhook"]["url"] = json!("http://169.254.169.254/latest/meta-data/");
+    });
+    w.send(&body);
+    assert!(wait_for(Duration::from_secs(30), || w.logs().contains(&format!("message {id}: rejected POLICY_DENIED"))), "{}", w.logs());
+    assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
+    let dead = bed().redis_cmd(&["LLEN", &format!("{}dead", w.redis_prefix)]);
+    assert_eq!(dead, redis::Value::Int(1), "dead-lettered with its reason");
+    assert!(w.jobs().is_empty());
+    assert!(hook.calls().is_empty());
 }

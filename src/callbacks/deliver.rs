@@ -19,6 +19,8 @@ pub(crate) struct HttpDeliverer {
     pub timeout: Duration,
     pub max_response_bytes: u64,
     pub key: Option<Arc<SigningKey>>,
+    /// SSRF rules checked against the resolved addresses before each attempt.
+    pub guard: Option<Arc<crate::webhook_guard::WebhookGuard>>,
 }
 
 /// The JSON body of a callback.
@@ -33,6 +35,22 @@ impl HttpDeliverer {
         let Some(url) = cb.url.as_deref() else {
             return Attempt::Final("no webhook URL".into());
         };
+        if let Some(g) = &self.guard {
+            if let Err(why) = g.check_url(url) {
+                return Attempt::Final(why);
+            }
+            if let Err(why) = g.check_resolved(url) {
+                // A name that does not resolve now may later; a refused address will not change.
+                return if why.contains("does not resolve") || why.contains("has no address") {
+                    Attempt::Retry {
+                        reason: why,
+                        retry_after: None,
+                    }
+                } else {
+                    Attempt::Final(why)
+                };
+            }
+        }
         let body = body(cb);
         let id = webhook_id(&cb.message_id, cb.status);
         let mut req = self

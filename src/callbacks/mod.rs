@@ -99,6 +99,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// A destination's worker thread stops after being idle this long.
     pub worker_idle_timeout: Duration,
+    /// SSRF rules (WEBHOOK_ALLOWED_HOSTS, link-local and API-server addresses).
+    pub guard: Option<crate::webhook_guard::WebhookGuard>,
 }
 
 impl Default for Config {
@@ -113,6 +115,7 @@ impl Default for Config {
             signing_secret: None,
             shutdown_grace: Duration::from_secs(10),
             worker_idle_timeout: Duration::from_secs(30),
+            guard: None,
         }
     }
 }
@@ -131,6 +134,7 @@ pub fn spawn(
         timeout: cfg.request_timeout,
         max_response_bytes: cfg.max_response_bytes,
         key: cfg.signing_secret.clone().map(Arc::new),
+        guard: cfg.guard.clone().map(Arc::new),
     };
     let deliver: Deliver = Arc::new(move |cb: &Callback| http.deliver(cb));
     spawn_with(cfg, deliver, rx, hooks, random_source())
