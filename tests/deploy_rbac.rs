@@ -229,6 +229,7 @@ impl Worker {
             .env("POD_NAME", &pod)
             .env("POD_NAMESPACE", &n.worker)
             .env("ALLOWED_NAMESPACES", allowed)
+            .env("ALLOWED_ENV_REFS", "configmap/busybox-default")
             .env("WORKER_INSTANCE", &instance)
             .env("QUEUE_TYPE", "redis")
             .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", b.redis_port))
