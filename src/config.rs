@@ -59,6 +59,8 @@ pub struct Config {
     pub allowed_namespaces: Vec<String>,
     pub shutdown_grace: Duration,
     pub json_logs: bool,
+    /// PEM CA bundle for https webhooks (WEBHOOK_CA_FILE); replaces the built-in roots.
+    pub webhook_ca_file: Option<std::path::PathBuf>,
     /// What a message may ask for (ALLOWED_*, MAX_*, REQUIRE_IMAGE_DIGEST); see `policy`.
     pub policy: Policy,
     /// Where callbacks may go (WEBHOOK_ALLOWED_HOSTS, WEBHOOK_DENY_PRIVATE); see `webhook_guard`.
@@ -283,6 +285,7 @@ impl Config {
                 .collect(),
             shutdown_grace: r.secs("SHUTDOWN_GRACE", 20.0),
             json_logs: r.string("LOG_FORMAT", "text").eq_ignore_ascii_case("json"),
+            webhook_ca_file: r.str("WEBHOOK_CA_FILE").map(std::path::PathBuf::from),
             policy,
             webhook_guard,
         };

@@ -407,15 +407,20 @@ fn run_tracker(
     }
 }
 
-/// The agent for webhooks: public roots, no redirects, status codes as values.
-pub fn webhook_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// The agent for webhooks: built-in Mozilla roots (or exactly WEBHOOK_CA_FILE's
+/// certificates), no redirects, status codes as values.
+pub fn webhook_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, String> {
+    let mut b = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(format!("k8s-job-worker/{}", crate::VERSION))
-        .timeout_connect(Some(Duration::from_secs(5)))
-        .build()
-        .new_agent()
+        .timeout_connect(Some(Duration::from_secs(5)));
+    if let Some(ca) = ca_file {
+        b = b.tls_config(
+            crate::kube::client::tls_with_ca(ca).map_err(|e| format!("WEBHOOK_CA_FILE: {e}"))?,
+        );
+    }
+    Ok(b.build().new_agent())
 }
 
 /// Sleeps up to `d`, waking early when a signal arrives; true if one did.
@@ -438,7 +443,12 @@ fn start_leading(
     health: &crate::http::Health,
 ) -> Result<Leading, String> {
     let queue = open_queue(cfg)?;
-    let leading = Leading::start(cfg, kube.clone(), queue, webhook_agent())?;
+    let leading = Leading::start(
+        cfg,
+        kube.clone(),
+        queue,
+        webhook_agent(cfg.webhook_ca_file.as_deref())?,
+    )?;
     *health.board.lock().unwrap_or_else(|e| e.into_inner()) = Some(leading.board.clone());
     health.leader.store(true, Ordering::SeqCst);
     metrics::set("leader", &[], 1.0);

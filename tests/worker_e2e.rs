@@ -680,7 +680,13 @@ fn redis_policy_denied_message_creates_nothing() {
     assert_eq!(statuses(&calls), vec![99]);
     let err = &calls[0].body["detail"]["error"];
     assert_eq!(err["errorCode"], "POLICY_DENIED");
-    assert!(err["message"].as_str().unwrap_or("").contains("ALLOWED_IMAGES"), "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ALLOWED_IMAGES"),
+        "{err}"
+    );
     assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
     assert!(w.jobs().is_empty(), "a denied message creates nothing");
 }
@@ -693,7 +699,13 @@ fn redis_link_local_webhook_is_never_called() {
         m["webhook"]["url"] = json!("http://169.254.169.254/latest/meta-data/");
     });
     w.send(&body);
-    assert!(wait_for(Duration::from_secs(30), || w.logs().contains(&format!("message {id}: rejected POLICY_DENIED"))), "{}", w.logs());
+    assert!(
+        wait_for(Duration::from_secs(30), || w
+            .logs()
+            .contains(&format!("message {id}: rejected POLICY_DENIED"))),
+        "{}",
+        w.logs()
+    );
     assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
     let dead = bed().redis_cmd(&["LLEN", &format!("{}dead", w.redis_prefix)]);
     assert_eq!(dead, redis::Value::Int(1), "dead-lettered with its reason");

@@ -194,29 +194,7 @@ impl Client {
             .user_agent(format!("k8s-job-worker/{}", crate::VERSION))
             .timeout_connect(Some(Duration::from_secs(10)));
         if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                KubeError::Config(format!("cannot read CA file {}: {e}", ca.display()))
-            })?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(KubeError::Config(format!("CA file {}: {e}", ca.display())));
-                    }
-                }
-            }
-            if certs.is_empty() {
-                return Err(KubeError::Config(format!(
-                    "CA file {} holds no certificate",
-                    ca.display()
-                )));
-            }
-            let tls = ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
-                .build();
-            builder = builder.tls_config(tls);
+            builder = builder.tls_config(tls_with_ca(ca)?);
         }
         let client = Client {
             agent: builder.build().new_agent(),
@@ -508,6 +486,29 @@ impl Client {
             message: "object kept changing".into(),
         })
     }
+}
+
+/// A TLS configuration that trusts exactly the certificates of a PEM file.
+pub fn tls_with_ca(ca: &std::path::Path) -> Result<ureq::tls::TlsConfig, KubeError> {
+    let pem = std::fs::read(ca)
+        .map_err(|e| KubeError::Config(format!("cannot read CA file {}: {e}", ca.display())))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(KubeError::Config(format!("CA file {}: {e}", ca.display()))),
+        }
+    }
+    if certs.is_empty() {
+        return Err(KubeError::Config(format!(
+            "CA file {} holds no certificate",
+            ca.display()
+        )));
+    }
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+        .build())
 }
 
 /// Decodes a Kubernetes `Status` body into an API error.
