@@ -208,7 +208,9 @@ impl Worker {
     }
 
     fn is_leader_by_metrics(&self) -> bool {
-        self.metrics().lines().any(|l| l.trim() == "job_worker_leader 1")
+        self.metrics()
+            .lines()
+            .any(|l| l.trim() == "job_worker_leader 1")
     }
 
     fn kill9(&mut self) {
@@ -267,7 +269,9 @@ fn check_sequence(id: &str, got: &[u64], terminal: u64) -> Result<usize, String>
     let mut dedup = got.to_vec();
     dedup.dedup();
     if dedup != vec![0, 1, terminal] {
-        return Err(format!("message {id}: got {got:?}, want 0, 1, {terminal} in order"));
+        return Err(format!(
+            "message {id}: got {got:?}, want 0, 1, {terminal} in order"
+        ));
     }
     if got.windows(2).any(|w| rank(w[1]) < rank(w[0])) {
         return Err(format!("message {id}: out of order {got:?}"));
@@ -313,16 +317,22 @@ fn two_workers_one_leader_and_failover_under_load() {
     const N: usize = 200;
     let hook = WebhookReceiver::start();
     let spec = Spec::new("fo-load", &[]);
-    let names = [format!("{}-a", spec.instance), format!("{}-b", spec.instance)];
+    let names = [
+        format!("{}-a", spec.instance),
+        format!("{}-b", spec.instance),
+    ];
     let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
 
     // Exactly one leader: the Lease names one of them and only it says so.
-    let leader = wait_holder(&spec, Duration::from_secs(60), |h| names.iter().any(|n| n == h))
-        .expect("one of the workers takes the Lease");
+    let leader = wait_holder(&spec, Duration::from_secs(60), |h| {
+        names.iter().any(|n| n == h)
+    })
+    .expect("one of the workers takes the Lease");
     let li = names.iter().position(|n| *n == leader).unwrap();
     let si = 1 - li;
     assert!(
-        wait_for(Duration::from_secs(20), || workers[li].is_leader_by_metrics()),
+        wait_for(Duration::from_secs(20), || workers[li]
+            .is_leader_by_metrics()),
         "the holder reports job_worker_leader 1:\n{}",
         workers[li].metrics()
     );
@@ -332,7 +342,11 @@ fn two_workers_one_leader_and_failover_under_load() {
         "the standby must not lead: {}",
         workers[si].metrics()
     );
-    assert_eq!(spec.holder(), leader, "the Lease stays with the first holder");
+    assert_eq!(
+        spec.holder(),
+        leader,
+        "the Lease stays with the first holder"
+    );
 
     // 200 messages at once; every tenth fails.
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
@@ -401,7 +415,8 @@ fn two_workers_one_leader_and_failover_under_load() {
         "takeover took {takeover:?}"
     );
     assert!(
-        wait_for(Duration::from_secs(10), || workers[si].is_leader_by_metrics()),
+        wait_for(Duration::from_secs(10), || workers[si]
+            .is_leader_by_metrics()),
         "the new holder reports job_worker_leader 1"
     );
 
@@ -414,13 +429,20 @@ fn two_workers_one_leader_and_failover_under_load() {
     let m = delivered_by_id(&hook);
     let missing: Vec<_> = want
         .keys()
-        .filter(|id| !m.get(*id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
+        .filter(|id| {
+            !m.get(*id)
+                .is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
+        })
         .collect();
     assert!(
         done,
         "{} message(s) without a terminal callback, e.g. {:?}",
         missing.len(),
-        missing.iter().take(5).map(|id| (id, m.get(*id))).collect::<Vec<_>>()
+        missing
+            .iter()
+            .take(5)
+            .map(|id| (id, m.get(*id)))
+            .collect::<Vec<_>>()
     );
     eprintln!(
         "[failover] all {N} terminal callbacks {:.1}s after sending",
@@ -533,13 +555,19 @@ fn repeated_sigkill_crash_loop() {
     let m = delivered_by_id(&hook);
     let lost: Vec<_> = ids
         .iter()
-        .filter(|id| !m.get(*id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
+        .filter(|id| {
+            !m.get(*id)
+                .is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
+        })
         .collect();
     assert!(
         done,
         "{} lost message(s) (no terminal callback), e.g. {:?}",
         lost.len(),
-        lost.iter().take(5).map(|id| (id, m.get(*id))).collect::<Vec<_>>()
+        lost.iter()
+            .take(5)
+            .map(|id| (id, m.get(*id)))
+            .collect::<Vec<_>>()
     );
     std::thread::sleep(Duration::from_secs(3));
     let m = delivered_by_id(&hook);
@@ -629,7 +657,12 @@ impl GateHook {
             .collect()
     }
     fn refused(&self) -> usize {
-        self.seen.lock().unwrap().iter().filter(|(_, c)| *c != 200).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| *c != 200)
+            .count()
     }
 }
 
@@ -676,7 +709,9 @@ fn gate_conn(mut s: TcpStream, allowed: &Mutex<HashSet<u64>>, seen: &Mutex<Vec<(
 }
 
 fn annotation(job: &Value, key: &str) -> Option<String> {
-    job["metadata"]["annotations"][key].as_str().map(str::to_string)
+    job["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
 }
 
 #[test]
@@ -698,7 +733,11 @@ fn terminal_callback_survives_downtime_longer_than_ttl() {
                 .as_deref()
                 == Some("0")
     });
-    assert!(ok, "status 0 delivered and recorded: {:?}", hook.delivered());
+    assert!(
+        ok,
+        "status 0 delivered and recorded: {:?}",
+        hook.delivered()
+    );
     // Status 1 or 2 is being refused (and retried) now: the worker dies with it unsent.
     assert!(
         wait_for(Duration::from_secs(30), || hook.refused() > 0),
@@ -718,18 +757,25 @@ fn terminal_callback_survives_downtime_longer_than_ttl() {
         if c != 200 {
             return false;
         }
-        let complete = j["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
+        let complete = j["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Complete" && c["status"] == "True")
+        });
         if complete && finished_at.is_none() {
             finished_at = Some(Instant::now());
         }
         j["metadata"]["deletionTimestamp"].is_string()
     });
-    assert!(held, "the TTL controller deletes the finished Job within 150 s");
+    assert!(
+        held,
+        "the TTL controller deletes the finished Job within 150 s"
+    );
     let (c, j) = bed().kube_get(&jpath(&name));
     assert_eq!(c, 200, "the finalizer holds the Job: {j}");
-    assert_eq!(annotation(&j, "k8s-job-worker.io/delivered").as_deref(), Some("0"));
+    assert_eq!(
+        annotation(&j, "k8s-job-worker.io/delivered").as_deref(),
+        Some("0")
+    );
     // Stay down a little longer than the TTL past the finish.
     if let Some(f) = finished_at {
         std::thread::sleep(Duration::from_secs(33).saturating_sub(f.elapsed()));
@@ -738,11 +784,24 @@ fn terminal_callback_survives_downtime_longer_than_ttl() {
     hook.allow(&[1, 2, 3, 99]);
     let _w = spec.spawn(&pod);
     let ok = wait_for(Duration::from_secs(60), || hook.delivered().contains(&2));
-    assert!(ok, "terminal callback after the restart: {:?}", hook.delivered());
+    assert!(
+        ok,
+        "terminal callback after the restart: {:?}",
+        hook.delivered()
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(hook.delivered(), vec![0, 1, 2], "0 is not repeated; 1 and 2 are sent");
-    let gone = wait_for(Duration::from_secs(30), || bed().kube_get(&jpath(&name)).0 == 404);
-    assert!(gone, "the Job is deleted once its terminal callback settled");
+    assert_eq!(
+        hook.delivered(),
+        vec![0, 1, 2],
+        "0 is not repeated; 1 and 2 are sent"
+    );
+    let gone = wait_for(Duration::from_secs(30), || {
+        bed().kube_get(&jpath(&name)).0 == 404
+    });
+    assert!(
+        gone,
+        "the Job is deleted once its terminal callback settled"
+    );
     eprintln!(
         "[ttl] worker down {:.1}s; Job held by the finalizer until the restarted worker delivered 1, 2",
         down.as_secs_f64()
@@ -753,13 +812,19 @@ fn terminal_callback_survives_downtime_longer_than_ttl() {
 fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     let hook = WebhookReceiver::start();
     let spec = Spec::new("fo-term", &[("SHUTDOWN_GRACE", "8")]);
-    let names = [format!("{}-a", spec.instance), format!("{}-b", spec.instance)];
+    let names = [
+        format!("{}-a", spec.instance),
+        format!("{}-b", spec.instance),
+    ];
     let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
-    let leader = wait_holder(&spec, Duration::from_secs(60), |h| names.iter().any(|n| n == h))
-        .expect("a leader");
+    let leader = wait_holder(&spec, Duration::from_secs(60), |h| {
+        names.iter().any(|n| n == h)
+    })
+    .expect("a leader");
     let li = names.iter().position(|n| *n == leader).unwrap();
     let standby = names[1 - li].clone();
-    assert!(wait_for(Duration::from_secs(20), || workers[li].is_leader_by_metrics()));
+    assert!(wait_for(Duration::from_secs(20), || workers[li]
+        .is_leader_by_metrics()));
 
     // Some work in flight at the hand-over.
     let mut ids = Vec::new();
@@ -771,7 +836,8 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     }
     spec.send_all(&bodies);
     assert!(
-        wait_for(Duration::from_secs(60), || delivered_by_id(&hook).len() >= 5),
+        wait_for(Duration::from_secs(60), || delivered_by_id(&hook).len()
+            >= 5),
         "some callbacks before the SIGTERM"
     );
 
@@ -808,13 +874,17 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
         (taken - released).as_secs_f64()
     );
     assert!(status.success(), "exit status {status}");
-    assert!(exit_time <= Duration::from_secs(8 + 1), "exit took {exit_time:?}");
+    assert!(
+        exit_time <= Duration::from_secs(8 + 1),
+        "exit took {exit_time:?}"
+    );
     assert!(
         taken - released <= Duration::from_millis(RETRY * 1000 + 1500),
         "the standby took {:?} after the release",
         taken - released
     );
-    assert!(wait_for(Duration::from_secs(10), || workers[1 - li].is_leader_by_metrics()));
+    assert!(wait_for(Duration::from_secs(10), || workers[1 - li]
+        .is_leader_by_metrics()));
     assert!(
         workers[li].logs().contains("released lease"),
         "the old leader logs the release"
@@ -825,7 +895,11 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
         ids.iter()
             .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
     });
-    assert!(done, "all messages finish after the hand-over: {:?}", delivered_by_id(&hook));
+    assert!(
+        done,
+        "all messages finish after the hand-over: {:?}",
+        delivered_by_id(&hook)
+    );
     std::thread::sleep(Duration::from_secs(2));
     let m = delivered_by_id(&hook);
     let mut dups = 0;
@@ -834,7 +908,10 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     // A graceful hand-over records everything it delivered: no repeats.
-    assert_eq!(dups, 0, "repeated deliveries after a graceful hand-over: {m:?}");
+    assert_eq!(
+        dups, 0,
+        "repeated deliveries after a graceful hand-over: {m:?}"
+    );
     assert_eq!(spec.jobs().len(), ids.len());
 }
 
@@ -872,7 +949,11 @@ impl OwnRedis {
         self.child = Some(cmd.spawn().expect("redis-server"));
         let port = self.port;
         assert!(
-            wait_for(Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            wait_for(Duration::from_secs(20), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
             "redis-server up on {port}"
         );
     }
@@ -976,10 +1057,9 @@ impl Proxy {
                                 list.push(x);
                             }
                         }
-                        for (mut from, mut to) in [
-                            (c.try_clone().unwrap(), s.try_clone().unwrap()),
-                            (s, c),
-                        ] {
+                        for (mut from, mut to) in
+                            [(c.try_clone().unwrap(), s.try_clone().unwrap()), (s, c)]
+                        {
                             std::thread::spawn(move || {
                                 let _ = std::io::copy(&mut from, &mut to);
                                 let _ = to.shutdown(Shutdown::Both);
@@ -1035,7 +1115,11 @@ fn apiserver_connection_cut_watches_recover() {
     // Timings that ride out an 8 s cut without stepping down.
     let mut spec = Spec::new(
         "fo-cut",
-        &[("LEASE_DURATION", "20"), ("RENEW_DEADLINE", "15"), ("RETRY_PERIOD", "2")],
+        &[
+            ("LEASE_DURATION", "20"),
+            ("RENEW_DEADLINE", "15"),
+            ("RETRY_PERIOD", "2"),
+        ],
     );
     spec.kube_url = format!("https://127.0.0.1:{}", proxy.port);
     let pod = format!("{}-pod", spec.instance);
@@ -1062,10 +1146,15 @@ fn apiserver_connection_cut_watches_recover() {
     std::thread::sleep(Duration::from_secs(8));
     let during: Vec<u64> = statuses(&id_b);
     proxy.bring_up();
-    eprintln!("[cut] API server unreachable for {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "[cut] API server unreachable for {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     for id in [&id_a, &id_b] {
         assert!(
-            wait_for(Duration::from_secs(120), || statuses(id).iter().any(|s| is_terminal(*s))),
+            wait_for(Duration::from_secs(120), || statuses(id)
+                .iter()
+                .any(|s| is_terminal(*s))),
             "message {id} finishes after the cut: {:?}\n{}",
             statuses(id),
             w.logs()
@@ -1076,14 +1165,26 @@ fn apiserver_connection_cut_watches_recover() {
         t.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert!(during.is_empty(), "no Job could be created during the cut: {during:?}");
+    assert!(
+        during.is_empty(),
+        "no Job could be created during the cut: {during:?}"
+    );
     let m = delivered_by_id(&hook);
     for id in [&id_a, &id_b] {
         let n = check_sequence(id, m.get(id).map(Vec::as_slice).unwrap_or(&[]), 2)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n, 0, "no repeats within one worker lifetime: {:?}", m.get(id));
+        assert_eq!(
+            n,
+            0,
+            "no repeats within one worker lifetime: {:?}",
+            m.get(id)
+        );
     }
-    assert_eq!(spec.holder(), pod, "the worker kept the Lease through the cut");
+    assert_eq!(
+        spec.holder(),
+        pod,
+        "the worker kept the Lease through the cut"
+    );
     assert!(
         w.metrics().contains("job_worker_watch_restarts_total"),
         "watch restarts are counted: {}",
