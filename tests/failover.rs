@@ -1191,3 +1191,48 @@ fn apiserver_connection_cut_watches_recover() {
         w.metrics()
     );
 }
+
+#[test]
+fn webhook_down_two_minutes_then_callbacks_in_order() {
+    let hook = WebhookReceiver::start();
+    hook.set_down(true);
+    let spec = Spec::new("fo-hook", &[("CALLBACK_BACKOFF_MAX", "5")]);
+    let _w = spec.spawn(&format!("{}-pod", spec.instance));
+    let mut ids = Vec::new();
+    let mut bodies = Vec::new();
+    for i in 0..6 {
+        let (id, body) = spec.message(&hook.url(), |m| {
+            if i % 3 == 2 {
+                m["job"]["fargate"] = json!({"key": FAIL_LABEL, "value": "fail"});
+            }
+        });
+        ids.push((id, if i % 3 == 2 { 3 } else { 2 }));
+        bodies.push(body);
+    }
+    spec.send_all(&bodies);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(120));
+    let tried = hook.calls().len();
+    assert!(tried > 6, "the worker kept retrying: {tried} attempts");
+    hook.set_down(false);
+    let up = Instant::now();
+    let done = wait_for(Duration::from_secs(90), || {
+        let m = delivered_by_id(&hook);
+        ids.iter()
+            .all(|(id, _)| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
+    });
+    assert!(done, "callbacks after the webhook is back: {:?}", delivered_by_id(&hook));
+    eprintln!(
+        "[webhook] down {:.0}s ({tried} refused attempts); all callbacks delivered {:.1}s after it came back",
+        up.duration_since(t).as_secs_f64(),
+        up.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let m = delivered_by_id(&hook);
+    for (id, terminal) in &ids {
+        let got = m.get(id).cloned().unwrap_or_default();
+        let mut want = vec![0, 1, *terminal];
+        want.dedup();
+        assert_eq!(got, vec![0, 1, *terminal], "message {id}: in order, once each");
+    }
+}
