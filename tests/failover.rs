@@ -547,7 +547,7 @@ fn repeated_sigkill_crash_loop() {
     let loop_time = t0.elapsed();
     let ids = ids.lock().unwrap().clone();
 
-    let done = wait_for(Duration::from_secs(240), || {
+    let done = wait_for(Duration::from_secs(180 + 3 * iterations as u64), || {
         let m = delivered_by_id(&hook);
         ids.iter()
             .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
