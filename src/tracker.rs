@@ -108,6 +108,10 @@ struct Tracked {
     /// The terminal status an earlier leader recorded as settled.
     delivered_terminal: Option<u8>,
     release_requested: bool,
+    /// Seen on the Jobs watch (list or event), not only from intake.
+    watched: bool,
+    /// Relists that did not contain this Job although it was never watched.
+    unlisted: u8,
     view: JobView,
 }
 
@@ -361,6 +365,7 @@ impl Tracker {
             }
             TrackerMsg::Jobs(Event::Applied(job)) => {
                 if let Some(key) = self.upsert_job(&job, now) {
+                    self.mark_watched(&key);
                     self.advance(&key, now, wall, &mut out);
                 }
             }
@@ -380,15 +385,24 @@ impl Tracker {
                 for job in &list {
                     if let Some(key) = self.upsert_job(job, now) {
                         present.insert(key.clone());
+                        self.mark_watched(&key);
                         self.advance(&key, now, wall, &mut out);
                     }
                 }
-                let gone: Vec<String> = self
-                    .jobs
-                    .keys()
-                    .filter(|k| !present.contains(*k))
-                    .cloned()
-                    .collect();
+                // A Job known only from intake may have been created after the
+                // list's snapshot: its ADDED event follows. Gone only if a
+                // later relist misses it too.
+                let mut gone = Vec::new();
+                for (k, t) in self.jobs.iter_mut() {
+                    if present.contains(k) {
+                        continue;
+                    }
+                    if t.watched || t.unlisted > 0 {
+                        gone.push(k.clone());
+                    } else {
+                        t.unlisted += 1;
+                    }
+                }
                 for key in gone {
                     self.job_gone(&key, wall, &mut out);
                 }
@@ -433,6 +447,12 @@ impl Tracker {
             self.pods.retain(|k, _| jobs.contains_key(k));
         }
         out
+    }
+
+    fn mark_watched(&mut self, key: &str) {
+        if let Some(t) = self.jobs.get_mut(key) {
+            t.watched = true;
+        }
     }
 
     fn upsert_pod(&mut self, pod: &Value) -> Option<String> {
@@ -487,6 +507,8 @@ impl Tracker {
             held: false,
             delivered_terminal: None,
             release_requested: false,
+            watched: false,
+            unlisted: 0,
             view: JobView {
                 id: id.to_string(),
                 namespace: ns.to_string(),
@@ -1044,12 +1066,57 @@ mod tests {
             now,
             wall(),
         );
+        t.handle(
+            TrackerMsg::Jobs(Event::Applied(job("d", json!([]), None))),
+            now,
+            wall(),
+        );
         let a = t.handle(TrackerMsg::Jobs(Event::Restarted(vec![])), now, wall());
         assert_eq!(statuses(&a), vec![99]);
         let Action::Callback { detail, .. } = &a[0] else {
             panic!()
         };
         assert_eq!(detail["error"]["errorCode"], "JOB_DELETED");
+    }
+
+    #[test]
+    fn a_job_created_after_the_lists_snapshot_is_not_reported_deleted() {
+        // Intake creates a Job while the Jobs watch is listing: the list
+        // arrives without it, its ADDED event comes next.
+        let mut t = tracker();
+        let now = Instant::now();
+        let a = t.handle(
+            TrackerMsg::Created {
+                job: job("n", json!([]), None),
+                received_at: now,
+            },
+            now,
+            wall(),
+        );
+        assert_eq!(statuses(&a), vec![0]);
+        let a = t.handle(TrackerMsg::Jobs(Event::Restarted(vec![])), now, wall());
+        assert!(statuses(&a).is_empty(), "{a:?}");
+        let a = t.handle(
+            TrackerMsg::Jobs(Event::Applied(job("n", json!([]), None))),
+            now,
+            wall(),
+        );
+        assert!(statuses(&a).is_empty(), "no second 0: {a:?}");
+        // Never watched and missing from two lists: gone.
+        let mut t = tracker();
+        t.handle(
+            TrackerMsg::Created {
+                job: job("m", json!([]), None),
+                received_at: now,
+            },
+            now,
+            wall(),
+        );
+        assert!(
+            statuses(&t.handle(TrackerMsg::Jobs(Event::Restarted(vec![])), now, wall())).is_empty()
+        );
+        let a = t.handle(TrackerMsg::Jobs(Event::Restarted(vec![])), now, wall());
+        assert_eq!(statuses(&a), vec![99]);
     }
 
     #[test]
