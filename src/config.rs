@@ -18,6 +18,8 @@ pub enum QueueConfig {
         endpoint: String,
         db: i64,
         key_prefix: String,
+        /// PEM roots for rediss:// (REDIS_CA_FILE).
+        ca_file: Option<std::path::PathBuf>,
     },
     Sqs {
         url: String,
@@ -160,6 +162,7 @@ impl Config {
                 endpoint: r.required("REDIS_ENDPOINT", "when QUEUE_TYPE=redis"),
                 db: r.num("REDIS_DB", 0),
                 key_prefix: r.string("REDIS_JOB_KEY_PREFIX", "job-worker-"),
+                ca_file: r.str("REDIS_CA_FILE").map(std::path::PathBuf::from),
             },
             "sqs" => {
                 let url = r.required("AWS_SQS_URL", "when QUEUE_TYPE=sqs");
@@ -185,6 +188,7 @@ impl Config {
                     endpoint: String::new(),
                     db: 0,
                     key_prefix: String::new(),
+                    ca_file: None,
                 }
             }
         };
@@ -350,7 +354,8 @@ mod tests {
             QueueConfig::Redis {
                 endpoint: "127.0.0.1:6379".into(),
                 db: 0,
-                key_prefix: "job-worker-".into()
+                key_prefix: "job-worker-".into(),
+                ca_file: None,
             }
         );
         assert_eq!(c.lease.name, "aws-sqs-job-worker-lock");

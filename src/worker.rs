@@ -31,9 +31,11 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, String> {
             endpoint,
             db,
             key_prefix,
+            ca_file,
         } => {
-            let q = crate::queue::redis::RedisQueue::new(endpoint, *db, key_prefix)
-                .map_err(|e| e.to_string())?;
+            let q =
+                crate::queue::redis::RedisQueue::new(endpoint, *db, key_prefix, ca_file.as_deref())
+                    .map_err(|e| e.to_string())?;
             Ok(Box::new(q))
         }
         QueueConfig::Sqs {

@@ -712,3 +712,113 @@ fn redis_link_local_webhook_is_never_called() {
     assert!(w.jobs().is_empty());
     assert!(hook.calls().is_empty());
 }
+
+/// A redis-server speaking only TLS (rediss://) on a free port; killed on drop.
+struct TlsRedis {
+    child: Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        let dir = bed().dir.join(unique("tls-redis"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (key, cert, ca) = (
+            dir.join("key.pem"),
+            dir.join("cert.pem"),
+            dir.join("ca.pem"),
+        );
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("ext");
+        // A CA and a leaf it signs (webpki refuses a self-signed CA as the server cert).
+        let script = "set -e
+            openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem
+            openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr
+            openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out cert.pem";
+        let ok = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(ok.success(), "openssl");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let r = TlsRedis { child, port, ca };
+        assert!(
+            wait_for(Duration::from_secs(10), || r.conn().is_some()),
+            "TLS redis did not start"
+        );
+        r
+    }
+
+    fn conn(&self) -> Option<redis::Connection> {
+        let pem = std::fs::read(&self.ca).ok()?;
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        redis::Client::build_with_tls(
+            format!("rediss://127.0.0.1:{}/0", self.port).as_str(),
+            certs,
+        )
+        .ok()?
+        .get_connection()
+        .ok()
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rediss_endpoint_with_a_private_ca() {
+    let tls = TlsRedis::start();
+    let hook = WebhookReceiver::start();
+    let endpoint = format!("rediss://127.0.0.1:{}", tls.port);
+    let ca = tls.ca.to_string_lossy().to_string();
+    let w = Worker::start(
+        Q::Redis,
+        &[("REDIS_ENDPOINT", &endpoint), ("REDIS_CA_FILE", &ca)],
+    );
+    make_pvc(&w.ns);
+    let (id, body) = message(&w, &hook, |_| {});
+    let mut c = tls.conn().expect("TLS connection");
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(format!("{}queue", w.redis_prefix))
+        .arg(&body)
+        .query(&mut c)
+        .expect("LPUSH");
+    let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(90));
+    assert_eq!(statuses(&calls), vec![0, 1, 2]);
+    let left: i64 = redis::cmd("LLEN")
+        .arg(format!("{}processing", w.redis_prefix))
+        .query(&mut c)
+        .expect("LLEN");
+    assert_eq!(left, 0);
+}

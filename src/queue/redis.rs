@@ -22,18 +22,15 @@ pub struct RedisQueue {
 
 /// Builds a connection URL from REDIS_ENDPOINT (host:port or a redis:// URL) and REDIS_DB.
 pub fn connection_url(endpoint: &str, db: i64) -> Result<String, QueueError> {
-    if endpoint.starts_with("rediss://") {
-        return Err(QueueError::Permanent(
-            "rediss:// (TLS) is not supported by this build; use a TLS-terminating proxy or redis://".into(),
-        ));
-    }
-    let url = if endpoint.starts_with("redis://") {
+    let url = if endpoint.starts_with("redis://") || endpoint.starts_with("rediss://") {
         endpoint.to_string()
     } else {
         format!("redis://{endpoint}")
     };
     // Append the database unless the URL names one already.
-    let after_host = url.trim_start_matches("redis://");
+    let after_host = url
+        .trim_start_matches("rediss://")
+        .trim_start_matches("redis://");
     Ok(if after_host.contains('/') {
         url
     } else {
@@ -60,10 +57,30 @@ fn classify(op: &str, e: redis::RedisError) -> QueueError {
 }
 
 impl RedisQueue {
-    pub fn new(endpoint: &str, db: i64, key_prefix: &str) -> Result<RedisQueue, QueueError> {
+    /// `ca_file`: PEM roots for `rediss://` (default: the built-in Mozilla roots).
+    pub fn new(
+        endpoint: &str,
+        db: i64,
+        key_prefix: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<RedisQueue, QueueError> {
         let url = connection_url(endpoint, db)?;
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| QueueError::Permanent(format!("redis endpoint {}: {e}", redact(&url))))?;
+        let bad = |e: redis::RedisError| {
+            QueueError::Permanent(format!("redis endpoint {}: {e}", redact(&url)))
+        };
+        let client = match ca_file {
+            Some(ca) if url.starts_with("rediss://") => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    QueueError::Permanent(format!("REDIS_CA_FILE {}: {e}", ca.display()))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url.as_str(), certs).map_err(bad)?
+            }
+            _ => redis::Client::open(url.as_str()).map_err(bad)?,
+        };
         Ok(RedisQueue {
             client,
             conn: None,
@@ -293,7 +310,10 @@ mod tests {
             connection_url("redis://h:1/5", 0).ok(),
             Some("redis://h:1/5".into())
         );
-        assert!(connection_url("rediss://h:1", 0).is_err());
+        assert_eq!(
+            connection_url("rediss://:pw@h:1", 3).ok(),
+            Some("rediss://:pw@h:1/3".into())
+        );
     }
 
     #[test]
