@@ -18,6 +18,9 @@
 //!    measures the per-message path of a loaded-but-keeping-up worker;
 //! 5. peak RSS: VmHWM at the end, and the worker's CPU time.
 //!
+//! `moto_baseline` measures moto alone (boto3 send, receive, delete; no
+//! worker): on the bed, moto (Python, SigV4 checked) bounds the SQS figures.
+//!
 //! The status-0 callback is sent as soon as the Job exists (the tracker hears
 //! of it from intake), so "enqueue → status 0" = queue pick-up + parse + Job
 //! create + callback delivery. Messages carry ttlSecondsAfterFinished 31 so the
@@ -525,13 +528,16 @@ fn run(q: Q) -> Row {
     }
     if let Some(s) = sender.as_ref() {
         let before = n.div_ceil(10);
-        let times = s.wait_sent(before + n, Duration::from_secs(120));
+        let times = s.wait_sent(before + n, Duration::from_secs(600));
         for (i, id) in ids.iter().enumerate() {
             if let Some(t) = times.get(before + i) {
                 enq.insert(id.clone(), *t);
             }
         }
     }
+    let first = enq.values().cloned().fold(f64::MAX, f64::min);
+    let last = enq.values().cloned().fold(f64::MIN, f64::max);
+    row.trickle_rate = (enq.len().saturating_sub(1)) as f64 / (last - first);
     let (lat, _) = status0(&hook, &clock, &enq, Duration::from_secs(300));
     row.trickle_got = lat.len();
     row.trickle_p50 = pct(&lat, 50.0);
@@ -546,14 +552,64 @@ fn run(q: Q) -> Row {
     row
 }
 
+/// What moto alone sustains, for reading the SQS row: boto3 sends `n`
+/// messages in batches of 10, then receives (10 at a time) and deletes them in
+/// batches, with no worker running. Returns (send s, receive+delete s).
+fn sqs_baseline(n: usize) -> (f64, f64) {
+    const SCRIPT: &str = r#"
+import json, sys, time, boto3
+endpoint, region, key, secret, url, n = sys.argv[1:7]
+n = int(n)
+c = boto3.client("sqs", endpoint_url=endpoint, region_name=region,
+                 aws_access_key_id=key, aws_secret_access_key=secret)
+body = json.dumps({"pad": "x" * 600})
+t = time.time()
+for i in range(0, n, 10):
+    c.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": str(j), "MessageBody": body} for j in range(min(10, n - i))])
+sent = time.time() - t
+t = time.time()
+got = 0
+while got < n and time.time() - t < 600:
+    r = c.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    ms = r.get("Messages", [])
+    if ms:
+        c.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(ms)])
+    got += len(ms)
+print(json.dumps([sent, time.time() - t, got]))
+"#;
+    let b = bed();
+    let url = b.sqs_create_queue(&unique("baseline"), false);
+    let out = Command::new(&b.python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .args([
+            &b.sqs_endpoint,
+            &b.aws_region,
+            &b.aws_access_key_id,
+            &b.aws_secret_access_key,
+            &url,
+            &n.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("python baseline");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        v[0].as_f64().unwrap_or(f64::NAN),
+        v[1].as_f64().unwrap_or(f64::NAN),
+    )
+}
+
 fn table(rows: &[Row]) -> String {
     let ms = |s: f64| format!("{:.1}", s * 1000.0);
     let mut out = String::new();
-    out += "| queue | N | idle RSS MiB | peak RSS MiB | worker CPU s | burst: enqueue s | burst: all Jobs s | Jobs/s | burst p50 ms | burst p99 ms | burst max ms | drain s | trickle rate/s | trickle p50 ms | trickle p99 ms | trickle max ms |\n";
+    out += "| queue | N | idle RSS MiB | peak RSS MiB | worker CPU s | burst: enqueue s | burst: all Jobs s | Jobs/s | burst p50 ms | burst p99 ms | burst max ms | drain s | trickle rate/s (achieved) | trickle p50 ms | trickle p99 ms | trickle max ms |\n";
     out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         out += &format!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {:.1} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |\n",
             r.queue,
             if r.burst_got == r.n && r.trickle_got == r.n {
                 r.n.to_string()
@@ -599,4 +655,17 @@ fn bench_redis_and_sqs() {
     if let Some(p) = std::env::var_os("BENCH_OUT") {
         std::fs::write(&p, &t).expect("BENCH_OUT");
     }
+}
+
+/// moto's own ceiling, to read the SQS row against (see `sqs_baseline`).
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn moto_baseline() {
+    let n = env_num("BENCH_N", 1000.0) as usize;
+    let (send, recv) = sqs_baseline(n);
+    println!(
+        "\nmoto alone (boto3, no worker): send {n} in batches of 10: {send:.1} s ({:.0}/s); receive 10 + delete batch until all {n}: {recv:.1} s ({:.0}/s)",
+        n as f64 / send,
+        n as f64 / recv
+    );
 }
