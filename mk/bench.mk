@@ -4,8 +4,8 @@
 #                enqueue → status-0 latency), then 1,000 at 20/s; RSS idle/peak.
 #                Figures only, nothing asserted. Knobs: BENCH_N, BENCH_RATE,
 #                BENCH_QUEUES=redis,sqs, BENCH_OUT=file (the table, Markdown).
-#   make soak    the SIGKILL crash loop of tests/failover.rs, 100 iterations.
-.PHONY: bench soak
+#   (make soak is in mk/soak.mk)
+.PHONY: bench
 
 bench: testbed
 	$(CARGO) build --release
@@ -13,7 +13,3 @@ bench: testbed
 	 export TESTBED_PYTHON="$$(bash testbed/venv.sh)"; \
 	 $(CARGO) test --test bench -- --ignored --nocapture --test-threads=1
 
-soak: testbed
-	@export TESTBED_BIN="$$(bash testbed/build.sh | tail -n1)"; \
-	 export TESTBED_PYTHON="$$(bash testbed/venv.sh)"; \
-	 CRASH_ITERATIONS=100 $(CARGO) test --test failover repeated_sigkill_crash_loop -- --nocapture

@@ -331,15 +331,27 @@ impl Intake {
         let reason = format!("{code}: {text}");
         let Some(id) = id else {
             // Nobody to tell: the dead-letter record is the outcome.
-            if let Err(e) = self.queue.dead_letter(&m.handle, &m.body, &reason) {
-                self.queue_error("dead_letter", &e);
+            match self.queue.dead_letter(&m.handle, &m.body, &reason) {
+                Ok(()) => metrics::inc(
+                    "messages_acknowledged_total",
+                    &[("queue", self.queue.kind())],
+                ),
+                Err(e) => self.queue_error("dead_letter", &e),
             }
             return Outcome::Rejected;
         };
         let mut token = None;
+        let _ = self.tracker.send(TrackerMsg::Rejected {
+            id: id.clone(),
+            code: code.to_string(),
+        });
         if self.queue.dead_letter_is_durable() || url.is_none() {
-            if let Err(e) = self.queue.dead_letter(&m.handle, &m.body, &reason) {
-                self.queue_error("dead_letter", &e);
+            match self.queue.dead_letter(&m.handle, &m.body, &reason) {
+                Ok(()) => metrics::inc(
+                    "messages_acknowledged_total",
+                    &[("queue", self.queue.kind())],
+                ),
+                Err(e) => self.queue_error("dead_letter", &e),
             }
         } else {
             // Keep the message hidden until its 99 callback is settled.

@@ -235,7 +235,8 @@ fn run() -> ExitCode {
     let cfg = match Config::from_process_env() {
         Ok(c) => c,
         Err(e) => {
-            logging::init(false);
+            let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+            logging::init(json);
             log::error!("configuration: {e}");
             return ExitCode::from(2);
         }

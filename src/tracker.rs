@@ -31,6 +31,11 @@ pub enum TrackerMsg {
     },
     Jobs(Event),
     Pods(Event),
+    /// A message intake refused (its 99 is on its way); shown by /jobs/{id}.
+    Rejected {
+        id: String,
+        code: String,
+    },
 }
 
 /// What the tracker asks its thread to do.
@@ -108,6 +113,8 @@ struct Tracked {
     /// The terminal status an earlier leader recorded as settled.
     delivered_terminal: Option<u8>,
     release_requested: bool,
+    /// queue_to_job_seconds was observed for this Job.
+    latency_observed: bool,
     /// Seen on the Jobs watch (list or event), not only from intake.
     watched: bool,
     /// Relists that did not contain this Job although it was never watched.
@@ -351,9 +358,10 @@ impl Tracker {
         match msg {
             TrackerMsg::Created { job, received_at } => {
                 if let Some(key) = self.upsert_job(&job, now) {
-                    if let Some(t) = self.jobs.get(&key)
-                        && t.sent.is_none()
+                    if let Some(t) = self.jobs.get_mut(&key)
+                        && !t.latency_observed
                     {
+                        t.latency_observed = true;
                         metrics::observe(
                             "queue_to_job_seconds",
                             &[],
@@ -362,6 +370,22 @@ impl Tracker {
                     }
                     self.advance(&key, now, wall, &mut out);
                 }
+            }
+            TrackerMsg::Rejected { id, code } => {
+                let ts = crate::clock::format_secs(wall);
+                let view = JobView {
+                    id: id.clone(),
+                    status: Some(99),
+                    status_name: Some(format!("exception ({code})")),
+                    finished_at: Some(ts.clone()),
+                    updated_at: Some(ts),
+                    ..JobView::default()
+                };
+                let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
+                if b.len() > 100_000 {
+                    b.clear();
+                }
+                b.insert(id, view);
             }
             TrackerMsg::Jobs(Event::Applied(job)) => {
                 if let Some(key) = self.upsert_job(&job, now) {
@@ -507,6 +531,7 @@ impl Tracker {
             held: false,
             delivered_terminal: None,
             release_requested: false,
+            latency_observed: false,
             watched: false,
             unlisted: 0,
             view: JobView {

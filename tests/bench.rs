@@ -147,6 +147,8 @@ impl Worker {
             .env("LEADER_ELECTION_LOCK_NAME", format!("{instance}-lock"))
             .env("WORKER_INSTANCE", &instance)
             .env("ALLOWED_NAMESPACES", &ns)
+            .env("ALLOWED_ENV_REFS", "configmap/busybox-default")
+            .env("ALLOWED_PVCS", "ps-pvc")
             .env("HTTP_SERVER_PORT", http_port.to_string())
             .env("POLLING_INTERVAL", "1");
         match q {

@@ -91,6 +91,8 @@ impl Worker {
             .env("LEADER_ELECTION_LOCK_NAME", format!("{instance}-lock"))
             .env("WORKER_INSTANCE", &instance)
             .env("ALLOWED_NAMESPACES", &ns)
+            .env("ALLOWED_ENV_REFS", "configmap/busybox-default")
+            .env("ALLOWED_PVCS", "ps-pvc")
             .env("HTTP_SERVER_PORT", http_port.to_string())
             .env("POLLING_INTERVAL", "1")
             .env("CALLBACK_BACKOFF_MAX", "3");
@@ -486,17 +488,15 @@ fn metrics_health_jobs_endpoint_and_json_logs() {
             .unwrap_or_else(|| panic!("no sample {p}{sample} {want:?} in\n{text}"))
     };
     assert!(v("messages_received_total", "messages_received_total", &[]) >= 3.0);
-    // Two Jobs created + one dead-lettered message left the queue. Known gap
-    // (src/intake.rs `reject`): a dead letter written at rejection time (Redis,
-    // or SQS with a dead-letter URL) is not counted, only one written after its
-    // 99 settled is; so 2 here until that is fixed, 3 after.
-    assert!(
+    // Two Jobs created (ack) and one invalid message dead-lettered (also an ack).
+    assert_eq!(
         v(
             "messages_acknowledged_total",
             "messages_acknowledged_total",
             &[]
-        ) >= 2.0,
-        "the two created Jobs' messages are acknowledged\n{text}"
+        ),
+        3.0,
+        "every message left the queue\n{text}"
     );
     assert_eq!(
         v(
@@ -546,14 +546,9 @@ fn metrics_health_jobs_endpoint_and_json_logs() {
         v("job_duration_seconds", "job_duration_seconds_count", &[]),
         2.0
     );
-    // One observation per created Job, except that src/tracker.rs skips it
-    // when the Job's watch event reached the tracker before intake's Created
-    // message (a race; seen on the bed): so 1 or 2 here.
+    // One observation per created Job.
     let q2j = v("queue_to_job_seconds", "queue_to_job_seconds_count", &[]);
-    assert!(
-        (1.0..=2.0).contains(&q2j),
-        "queue_to_job_seconds_count {q2j}"
-    );
+    assert_eq!(q2j, 2.0, "queue_to_job_seconds_count {q2j}");
     assert!(v("queue_to_job_seconds", "queue_to_job_seconds_sum", &[]) >= 0.0);
     assert_eq!(v("jobs_in_flight", "jobs_in_flight", &[]), 0.0);
     assert_eq!(v("leader", "leader", &[]), 1.0);
@@ -643,6 +638,18 @@ fn metrics_health_jobs_endpoint_and_json_logs() {
             "{view}"
         );
     }
+    // A rejected message is known too: status 99 with its error code.
+    let (code, body) = w.get(&format!("/jobs/{bad_id}"));
+    assert_eq!(code, 200, "/jobs/{bad_id}: {body}");
+    let view: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(view["status"], 99, "{view}");
+    assert!(
+        view["statusName"]
+            .as_str()
+            .unwrap_or("")
+            .contains("INVALID_MESSAGE"),
+        "{view}"
+    );
     for unknown in ["no-such-message", "a%20b", &unique("never-sent")] {
         let (code, body) = w.get(&format!("/jobs/{unknown}"));
         assert_eq!(code, 404, "/jobs/{unknown}: {body}");
