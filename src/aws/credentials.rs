@@ -12,7 +12,11 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use serde::Deserialize;
 
-use super::time::parse_iso8601;
+/// ISO 8601 / RFC 3339 expiry times (`2026-11-24T10:00:00Z`) as AWS writes them.
+fn parse_iso8601(s: &str) -> Result<std::time::SystemTime, String> {
+    crate::clock::parse_rfc3339(s.trim())
+        .ok_or_else(|| format!("not an RFC 3339 UTC timestamp: {s:?}"))
+}
 use super::{AwsError, excerpt, percent_encode};
 
 /// Credentials are refreshed when less than this much validity remains.

@@ -6,7 +6,6 @@
 
 pub mod credentials;
 pub mod sign;
-pub mod time;
 
 use std::fmt;
 
