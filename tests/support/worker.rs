@@ -65,6 +65,7 @@ pub struct Launcher {
     q: Q,
     bin: PathBuf,
     ns_tag: String,
+    ns: Option<String>,
     instance_tag: String,
     fifo: bool,
     redis_port: Option<u16>,
@@ -82,6 +83,7 @@ impl Launcher {
             q,
             bin: PathBuf::from(env!("CARGO_BIN_EXE_k8s-job-worker")),
             ns_tag: "e2e".into(),
+            ns: None,
             instance_tag: "w".into(),
             fifo: false,
             redis_port: None,
@@ -102,6 +104,12 @@ impl Launcher {
     /// Prefix of the namespace created for the deployment (default `e2e`).
     pub fn ns_tag(mut self, tag: &str) -> Self {
         self.ns_tag = tag.into();
+        self
+    }
+
+    /// An existing namespace (POD_NAMESPACE, ALLOWED_NAMESPACES) instead of a new one.
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.ns = Some(ns.into());
         self
     }
 
@@ -169,7 +177,10 @@ impl Launcher {
     /// Creates the namespace (and the SQS queue); starts no process.
     pub fn deploy(self) -> Deployment {
         let b = bed();
-        let ns = b.new_namespace(&self.ns_tag);
+        let ns = match &self.ns {
+            Some(ns) => ns.clone(),
+            None => b.new_namespace(&self.ns_tag),
+        };
         let instance = unique(&self.instance_tag);
         let sqs_url = if self.q == Q::Sqs {
             b.sqs_create_queue(&instance, self.fifo)
