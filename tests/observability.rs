@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::worker::{Launcher, Q, Worker, make_pvc, message, statuses, wait_terminal};
+use support::worker::{Launcher, Q, Worker, complete_fail_invalid, make_pvc};
 use support::{WebhookReceiver, bed, unique, wait_for};
 
 /// The worker of a test: namespace `obs-*`, stdout and stderr to separate
@@ -175,28 +175,7 @@ fn metrics_health_jobs_endpoint_and_json_logs() {
     assert_eq!(code, 200);
     check_help_and_type(&early);
 
-    let (ok_id, ok_body) = message(&w, &hook, |_| {});
-    let (fail_id, fail_body) = message(&w, &hook, |m| {
-        m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "fail"});
-    });
-    let (bad_id, bad_body) = message(&w, &hook, |m| {
-        m["job"]["backoffLimit"] = json!("zero");
-    });
-    w.send(&ok_body);
-    w.send(&fail_body);
-    w.send(&bad_body);
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &ok_id, Duration::from_secs(90))),
-        vec![0, 1, 2]
-    );
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &fail_id, Duration::from_secs(90))),
-        vec![0, 1, 3]
-    );
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &bad_id, Duration::from_secs(60))),
-        vec![99]
-    );
+    let [ok_id, fail_id, bad_id] = complete_fail_invalid(&w, &hook);
     // The callback counter moves after the receiver answered: let it settle.
     std::thread::sleep(Duration::from_millis(500));
 

@@ -7,14 +7,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use ring::rand::SecureRandom as _;
 use ring::{digest, hmac};
-use serde_json::json;
-use support::worker::{Launcher, Q, Worker, make_pvc, message, statuses, wait_terminal};
+use support::worker::{Launcher, Q, Worker, complete_fail_invalid, make_pvc};
 use support::{Call, WebhookReceiver, bed};
 
 /// The worker of a test: namespace `sec-*`, stdout and stderr to separate
@@ -139,31 +138,8 @@ fn run_flow(q: Q, rust_log: &str, secret: &str) -> Flow {
         &[("RUST_LOG", rust_log), ("WEBHOOK_SIGNING_SECRET", secret)],
     );
     make_pvc(&w.ns);
-    let (ok_id, ok) = message(&w, &hook, |_| {});
-    let (fail_id, fail) = message(&w, &hook, |m| {
-        m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "fail"});
-    });
-    let (bad_id, bad) = message(&w, &hook, |m| m["job"]["backoffLimit"] = json!("zero"));
-    for b in [&ok, &fail, &bad] {
-        w.send(b);
-    }
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &ok_id, Duration::from_secs(90))),
-        vec![0, 1, 2]
-    );
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &fail_id, Duration::from_secs(90))),
-        vec![0, 1, 3]
-    );
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &bad_id, Duration::from_secs(60))),
-        vec![99]
-    );
-    Flow {
-        w,
-        hook,
-        ids: vec![ok_id, fail_id, bad_id],
-    }
+    let ids = complete_fail_invalid(&w, &hook).to_vec();
+    Flow { w, hook, ids }
 }
 
 #[test]

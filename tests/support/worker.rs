@@ -584,6 +584,33 @@ pub fn wait_terminal(w: &Worker, hook: &WebhookReceiver, id: &str, timeout: Dura
     calls
 }
 
+/// Sends one message that completes, one whose Job fails and one invalid one
+/// (backoffLimit "zero"), in that order, and waits for their terminal
+/// callbacks: statuses 0, 1, 2 / 0, 1, 3 / 99. Returns their ids in that order.
+pub fn complete_fail_invalid(w: &Worker, hook: &WebhookReceiver) -> [String; 3] {
+    let (ok_id, ok) = message(w, hook, |_| {});
+    let (fail_id, fail) = message(w, hook, |m| {
+        m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "fail"});
+    });
+    let (bad_id, bad) = message(w, hook, |m| m["job"]["backoffLimit"] = json!("zero"));
+    for b in [&ok, &fail, &bad] {
+        w.send(b);
+    }
+    assert_eq!(
+        statuses(&wait_terminal(w, hook, &ok_id, Duration::from_secs(90))),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        statuses(&wait_terminal(w, hook, &fail_id, Duration::from_secs(90))),
+        vec![0, 1, 3]
+    );
+    assert_eq!(
+        statuses(&wait_terminal(w, hook, &bad_id, Duration::from_secs(60))),
+        vec![99]
+    );
+    [ok_id, fail_id, bad_id]
+}
+
 /// PV + PVC `ps-pvc` for the seed's volume (bound by the PV controller).
 pub fn make_pvc(ns: &str) {
     let b = bed();
