@@ -70,6 +70,35 @@ fn is_terminal(s: u64) -> bool {
     matches!(s, 2 | 3 | 99)
 }
 
+/// Waits until every one of `ids` has a delivered terminal callback; else
+/// fails with "<n> <what>, e.g. <up to 5 ids and what they got>".
+fn wait_all_terminal<'a>(
+    hook: &WebhookReceiver,
+    ids: impl Iterator<Item = &'a String> + Clone,
+    timeout: Duration,
+    what: &str,
+) {
+    let all_terminal = |m: &HashMap<String, Vec<u64>>, id: &String| {
+        m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
+    };
+    let done = wait_for(timeout, || {
+        let m = delivered_by_id(hook);
+        ids.clone().all(|id| all_terminal(&m, id))
+    });
+    let m = delivered_by_id(hook);
+    let missing: Vec<_> = ids.filter(|id| !all_terminal(&m, id)).collect();
+    assert!(
+        done,
+        "{} {what}, e.g. {:?}",
+        missing.len(),
+        missing
+            .iter()
+            .take(5)
+            .map(|id| (id, m.get(*id)))
+            .collect::<Vec<_>>()
+    );
+}
+
 fn rank(s: u64) -> u64 {
     s.min(2)
 }
@@ -234,28 +263,11 @@ fn two_workers_one_leader_and_failover_under_load() {
     );
 
     // Every message reaches its terminal status.
-    let done = wait_for(Duration::from_secs(400), || {
-        let m = delivered_by_id(&hook);
-        want.keys()
-            .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
-    });
-    let m = delivered_by_id(&hook);
-    let missing: Vec<_> = want
-        .keys()
-        .filter(|id| {
-            !m.get(*id)
-                .is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
-        })
-        .collect();
-    assert!(
-        done,
-        "{} message(s) without a terminal callback, e.g. {:?}",
-        missing.len(),
-        missing
-            .iter()
-            .take(5)
-            .map(|id| (id, m.get(*id)))
-            .collect::<Vec<_>>()
+    wait_all_terminal(
+        &hook,
+        want.keys(),
+        Duration::from_secs(400),
+        "message(s) without a terminal callback",
     );
     eprintln!(
         "[failover] all {N} terminal callbacks {:.1}s after sending",
@@ -360,27 +372,11 @@ fn repeated_sigkill_crash_loop() {
     let loop_time = t0.elapsed();
     let ids = ids.lock().unwrap().clone();
 
-    let done = wait_for(Duration::from_secs(180 + 3 * iterations as u64), || {
-        let m = delivered_by_id(&hook);
-        ids.iter()
-            .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
-    });
-    let m = delivered_by_id(&hook);
-    let lost: Vec<_> = ids
-        .iter()
-        .filter(|id| {
-            !m.get(*id)
-                .is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
-        })
-        .collect();
-    assert!(
-        done,
-        "{} lost message(s) (no terminal callback), e.g. {:?}",
-        lost.len(),
-        lost.iter()
-            .take(5)
-            .map(|id| (id, m.get(*id)))
-            .collect::<Vec<_>>()
+    wait_all_terminal(
+        &hook,
+        ids.iter(),
+        Duration::from_secs(180 + 3 * iterations as u64),
+        "lost message(s) (no terminal callback)",
     );
     std::thread::sleep(Duration::from_secs(3));
     let m = delivered_by_id(&hook);
