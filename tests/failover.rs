@@ -152,6 +152,23 @@ fn wait_holder(spec: &Deployment, timeout: Duration, f: impl Fn(&str) -> bool) -
     ok.then_some(last)
 }
 
+/// Replicas `<instance>-a` and `<instance>-b`, once one of them holds the
+/// Lease (else fails with `what`): their names, the workers and the leader's
+/// index.
+fn two_replicas(spec: &Deployment, what: &str) -> ([String; 2], Vec<Worker>, usize) {
+    let names = [
+        format!("{}-a", spec.instance),
+        format!("{}-b", spec.instance),
+    ];
+    let workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
+    let leader = wait_holder(spec, Duration::from_secs(60), |h| {
+        names.iter().any(|n| n == h)
+    })
+    .expect(what);
+    let li = names.iter().position(|n| *n == leader).unwrap();
+    (names, workers, li)
+}
+
 // ------------------------------------------------------------------- tests
 
 #[test]
@@ -159,18 +176,9 @@ fn two_workers_one_leader_and_failover_under_load() {
     const N: usize = 200;
     let hook = WebhookReceiver::start();
     let spec = spec("fo-load", &[]).deploy();
-    let names = [
-        format!("{}-a", spec.instance),
-        format!("{}-b", spec.instance),
-    ];
-    let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
-
     // Exactly one leader: the Lease names one of them and only it says so.
-    let leader = wait_holder(&spec, Duration::from_secs(60), |h| {
-        names.iter().any(|n| n == h)
-    })
-    .expect("one of the workers takes the Lease");
-    let li = names.iter().position(|n| *n == leader).unwrap();
+    let (names, mut workers, li) = two_replicas(&spec, "one of the workers takes the Lease");
+    let leader = names[li].clone();
     let si = 1 - li;
     assert!(
         wait_for(Duration::from_secs(20), || workers[li]
@@ -621,16 +629,8 @@ fn terminal_callback_survives_downtime_longer_than_ttl() {
 fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     let hook = WebhookReceiver::start();
     let spec = spec("fo-term", &[("SHUTDOWN_GRACE", "8")]).deploy();
-    let names = [
-        format!("{}-a", spec.instance),
-        format!("{}-b", spec.instance),
-    ];
-    let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
-    let leader = wait_holder(&spec, Duration::from_secs(60), |h| {
-        names.iter().any(|n| n == h)
-    })
-    .expect("a leader");
-    let li = names.iter().position(|n| *n == leader).unwrap();
+    let (names, mut workers, li) = two_replicas(&spec, "a leader");
+    let leader = names[li].clone();
     let standby = names[1 - li].clone();
     assert!(wait_for(Duration::from_secs(20), || workers[li]
         .is_leader_by_metrics()));
