@@ -31,22 +31,14 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use support::worker::{Launcher, Q, SEED_002, Worker};
 use support::{Bed, WebhookReceiver, bed, repo_root, unique, wait_for};
-
-const SEED_002: &str = include_str!("../example/seed-002.json");
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Q {
-    Redis,
-    Sqs,
-}
 
 fn env_num(name: &str, default: f64) -> f64 {
     std::env::var(name)
@@ -109,147 +101,45 @@ impl Clock {
     }
 }
 
-struct Worker {
-    child: Child,
-    log: PathBuf,
-    http_port: u16,
-    ns: String,
-    redis_key: String,
-    sqs_url: String,
+/// The release worker for `q` (namespace and instance `bench-*`), with the
+/// default environment of tests/support/worker.rs except RUST_LOG=info and no
+/// REDIS_DB or CALLBACK_BACKOFF_MAX.
+fn start_worker(q: Q) -> Worker {
+    Launcher::new(q)
+        .bin(worker_bin())
+        .ns_tag("bench")
+        .instance_tag("bench")
+        .env("RUST_LOG", "info")
+        .no_env("REDIS_DB")
+        .no_env("CALLBACK_BACKOFF_MAX")
+        .log_tail(60)
+        .start()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
+fn proc_kib(w: &Worker, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", w.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
-impl Worker {
-    fn start(b: &Bed, q: Q) -> Worker {
-        let ns = b.new_namespace("bench");
-        let instance = unique("bench");
-        let sqs_url = if q == Q::Sqs {
-            b.sqs_create_queue(&instance, false)
-        } else {
-            String::new()
-        };
-        let log = b.dir.join(format!("worker-{instance}.log"));
-        let http_port = free_port();
-        let mut cmd = Command::new(worker_bin());
-        cmd.env_clear()
-            .env("RUST_LOG", "info")
-            .env("KUBE_API_URL", &b.api_url)
-            .env("KUBE_TOKEN_FILE", &b.admin_token_file)
-            .env("KUBE_CA_FILE", &b.ca_file)
-            .env("POD_NAME", format!("{instance}-pod"))
-            .env("POD_NAMESPACE", &ns)
-            .env("LEADER_ELECTION_LOCK_NAME", format!("{instance}-lock"))
-            .env("WORKER_INSTANCE", &instance)
-            .env("ALLOWED_NAMESPACES", &ns)
-            .env("ALLOWED_ENV_REFS", "configmap/busybox-default")
-            .env("ALLOWED_PVCS", "ps-pvc")
-            .env("HTTP_SERVER_PORT", http_port.to_string())
-            .env("POLLING_INTERVAL", "1");
-        match q {
-            Q::Redis => {
-                cmd.env("QUEUE_TYPE", "redis")
-                    .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", b.redis_port))
-                    .env("REDIS_JOB_KEY_PREFIX", format!("{instance}-"));
-            }
-            Q::Sqs => {
-                cmd.env("QUEUE_TYPE", "sqs")
-                    .env("AWS_SQS_URL", &sqs_url)
-                    .env("AWS_SQS_REGION", &b.aws_region)
-                    .env("AWS_ACCESS_KEY_ID", &b.aws_access_key_id)
-                    .env("AWS_SECRET_ACCESS_KEY", &b.aws_secret_access_key);
-            }
-        }
-        let out = std::fs::File::create(&log).expect("worker log");
-        let err = out.try_clone().expect("worker log");
-        let child = cmd
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("spawn worker");
-        Worker {
-            child,
-            log,
-            http_port,
-            ns,
-            redis_key: format!("{instance}-queue"),
-            sqs_url,
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        match agent
-            .get(&format!("http://127.0.0.1:{}{path}", self.http_port))
-            .call()
-        {
-            Ok(mut r) => (
-                r.status().as_u16(),
-                r.body_mut().read_to_string().unwrap_or_default(),
-            ),
-            Err(_) => (0, String::new()),
-        }
-    }
-
-    fn metric(&self, name: &str) -> Option<f64> {
-        let text = self.get("/metrics").1;
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .reduce(|a, b| a + b)
-    }
-
-    /// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
-    fn proc_kib(&self, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(field)?
-                    .strip_prefix(':')?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    }
-
-    /// User + system CPU seconds so far.
-    fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // Fields 14 and 15 of stat (utime, stime); `after` starts at field 3.
-        (ticks(11) + ticks(12)) / 100.0
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "---- worker log tail {} ----\n{}",
-                self.log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
+/// User + system CPU seconds so far.
+fn cpu_secs(w: &Worker) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid())).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat (utime, stime); `after` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A persistent boto3 sender (one python process): each stdin line is a JSON
@@ -424,7 +314,8 @@ fn run(q: Q) -> Row {
     let n = env_num("BENCH_N", 1000.0) as usize;
     let rate = env_num("BENCH_RATE", 20.0);
     let clock = Clock::new();
-    let w = Worker::start(b, q);
+    let w = start_worker(q);
+    let redis_key = format!("{}queue", w.redis_prefix);
     let mut row = Row {
         queue: if q == Q::Redis { "redis" } else { "sqs" },
         n,
@@ -436,7 +327,7 @@ fn run(q: Q) -> Row {
         "worker not ready"
     );
     std::thread::sleep(Duration::from_secs(2));
-    row.idle_rss_kib = w.proc_kib("VmRSS");
+    row.idle_rss_kib = proc_kib(&w, "VmRSS");
     let mut sender = (q == Q::Sqs).then(|| SqsSender::start(b, &w.sqs_url));
 
     // ---- burst
@@ -451,7 +342,7 @@ fn run(q: Q) -> Row {
     match q {
         Q::Redis => {
             let mut cmd = redis::cmd("LPUSH");
-            cmd.arg(&w.redis_key);
+            cmd.arg(&redis_key);
             for body in &bodies {
                 cmd.arg(body);
             }
@@ -519,7 +410,7 @@ fn run(q: Q) -> Row {
             Q::Redis => {
                 let t = now();
                 let _: i64 = redis::cmd("LPUSH")
-                    .arg(&w.redis_key)
+                    .arg(&redis_key)
                     .arg(&body)
                     .query(&mut redis)
                     .expect("LPUSH");
@@ -548,8 +439,8 @@ fn run(q: Q) -> Row {
     wait_for(Duration::from_secs(300), || {
         w.metric("job_worker_jobs_in_flight") == Some(0.0)
     });
-    row.peak_rss_kib = w.proc_kib("VmHWM");
-    row.cpu_secs = w.cpu_secs();
+    row.peak_rss_kib = proc_kib(&w, "VmHWM");
+    row.cpu_secs = cpu_secs(&w);
     eprintln!("[bench] {}: done: {row:?}", row.queue);
     row
 }

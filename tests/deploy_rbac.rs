@@ -13,15 +13,13 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::worker::{Launcher, Q, SEED_002, Worker};
 use support::{WebhookReceiver, bed, repo_root, unique, wait_for};
 
-const SEED_002: &str = include_str!("../example/seed-002.json");
 const SA: &str = "k8s-job-worker";
 const DEFAULT_LOCK: &str = "aws-sqs-job-worker-lock";
 
@@ -190,97 +188,45 @@ fn apply_files(n: &Names, rbac: &[&str], edit_jobs_role: impl Fn(&mut Value)) ->
         .to_string()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// The worker as the Deployment runs it (in the worker namespace, allowed to
+/// create Jobs in `allowed`), but with `token` as its only credential: the
+/// default environment of tests/support/worker.rs with KUBE_TOKEN_FILE and
+/// ALLOWED_NAMESPACES replaced, and no LEADER_ELECTION_LOCK_NAME (the default
+/// Lease), ALLOWED_PVCS, REDIS_DB or CALLBACK_BACKOFF_MAX.
+fn start_allowing(n: &Names, token: &str, allowed: &str) -> Worker {
+    let token_file = bed().dir.join(format!("{}.token", unique("rbac")));
+    std::fs::write(&token_file, token).expect("token file");
+    let d = Launcher::new(Q::Redis)
+        .namespace(&n.worker)
+        .instance_tag("rbac")
+        .env("KUBE_TOKEN_FILE", &token_file.to_string_lossy())
+        .env("ALLOWED_NAMESPACES", allowed)
+        .no_env("LEADER_ELECTION_LOCK_NAME")
+        .no_env("ALLOWED_PVCS")
+        .no_env("REDIS_DB")
+        .no_env("CALLBACK_BACKOFF_MAX")
+        .deploy();
+    d.spawn(&format!("{}-pod-0", d.instance))
 }
 
-struct Worker {
-    child: Child,
-    log: PathBuf,
-    pod: String,
-    prefix: String,
+fn start(n: &Names, token: &str) -> Worker {
+    start_allowing(n, token, &n.jobs)
 }
 
-impl Worker {
-    /// The worker as the Deployment runs it, but with `token` as its only credential.
-    fn start(n: &Names, token: &str) -> Worker {
-        Self::start_allowing(n, token, &n.jobs)
+/// The seed example for the jobs namespace (scheduling constraints and
+/// volume dropped: the bed has no such node or PVC); returns its id.
+fn send_seed(w: &Worker, n: &Names, hook: &WebhookReceiver) -> String {
+    let mut m: Value = serde_json::from_str(SEED_002).expect("seed parses");
+    let id = unique("msg");
+    m["id"] = json!(id);
+    m["job"]["namespace"] = json!(n.jobs);
+    m["webhook"]["url"] = json!(format!("{}/hook/{id}", hook.url()));
+    let job = m["job"].as_object_mut().unwrap();
+    for k in ["nodeSelector", "toleration", "volume"] {
+        job.remove(k);
     }
-
-    fn start_allowing(n: &Names, token: &str, allowed: &str) -> Worker {
-        let b = bed();
-        let instance = unique("rbac");
-        let token_file = b.dir.join(format!("{instance}.token"));
-        std::fs::write(&token_file, token).expect("token file");
-        let log = b.dir.join(format!("worker-{instance}.log"));
-        let pod = format!("{instance}-pod-0");
-        let prefix = format!("{instance}-");
-        let out = std::fs::File::create(&log).expect("worker log");
-        let err = out.try_clone().expect("worker log");
-        let child = Command::new(env!("CARGO_BIN_EXE_k8s-job-worker"))
-            .env_clear()
-            .env("RUST_LOG", "info,k8s_job_worker=debug")
-            .env("KUBE_API_URL", &b.api_url)
-            .env("KUBE_CA_FILE", &b.ca_file)
-            .env("KUBE_TOKEN_FILE", &token_file)
-            .env("POD_NAME", &pod)
-            .env("POD_NAMESPACE", &n.worker)
-            .env("ALLOWED_NAMESPACES", allowed)
-            .env("ALLOWED_ENV_REFS", "configmap/busybox-default")
-            .env("WORKER_INSTANCE", &instance)
-            .env("QUEUE_TYPE", "redis")
-            .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", b.redis_port))
-            .env("REDIS_JOB_KEY_PREFIX", &prefix)
-            .env("HTTP_SERVER_PORT", free_port().to_string())
-            .env("POLLING_INTERVAL", "1")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("spawn worker");
-        Worker {
-            child,
-            log,
-            pod,
-            prefix,
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The seed example for the jobs namespace (scheduling constraints and
-    /// volume dropped: the bed has no such node or PVC); returns its id.
-    fn send_seed(&self, n: &Names, hook: &WebhookReceiver) -> String {
-        let mut m: Value = serde_json::from_str(SEED_002).expect("seed parses");
-        let id = unique("msg");
-        m["id"] = json!(id);
-        m["job"]["namespace"] = json!(n.jobs);
-        m["webhook"]["url"] = json!(format!("{}/hook/{id}", hook.url()));
-        let job = m["job"].as_object_mut().unwrap();
-        for k in ["nodeSelector", "toleration", "volume"] {
-            job.remove(k);
-        }
-        bed().redis_cmd(&["LPUSH", &format!("{}queue", self.prefix), &m.to_string()]);
-        id
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- worker log {} ----\n{}",
-                self.log.display(),
-                self.logs()
-            );
-        }
-    }
+    w.send(&m.to_string());
+    id
 }
 
 fn statuses(hook: &WebhookReceiver, id: &str) -> Vec<u64> {
@@ -423,19 +369,19 @@ fn manifests_run_the_worker_with_least_privilege() {
 
     // The worker, with that token only: leads, and runs the seed 0 → 1 → 2.
     let hook = WebhookReceiver::start();
-    let w = Worker::start(&n, &token);
+    let w = start(&n, &token);
     assert!(
         wait_for(Duration::from_secs(30), || lease_holder(&n).as_deref()
-            == Some(w.pod.as_str())),
+            == Some(w.name.as_str())),
         "Lease {DEFAULT_LOCK} in {} not held by {}: {:?}\n{}",
         n.worker,
-        w.pod,
+        w.name,
         lease_holder(&n),
         w.logs()
     );
-    let id = w.send_seed(&n, &hook);
+    let id = send_seed(&w, &n, &hook);
     assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2], "{}", w.logs());
-    assert_eq!(lease_holder(&n).as_deref(), Some(w.pod.as_str()));
+    assert_eq!(lease_holder(&n).as_deref(), Some(w.name.as_str()));
     let logs = w.logs();
     for bad in [" 403 ", "Forbidden", "forbidden"] {
         assert!(
@@ -469,8 +415,8 @@ fn a_role_without_patch_shows_as_403() {
         verbs.retain(|v| v != "patch");
     });
     let hook = WebhookReceiver::start();
-    let w = Worker::start(&n, &token);
-    let id = w.send_seed(&n, &hook);
+    let w = start(&n, &token);
+    let id = send_seed(&w, &n, &hook);
     // The callbacks still go out, but the worker cannot record them on the Job.
     assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2]);
     assert!(
@@ -574,9 +520,9 @@ fn cluster_wide_component_runs_the_worker_in_any_namespace() {
         403
     );
     let hook = WebhookReceiver::start();
-    let w = Worker::start_allowing(&n, &token, &allowed);
-    let id = w.send_seed(&n, &hook);
+    let w = start_allowing(&n, &token, &allowed);
+    let id = send_seed(&w, &n, &hook);
     assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2], "{}", w.logs());
-    assert_eq!(lease_holder(&n).as_deref(), Some(w.pod.as_str()));
+    assert_eq!(lease_holder(&n).as_deref(), Some(w.name.as_str()));
     assert!(!w.logs().contains(" 403 Forbidden"), "{}", w.logs());
 }

@@ -9,17 +9,15 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use support::{WebhookReceiver, bed, unique, wait_for};
+use support::worker::{Deployment, Launcher, Q, Worker, die_with_parent, free_port, seed_message};
+use support::{WebhookReceiver, bed, wait_for};
 
-const SEED_002: &str = include_str!("../example/seed-002.json");
 const FAIL_LABEL: &str = "testbed.k8s-job-worker.io/outcome";
 
 // Short election timings (lease > renew > 1.2 × retry).
@@ -27,219 +25,34 @@ const LEASE: u64 = 6;
 const RENEW: u64 = 4;
 const RETRY: u64 = 1;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A Redis deployment of replicas tagged `tag` (instance `fo-*`), with the
+/// short election timings, then `extra`; children die with the test process.
+/// The default environment of tests/support/worker.rs, without
+/// ALLOWED_ENV_REFS and ALLOWED_PVCS (the messages drop the seed's envRef and
+/// PVC).
+fn spec(tag: &str, extra: &[(&str, &str)]) -> Launcher {
+    Launcher::new(Q::Redis)
+        .ns_tag(tag)
+        .instance_tag("fo")
+        .no_env("ALLOWED_ENV_REFS")
+        .no_env("ALLOWED_PVCS")
+        .env("LEASE_DURATION", &LEASE.to_string())
+        .env("RENEW_DEADLINE", &RENEW.to_string())
+        .env("RETRY_PERIOD", &RETRY.to_string())
+        .envs(extra)
+        .die_with_parent()
+        .log_tail(80)
 }
 
-/// Children started by a test die with the test process (PR_SET_PDEATHSIG).
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-/// What the replicas of one worker deployment share.
-struct Spec {
-    ns: String,
-    instance: String,
-    prefix: String,
-    lock: String,
-    redis_port: u16,
-    kube_url: String,
-    extra: Vec<(String, String)>,
-}
-
-impl Spec {
-    fn new(tag: &str, extra: &[(&str, &str)]) -> Spec {
-        let b = bed();
-        let ns = b.new_namespace(tag);
-        let instance = unique("fo");
-        let mut env: Vec<(String, String)> = vec![
-            ("LEASE_DURATION".into(), LEASE.to_string()),
-            ("RENEW_DEADLINE".into(), RENEW.to_string()),
-            ("RETRY_PERIOD".into(), RETRY.to_string()),
-        ];
-        for (k, v) in extra {
-            env.retain(|(n, _)| n != k);
-            env.push((k.to_string(), v.to_string()));
-        }
-        Spec {
-            prefix: format!("{instance}-"),
-            lock: format!("{instance}-lock"),
-            ns,
-            instance,
-            redis_port: b.redis_port,
-            kube_url: b.api_url.clone(),
-            extra: env,
-        }
-    }
-
-    fn spawn(&self, pod: &str) -> Worker {
-        let b = bed();
-        let log = b.dir.join(format!("worker-{pod}-{}.log", unique("run")));
-        let http_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-job-worker"));
-        cmd.env_clear()
-            .env("RUST_LOG", "info,k8s_job_worker=debug")
-            .env("KUBE_API_URL", &self.kube_url)
-            .env("KUBE_TOKEN_FILE", &b.admin_token_file)
-            .env("KUBE_CA_FILE", &b.ca_file)
-            .env("POD_NAME", pod)
-            .env("POD_NAMESPACE", &self.ns)
-            .env("LEADER_ELECTION_LOCK_NAME", &self.lock)
-            .env("WORKER_INSTANCE", &self.instance)
-            .env("ALLOWED_NAMESPACES", &self.ns)
-            .env("HTTP_SERVER_PORT", http_port.to_string())
-            .env("POLLING_INTERVAL", "1")
-            .env("CALLBACK_BACKOFF_MAX", "3")
-            .env("QUEUE_TYPE", "redis")
-            .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", self.redis_port))
-            .env("REDIS_DB", "0")
-            .env("REDIS_JOB_KEY_PREFIX", &self.prefix);
-        for (k, v) in &self.extra {
-            cmd.env(k, v);
-        }
-        die_with_parent(&mut cmd);
-        let out = std::fs::File::create(&log).expect("worker log");
-        let err = out.try_clone().expect("worker log");
-        let child = cmd
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("spawn worker");
-        Worker {
-            child,
-            log,
-            http_port,
-            name: pod.to_string(),
-        }
-    }
-
-    fn redis_conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/0", self.redis_port).as_str())
-            .and_then(|c| c.get_connection())
-            .expect("redis connection")
-    }
-
-    /// LPUSHes all bodies in one command.
-    fn send_all(&self, bodies: &[String]) {
-        if bodies.is_empty() {
-            return;
-        }
-        let mut c = redis::cmd("LPUSH");
-        c.arg(format!("{}queue", self.prefix));
-        for b in bodies {
-            c.arg(b.as_str());
-        }
-        let _: i64 = c.query(&mut self.redis_conn()).expect("LPUSH");
-    }
-
-    fn send(&self, body: &str) {
-        self.send_all(&[body.to_string()]);
-    }
-
-    /// The Lease's holderIdentity ("" when released or missing).
-    fn holder(&self) -> String {
-        let (code, v) = bed().kube_get(&format!(
-            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}",
-            self.ns, self.lock
-        ));
-        if code != 200 {
-            return String::new();
-        }
-        v["spec"]["holderIdentity"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    }
-
-    fn jobs(&self) -> Vec<Value> {
-        let (code, list) = bed().kube_get(&format!(
-            "/apis/batch/v1/namespaces/{}/jobs?labelSelector=k8s-job-worker.io%2Finstance%3D{}",
-            self.ns, self.instance
-        ));
-        assert_eq!(code, 200, "{list}");
-        list["items"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// A message for this deployment: the seed without its PVC and ConfigMap.
-    fn message(&self, hook_url: &str, tweak: impl FnOnce(&mut Value)) -> (String, String) {
-        let mut m: Value = serde_json::from_str(SEED_002).expect("seed parses");
-        let id = unique("msg");
-        m["id"] = json!(id);
-        m["job"]["namespace"] = json!(self.ns);
-        m["webhook"]["url"] = json!(format!("{hook_url}/hook/{id}"));
-        m["job"]["ttlSecondsAfterFinished"] = json!(600);
+/// A message for this deployment: the seed without its PVC and ConfigMap.
+fn message(spec: &Deployment, hook_url: &str, tweak: impl FnOnce(&mut Value)) -> (String, String) {
+    seed_message(&spec.ns, hook_url, |m| {
         if let Some(j) = m["job"].as_object_mut() {
             j.remove("volume");
             j.remove("envRef");
         }
-        tweak(&mut m);
-        (id, m.to_string())
-    }
-}
-
-/// A worker process; SIGKILLed on drop. Its log is kept in the bed's dir.
-struct Worker {
-    child: Child,
-    log: PathBuf,
-    http_port: u16,
-    name: String,
-}
-
-impl Worker {
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metrics(&self) -> String {
-        ureq::get(&format!("http://127.0.0.1:{}/metrics", self.http_port))
-            .call()
-            .ok()
-            .and_then(|r| r.into_body().read_to_string().ok())
-            .unwrap_or_default()
-    }
-
-    fn is_leader_by_metrics(&self) -> bool {
-        self.metrics()
-            .lines()
-            .any(|l| l.trim() == "job_worker_leader 1")
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn sigterm(&self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            let logs = self.logs();
-            let tail: Vec<&str> = logs.lines().rev().take(80).collect();
-            eprintln!(
-                "---- last lines of worker {} ({}) ----\n{}",
-                self.name,
-                self.log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
+        tweak(m);
+    })
 }
 
 /// Statuses delivered (2xx) per message id, in arrival order.
@@ -255,6 +68,35 @@ fn delivered_by_id(hook: &WebhookReceiver) -> HashMap<String, Vec<u64>> {
 
 fn is_terminal(s: u64) -> bool {
     matches!(s, 2 | 3 | 99)
+}
+
+/// Waits until every one of `ids` has a delivered terminal callback; else
+/// fails with "<n> <what>, e.g. <up to 5 ids and what they got>".
+fn wait_all_terminal<'a>(
+    hook: &WebhookReceiver,
+    ids: impl Iterator<Item = &'a String> + Clone,
+    timeout: Duration,
+    what: &str,
+) {
+    let all_terminal = |m: &HashMap<String, Vec<u64>>, id: &String| {
+        m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
+    };
+    let done = wait_for(timeout, || {
+        let m = delivered_by_id(hook);
+        ids.clone().all(|id| all_terminal(&m, id))
+    });
+    let m = delivered_by_id(hook);
+    let missing: Vec<_> = ids.filter(|id| !all_terminal(&m, id)).collect();
+    assert!(
+        done,
+        "{} {what}, e.g. {:?}",
+        missing.len(),
+        missing
+            .iter()
+            .take(5)
+            .map(|id| (id, m.get(*id)))
+            .collect::<Vec<_>>()
+    );
 }
 
 fn rank(s: u64) -> u64 {
@@ -301,7 +143,7 @@ impl Rng {
     }
 }
 
-fn wait_holder(spec: &Spec, timeout: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
+fn wait_holder(spec: &Deployment, timeout: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
     let mut last = String::new();
     let ok = wait_for(timeout, || {
         last = spec.holder();
@@ -310,25 +152,33 @@ fn wait_holder(spec: &Spec, timeout: Duration, f: impl Fn(&str) -> bool) -> Opti
     ok.then_some(last)
 }
 
+/// Replicas `<instance>-a` and `<instance>-b`, once one of them holds the
+/// Lease (else fails with `what`): their names, the workers and the leader's
+/// index.
+fn two_replicas(spec: &Deployment, what: &str) -> ([String; 2], Vec<Worker>, usize) {
+    let names = [
+        format!("{}-a", spec.instance),
+        format!("{}-b", spec.instance),
+    ];
+    let workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
+    let leader = wait_holder(spec, Duration::from_secs(60), |h| {
+        names.iter().any(|n| n == h)
+    })
+    .expect(what);
+    let li = names.iter().position(|n| *n == leader).unwrap();
+    (names, workers, li)
+}
+
 // ------------------------------------------------------------------- tests
 
 #[test]
 fn two_workers_one_leader_and_failover_under_load() {
     const N: usize = 200;
     let hook = WebhookReceiver::start();
-    let spec = Spec::new("fo-load", &[]);
-    let names = [
-        format!("{}-a", spec.instance),
-        format!("{}-b", spec.instance),
-    ];
-    let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
-
+    let spec = spec("fo-load", &[]).deploy();
     // Exactly one leader: the Lease names one of them and only it says so.
-    let leader = wait_holder(&spec, Duration::from_secs(60), |h| {
-        names.iter().any(|n| n == h)
-    })
-    .expect("one of the workers takes the Lease");
-    let li = names.iter().position(|n| *n == leader).unwrap();
+    let (names, mut workers, li) = two_replicas(&spec, "one of the workers takes the Lease");
+    let leader = names[li].clone();
     let si = 1 - li;
     assert!(
         wait_for(Duration::from_secs(20), || workers[li]
@@ -353,7 +203,7 @@ fn two_workers_one_leader_and_failover_under_load() {
     let mut bodies = Vec::new();
     for i in 0..N {
         let fail = i % 10 == 3;
-        let (id, body) = spec.message(&hook.url(), |m| {
+        let (id, body) = message(&spec, &hook.url(), |m| {
             if fail {
                 m["job"]["fargate"] = json!({"key": FAIL_LABEL, "value": "fail"});
             }
@@ -381,11 +231,11 @@ fn two_workers_one_leader_and_failover_under_load() {
     let queued_before: i64 = {
         let mut c = spec.redis_conn();
         let q: i64 = redis::cmd("LLEN")
-            .arg(format!("{}queue", spec.prefix))
+            .arg(format!("{}queue", spec.redis_prefix))
             .query(&mut c)
             .unwrap();
         let p: i64 = redis::cmd("LLEN")
-            .arg(format!("{}processing", spec.prefix))
+            .arg(format!("{}processing", spec.redis_prefix))
             .query(&mut c)
             .unwrap();
         q + p
@@ -421,28 +271,11 @@ fn two_workers_one_leader_and_failover_under_load() {
     );
 
     // Every message reaches its terminal status.
-    let done = wait_for(Duration::from_secs(400), || {
-        let m = delivered_by_id(&hook);
-        want.keys()
-            .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
-    });
-    let m = delivered_by_id(&hook);
-    let missing: Vec<_> = want
-        .keys()
-        .filter(|id| {
-            !m.get(*id)
-                .is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
-        })
-        .collect();
-    assert!(
-        done,
-        "{} message(s) without a terminal callback, e.g. {:?}",
-        missing.len(),
-        missing
-            .iter()
-            .take(5)
-            .map(|id| (id, m.get(*id)))
-            .collect::<Vec<_>>()
+    wait_all_terminal(
+        &hook,
+        want.keys(),
+        Duration::from_secs(400),
+        "message(s) without a terminal callback",
     );
     eprintln!(
         "[failover] all {N} terminal callbacks {:.1}s after sending",
@@ -503,7 +336,7 @@ fn repeated_sigkill_crash_loop() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let hook = WebhookReceiver::start();
-    let spec = Arc::new(Spec::new("fo-crash", &[]));
+    let spec = Arc::new(spec("fo-crash", &[]).deploy());
     let pod = format!("{}-pod", spec.instance);
     let ids: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -513,7 +346,7 @@ fn repeated_sigkill_crash_loop() {
         let (spec, ids, stop, url) = (spec.clone(), ids.clone(), stop.clone(), hook.url());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let (id, body) = spec.message(&url, |_| {});
+                let (id, body) = message(&spec, &url, |_| {});
                 spec.send(&body);
                 ids.lock().unwrap().push(id);
                 std::thread::sleep(Duration::from_millis(150));
@@ -547,27 +380,11 @@ fn repeated_sigkill_crash_loop() {
     let loop_time = t0.elapsed();
     let ids = ids.lock().unwrap().clone();
 
-    let done = wait_for(Duration::from_secs(180 + 3 * iterations as u64), || {
-        let m = delivered_by_id(&hook);
-        ids.iter()
-            .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
-    });
-    let m = delivered_by_id(&hook);
-    let lost: Vec<_> = ids
-        .iter()
-        .filter(|id| {
-            !m.get(*id)
-                .is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
-        })
-        .collect();
-    assert!(
-        done,
-        "{} lost message(s) (no terminal callback), e.g. {:?}",
-        lost.len(),
-        lost.iter()
-            .take(5)
-            .map(|id| (id, m.get(*id)))
-            .collect::<Vec<_>>()
+    wait_all_terminal(
+        &hook,
+        ids.iter(),
+        Duration::from_secs(180 + 3 * iterations as u64),
+        "lost message(s) (no terminal callback)",
     );
     std::thread::sleep(Duration::from_secs(3));
     let m = delivered_by_id(&hook);
@@ -717,10 +534,10 @@ fn annotation(job: &Value, key: &str) -> Option<String> {
 #[test]
 fn terminal_callback_survives_downtime_longer_than_ttl() {
     let hook = GateHook::start(&[0]);
-    let spec = Spec::new("fo-ttl", &[]);
+    let spec = spec("fo-ttl", &[]).deploy();
     let pod = format!("{}-pod", spec.instance);
     let mut w = spec.spawn(&pod);
-    let (_id, body) = spec.message(&hook.url(), |m| {
+    let (_id, body) = message(&spec, &hook.url(), |m| {
         m["job"]["ttlSecondsAfterFinished"] = json!(31);
     });
     spec.send(&body);
@@ -811,17 +628,9 @@ fn terminal_callback_survives_downtime_longer_than_ttl() {
 #[test]
 fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     let hook = WebhookReceiver::start();
-    let spec = Spec::new("fo-term", &[("SHUTDOWN_GRACE", "8")]);
-    let names = [
-        format!("{}-a", spec.instance),
-        format!("{}-b", spec.instance),
-    ];
-    let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
-    let leader = wait_holder(&spec, Duration::from_secs(60), |h| {
-        names.iter().any(|n| n == h)
-    })
-    .expect("a leader");
-    let li = names.iter().position(|n| *n == leader).unwrap();
+    let spec = spec("fo-term", &[("SHUTDOWN_GRACE", "8")]).deploy();
+    let (names, mut workers, li) = two_replicas(&spec, "a leader");
+    let leader = names[li].clone();
     let standby = names[1 - li].clone();
     assert!(wait_for(Duration::from_secs(20), || workers[li]
         .is_leader_by_metrics()));
@@ -830,7 +639,7 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     let mut ids = Vec::new();
     let mut bodies = Vec::new();
     for _ in 0..20 {
-        let (id, body) = spec.message(&hook.url(), |_| {});
+        let (id, body) = message(&spec, &hook.url(), |_| {});
         ids.push(id);
         bodies.push(body);
     }
@@ -848,7 +657,7 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     let mut taken = None;
     while t.elapsed() < Duration::from_secs(30) && (exited.is_none() || taken.is_none()) {
         if exited.is_none()
-            && let Ok(Some(st)) = workers[li].child.try_wait()
+            && let Ok(Some(st)) = workers[li].try_wait()
         {
             exited = Some((t.elapsed(), st));
         }
@@ -975,13 +784,12 @@ impl Drop for OwnRedis {
 fn redis_restart_poller_reconnects() {
     let hook = WebhookReceiver::start();
     let mut redis = OwnRedis::start(free_port());
-    let mut spec = Spec::new("fo-redis", &[]);
-    spec.redis_port = redis.port;
+    let spec = spec("fo-redis", &[]).redis_port(redis.port).deploy();
     let pod = format!("{}-pod", spec.instance);
     let w = spec.spawn(&pod);
     let statuses = |id: &str| delivered_by_id(&hook).get(id).cloned().unwrap_or_default();
 
-    let (id1, body) = spec.message(&hook.url(), |_| {});
+    let (id1, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
     assert!(
         wait_for(Duration::from_secs(90), || statuses(&id1).contains(&2)),
@@ -993,7 +801,7 @@ fn redis_restart_poller_reconnects() {
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(4)); // the poller sees the connection die
     redis.restart();
-    let (id2, body) = spec.message(&hook.url(), |_| {});
+    let (id2, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
     assert!(
         wait_for(Duration::from_secs(120), || statuses(&id2).contains(&2)),
@@ -1113,15 +921,16 @@ fn apiserver_connection_cut_watches_recover() {
         .expect("api_url is https://127.0.0.1:PORT");
     let mut proxy = Proxy::start(api);
     // Timings that ride out an 8 s cut without stepping down.
-    let mut spec = Spec::new(
+    let spec = spec(
         "fo-cut",
         &[
             ("LEASE_DURATION", "20"),
             ("RENEW_DEADLINE", "15"),
             ("RETRY_PERIOD", "2"),
         ],
-    );
-    spec.kube_url = format!("https://127.0.0.1:{}", proxy.port);
+    )
+    .kube_url(format!("https://127.0.0.1:{}", proxy.port))
+    .deploy();
     let pod = format!("{}-pod", spec.instance);
     let w = spec.spawn(&pod);
     assert!(
@@ -1130,18 +939,18 @@ fn apiserver_connection_cut_watches_recover() {
     );
     let statuses = |id: &str| delivered_by_id(&hook).get(id).cloned().unwrap_or_default();
     // Watches are up once a first message went through.
-    let (id0, body) = spec.message(&hook.url(), |_| {});
+    let (id0, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
     assert!(wait_for(Duration::from_secs(90), || statuses(&id0).contains(&2)));
 
     // A Job that finishes while the API server is unreachable.
-    let (id_a, body) = spec.message(&hook.url(), |_| {});
+    let (id_a, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
     assert!(wait_for(Duration::from_secs(60), || statuses(&id_a).contains(&0)));
     proxy.cut();
     let t = Instant::now();
     // A message that arrives during the cut.
-    let (id_b, body) = spec.message(&hook.url(), |_| {});
+    let (id_b, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
     std::thread::sleep(Duration::from_secs(8));
     let during: Vec<u64> = statuses(&id_b);
@@ -1196,12 +1005,12 @@ fn apiserver_connection_cut_watches_recover() {
 fn webhook_down_two_minutes_then_callbacks_in_order() {
     let hook = WebhookReceiver::start();
     hook.set_down(true);
-    let spec = Spec::new("fo-hook", &[("CALLBACK_BACKOFF_MAX", "5")]);
+    let spec = spec("fo-hook", &[("CALLBACK_BACKOFF_MAX", "5")]).deploy();
     let _w = spec.spawn(&format!("{}-pod", spec.instance));
     let mut ids = Vec::new();
     let mut bodies = Vec::new();
     for i in 0..6 {
-        let (id, body) = spec.message(&hook.url(), |m| {
+        let (id, body) = message(&spec, &hook.url(), |m| {
             if i % 3 == 2 {
                 m["job"]["fargate"] = json!({"key": FAIL_LABEL, "value": "fail"});
             }

@@ -12,263 +12,21 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Bed, Call, WebhookReceiver, bed, unique, wait_for};
+use support::worker::{Launcher, Q, Worker, complete_fail_invalid, make_pvc};
+use support::{WebhookReceiver, bed, unique, wait_for};
 
-const SEED_002: &str = include_str!("../example/seed-002.json");
-
-// ------------------------------------------------------------ worker launcher
-// (as in tests/worker_e2e.rs; each test binary is compiled on its own)
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Q {
-    Redis,
-    #[allow(dead_code)]
-    Sqs,
-}
-
-/// A worker process; killed on drop. stdout and stderr go to separate files in
-/// the bed's dir, so that each can be checked line by line.
-struct Worker {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    http_port: u16,
-    ns: String,
-    instance: String,
-    q: Q,
-    redis_prefix: String,
-    sqs_url: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Worker {
-    fn start(q: Q, extra: &[(&str, &str)]) -> Worker {
-        let b = bed();
-        let ns = b.new_namespace("obs");
-        let instance = unique("w");
-        let redis_prefix = format!("{instance}-");
-        let sqs_url = if q == Q::Sqs {
-            b.sqs_create_queue(&instance, false)
-        } else {
-            String::new()
-        };
-        Self::spawn(b, q, ns, instance, redis_prefix, sqs_url, extra)
-    }
-
-    fn spawn(
-        b: &Bed,
-        q: Q,
-        ns: String,
-        instance: String,
-        redis_prefix: String,
-        sqs_url: String,
-        extra: &[(&str, &str)],
-    ) -> Worker {
-        let run = unique("run");
-        let out = b.dir.join(format!("worker-{instance}-{run}.out.log"));
-        let err = b.dir.join(format!("worker-{instance}-{run}.err.log"));
-        let http_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-job-worker"));
-        cmd.env_clear()
-            .env("RUST_LOG", "info,k8s_job_worker=debug")
-            .env("KUBE_API_URL", &b.api_url)
-            .env("KUBE_TOKEN_FILE", &b.admin_token_file)
-            .env("KUBE_CA_FILE", &b.ca_file)
-            .env("POD_NAME", format!("{instance}-pod"))
-            .env("POD_NAMESPACE", &ns)
-            .env("LEADER_ELECTION_LOCK_NAME", format!("{instance}-lock"))
-            .env("WORKER_INSTANCE", &instance)
-            .env("ALLOWED_NAMESPACES", &ns)
-            .env("ALLOWED_ENV_REFS", "configmap/busybox-default")
-            .env("ALLOWED_PVCS", "ps-pvc")
-            .env("HTTP_SERVER_PORT", http_port.to_string())
-            .env("POLLING_INTERVAL", "1")
-            .env("CALLBACK_BACKOFF_MAX", "3");
-        match q {
-            Q::Redis => {
-                cmd.env("QUEUE_TYPE", "redis")
-                    .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", b.redis_port))
-                    .env("REDIS_DB", "0")
-                    .env("REDIS_JOB_KEY_PREFIX", &redis_prefix);
-            }
-            Q::Sqs => {
-                cmd.env("QUEUE_TYPE", "sqs")
-                    .env("AWS_SQS_URL", &sqs_url)
-                    .env("AWS_SQS_REGION", &b.aws_region)
-                    .env("AWS_ACCESS_KEY_ID", &b.aws_access_key_id)
-                    .env("AWS_SECRET_ACCESS_KEY", &b.aws_secret_access_key);
-            }
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdout(Stdio::from(
-                std::fs::File::create(&out).expect("stdout log"),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(&err).expect("stderr log"),
-            ))
-            .spawn()
-            .expect("spawn worker");
-        Worker {
-            child,
-            out,
-            err,
-            http_port,
-            ns,
-            instance,
-            q,
-            redis_prefix,
-            sqs_url,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "-- stdout --\n{}-- stderr --\n{}",
-            self.stdout(),
-            self.stderr()
-        )
-    }
-
-    /// GET on the worker's HTTP port: (status, body); status 0 when unreachable.
-    fn get(&self, path: &str) -> (u16, String) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        match agent
-            .get(&format!("http://127.0.0.1:{}{path}", self.http_port))
-            .call()
-        {
-            Ok(mut r) => (
-                r.status().as_u16(),
-                r.body_mut().read_to_string().unwrap_or_default(),
-            ),
-            Err(_) => (0, String::new()),
-        }
-    }
-
-    fn send(&self, body: &str) {
-        let b = bed();
-        match self.q {
-            Q::Redis => {
-                b.redis_cmd(&["LPUSH", &format!("{}queue", self.redis_prefix), body]);
-            }
-            Q::Sqs => {
-                b.aws_call(
-                    "sqs",
-                    "send_message",
-                    &json!({"QueueUrl": self.sqs_url, "MessageBody": body}),
-                )
-                .unwrap_or_else(|e| panic!("send_message: {e}"));
-            }
-        }
-    }
-
-    fn jobs(&self) -> Vec<Value> {
-        let (code, list) = bed().kube_get(&format!(
-            "/apis/batch/v1/namespaces/{}/jobs?labelSelector=k8s-job-worker.io%2Finstance%3D{}",
-            self.ns, self.instance
-        ));
-        assert_eq!(code, 200, "{list}");
-        list["items"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- worker {} ----\n{}", self.instance, self.logs());
-        }
-    }
-}
-
-/// A message with a test-specific id, namespace and webhook.
-fn message(w: &Worker, hook: &WebhookReceiver, tweak: impl FnOnce(&mut Value)) -> (String, String) {
-    let mut m: Value = serde_json::from_str(SEED_002).expect("seed example parses");
-    let id = unique("msg");
-    m["id"] = json!(id);
-    m["job"]["namespace"] = json!(w.ns);
-    m["webhook"]["url"] = json!(format!("{}/hook/{id}", hook.url()));
-    m["job"]["ttlSecondsAfterFinished"] = json!(600);
-    tweak(&mut m);
-    (id, m.to_string())
-}
-
-fn calls_for(hook: &WebhookReceiver, id: &str) -> Vec<Call> {
-    hook.delivered()
-        .into_iter()
-        .filter(|c| c.body["id"] == json!(id))
-        .collect()
-}
-
-fn statuses(calls: &[Call]) -> Vec<u64> {
-    calls
-        .iter()
-        .filter_map(|c| c.body["status"].as_u64())
-        .collect()
-}
-
-fn wait_terminal(w: &Worker, hook: &WebhookReceiver, id: &str, timeout: Duration) -> Vec<Call> {
-    let ok = wait_for(timeout, || {
-        statuses(&calls_for(hook, id))
-            .iter()
-            .any(|s| [2, 3, 99].contains(s))
-    });
-    let calls = calls_for(hook, id);
-    assert!(
-        ok,
-        "no terminal callback for {id} within {timeout:?}; got {:?}\n{}",
-        statuses(&calls),
-        w.logs()
-    );
-    calls
-}
-
-/// PV + PVC `ps-pvc` for the seed's volume (bound by the PV controller).
-fn make_pvc(ns: &str) {
-    let b = bed();
-    let pv = unique("pv");
-    let (c, v) = b.kube_post(
-        "/api/v1/persistentvolumes",
-        &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                "hostPath": {"path": "/tmp/pv"}, "claimRef": {"namespace": ns, "name": "ps-pvc"},
-                "persistentVolumeReclaimPolicy": "Retain"}}),
-    );
-    assert_eq!(c, 201, "{v}");
-    let (c, v) = b.kube_post(
-        &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"),
-        &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "ps-pvc"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": pv, "storageClassName": ""}}),
-    );
-    assert_eq!(c, 201, "{v}");
+/// The worker of a test: namespace `obs-*`, stdout and stderr to separate
+/// files, the default environment plus `extra` (see tests/support/worker.rs).
+fn start(q: Q, extra: &[(&str, &str)]) -> Worker {
+    Launcher::new(q)
+        .ns_tag("obs")
+        .split_output()
+        .envs(extra)
+        .start()
 }
 
 // ------------------------------------------------------------ /metrics parsing
@@ -396,7 +154,7 @@ fn sample_sum(
 #[test]
 fn metrics_health_jobs_endpoint_and_json_logs() {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(Q::Redis, &[("LOG_FORMAT", "json")]);
+    let w = start(Q::Redis, &[("LOG_FORMAT", "json")]);
     make_pvc(&w.ns);
 
     // (b) health before any message; /readyz once the worker leads.
@@ -417,28 +175,7 @@ fn metrics_health_jobs_endpoint_and_json_logs() {
     assert_eq!(code, 200);
     check_help_and_type(&early);
 
-    let (ok_id, ok_body) = message(&w, &hook, |_| {});
-    let (fail_id, fail_body) = message(&w, &hook, |m| {
-        m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "fail"});
-    });
-    let (bad_id, bad_body) = message(&w, &hook, |m| {
-        m["job"]["backoffLimit"] = json!("zero");
-    });
-    w.send(&ok_body);
-    w.send(&fail_body);
-    w.send(&bad_body);
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &ok_id, Duration::from_secs(90))),
-        vec![0, 1, 2]
-    );
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &fail_id, Duration::from_secs(90))),
-        vec![0, 1, 3]
-    );
-    assert_eq!(
-        statuses(&wait_terminal(&w, &hook, &bad_id, Duration::from_secs(60))),
-        vec![99]
-    );
+    let [ok_id, fail_id, bad_id] = complete_fail_invalid(&w, &hook);
     // The callback counter moves after the receiver answered: let it settle.
     std::thread::sleep(Duration::from_millis(500));
 

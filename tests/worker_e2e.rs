@@ -6,274 +6,25 @@
 mod support;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Bed, Call, WebhookReceiver, bed, unique, wait_for};
+use support::worker::{
+    Launcher, Q, Worker, calls_for, free_port, make_pvc, message, statuses, wait_terminal,
+};
+use support::{Call, WebhookReceiver, bed, unique, wait_for};
 
-const SEED_002: &str = include_str!("../example/seed-002.json");
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Q {
-    Redis,
-    Sqs,
-}
-
-/// A worker process; killed on drop. Its log is kept in the bed's dir.
-struct Worker {
-    child: Child,
-    log: PathBuf,
-    http_port: u16,
-    pub ns: String,
-    pub instance: String,
-    q: Q,
-    redis_prefix: String,
-    sqs_url: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Worker {
-    fn start(q: Q, extra: &[(&str, &str)]) -> Worker {
-        let b = bed();
-        let ns = b.new_namespace("e2e");
-        let instance = unique("w");
-        let redis_prefix = format!("{instance}-");
-        let sqs_url = if q == Q::Sqs {
-            b.sqs_create_queue(&instance, false)
-        } else {
-            String::new()
-        };
-        Self::spawn(b, q, ns, instance, redis_prefix, sqs_url, extra)
-    }
-
-    fn spawn(
-        b: &Bed,
-        q: Q,
-        ns: String,
-        instance: String,
-        redis_prefix: String,
-        sqs_url: String,
-        extra: &[(&str, &str)],
-    ) -> Worker {
-        let log = b
-            .dir
-            .join(format!("worker-{instance}-{}.log", unique("run")));
-        let http_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-job-worker"));
-        cmd.env_clear()
-            .env("RUST_LOG", "info,k8s_job_worker=debug")
-            .env("KUBE_API_URL", &b.api_url)
-            .env("KUBE_TOKEN_FILE", &b.admin_token_file)
-            .env("KUBE_CA_FILE", &b.ca_file)
-            .env("POD_NAME", format!("{instance}-pod"))
-            .env("POD_NAMESPACE", &ns)
-            .env("LEADER_ELECTION_LOCK_NAME", format!("{instance}-lock"))
-            .env("WORKER_INSTANCE", &instance)
-            .env("ALLOWED_NAMESPACES", &ns)
-            // The seed example's envRef and PVC (the policy denies both by default).
-            .env("ALLOWED_ENV_REFS", "configmap/busybox-default")
-            .env("ALLOWED_PVCS", "ps-pvc")
-            .env("HTTP_SERVER_PORT", http_port.to_string())
-            .env("POLLING_INTERVAL", "1")
-            .env("CALLBACK_BACKOFF_MAX", "3");
-        match q {
-            Q::Redis => {
-                cmd.env("QUEUE_TYPE", "redis")
-                    .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", b.redis_port))
-                    .env("REDIS_DB", "0")
-                    .env("REDIS_JOB_KEY_PREFIX", &redis_prefix);
-            }
-            Q::Sqs => {
-                cmd.env("QUEUE_TYPE", "sqs")
-                    .env("AWS_SQS_URL", &sqs_url)
-                    .env("AWS_SQS_REGION", &b.aws_region)
-                    .env("AWS_ACCESS_KEY_ID", &b.aws_access_key_id)
-                    .env("AWS_SECRET_ACCESS_KEY", &b.aws_secret_access_key);
-            }
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let out = std::fs::File::create(&log).expect("worker log");
-        let err = out.try_clone().expect("worker log");
-        let child = cmd
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("spawn worker");
-        Worker {
-            child,
-            log,
-            http_port,
-            ns,
-            instance,
-            q,
-            redis_prefix,
-            sqs_url,
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metrics(&self) -> String {
-        ureq::get(&format!("http://127.0.0.1:{}/metrics", self.http_port))
-            .call()
-            .ok()
-            .and_then(|r| r.into_body().read_to_string().ok())
-            .unwrap_or_default()
-    }
-
-    fn send(&self, body: &str) {
-        let b = bed();
-        match self.q {
-            Q::Redis => {
-                b.redis_cmd(&["LPUSH", &format!("{}queue", self.redis_prefix), body]);
-            }
-            Q::Sqs => {
-                b.aws_call(
-                    "sqs",
-                    "send_message",
-                    &json!({"QueueUrl": self.sqs_url, "MessageBody": body}),
-                )
-                .unwrap_or_else(|e| panic!("send_message: {e}"));
-            }
-        }
-    }
-
-    /// Messages still in the queue (visible or in flight / processing).
-    fn queued(&self) -> i64 {
-        let b = bed();
-        match self.q {
-            Q::Redis => {
-                let len = |k: &str| match b.redis_cmd(&["LLEN", k]) {
-                    redis::Value::Int(n) => n,
-                    _ => -1,
-                };
-                len(&format!("{}queue", self.redis_prefix))
-                    + len(&format!("{}processing", self.redis_prefix))
-            }
-            Q::Sqs => {
-                let r = b
-                    .aws_call(
-                        "sqs",
-                        "get_queue_attributes",
-                        &json!({"QueueUrl": self.sqs_url, "AttributeNames": ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]}),
-                    )
-                    .unwrap_or_else(|e| panic!("get_queue_attributes: {e}"));
-                let n = |k: &str| {
-                    r["Attributes"][k]
-                        .as_str()
-                        .and_then(|s| s.parse::<i64>().ok())
-                        .unwrap_or(-1)
-                };
-                n("ApproximateNumberOfMessages") + n("ApproximateNumberOfMessagesNotVisible")
-            }
-        }
-    }
-
-    fn jobs(&self) -> Vec<Value> {
-        let (code, list) = bed().kube_get(&format!(
-            "/apis/batch/v1/namespaces/{}/jobs?labelSelector=k8s-job-worker.io%2Finstance%3D{}",
-            self.ns, self.instance
-        ));
-        assert_eq!(code, 200, "{list}");
-        list["items"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- worker log {} ----\n{}",
-                self.log.display(),
-                self.logs()
-            );
-        }
-    }
-}
-
-/// A message with a test-specific id, namespace and webhook.
-fn message(w: &Worker, hook: &WebhookReceiver, tweak: impl FnOnce(&mut Value)) -> (String, String) {
-    let mut m: Value = serde_json::from_str(SEED_002).expect("seed example parses");
-    let id = unique("msg");
-    m["id"] = json!(id);
-    m["job"]["namespace"] = json!(w.ns);
-    m["webhook"]["url"] = json!(format!("{}/hook/{id}", hook.url()));
-    // Keep the seed's scheduling constraints satisfiable on the bed.
-    m["job"]["ttlSecondsAfterFinished"] = json!(600);
-    tweak(&mut m);
-    (id, m.to_string())
-}
-
-fn calls_for(hook: &WebhookReceiver, id: &str) -> Vec<Call> {
-    hook.delivered()
-        .into_iter()
-        .filter(|c| c.body["id"] == json!(id))
-        .collect()
-}
-
-fn statuses(calls: &[Call]) -> Vec<u64> {
-    calls
-        .iter()
-        .filter_map(|c| c.body["status"].as_u64())
-        .collect()
-}
-
-/// Waits until the message's delivered callbacks end with a terminal status.
-fn wait_terminal(w: &Worker, hook: &WebhookReceiver, id: &str, timeout: Duration) -> Vec<Call> {
-    let ok = wait_for(timeout, || {
-        statuses(&calls_for(hook, id))
-            .iter()
-            .any(|s| [2, 3, 99].contains(s))
-    });
-    let calls = calls_for(hook, id);
-    assert!(
-        ok,
-        "no terminal callback for {id} within {timeout:?}; got {:?}\n{}",
-        statuses(&calls),
-        w.logs()
-    );
-    calls
-}
-
-/// PV + PVC `ps-pvc` for the seed's volume (bound by the PV controller).
-fn make_pvc(ns: &str) {
-    let b = bed();
-    let pv = unique("pv");
-    let (c, v) = b.kube_post(
-        "/api/v1/persistentvolumes",
-        &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                "hostPath": {"path": "/tmp/pv"}, "claimRef": {"namespace": ns, "name": "ps-pvc"},
-                "persistentVolumeReclaimPolicy": "Retain"}}),
-    );
-    assert_eq!(c, 201, "{v}");
-    let (c, v) = b.kube_post(
-        &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"),
-        &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "ps-pvc"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": pv, "storageClassName": ""}}),
-    );
-    assert_eq!(c, 201, "{v}");
+/// One worker of its own (namespace `e2e-*`, instance `w-*`) with the default
+/// environment plus `extra`.
+fn start(q: Q, extra: &[(&str, &str)]) -> Worker {
+    Launcher::new(q).envs(extra).start()
 }
 
 fn seed_example_reports_0_1_2(q: Q) {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(q, &[]);
+    let w = start(q, &[]);
     make_pvc(&w.ns);
     let (id, body) = message(&w, &hook, |_| {});
     w.send(&body);
@@ -314,7 +65,7 @@ fn seed_example_reports_0_1_2(q: Q) {
 
 fn failing_job_reports_0_1_3_with_exit_code(q: Q) {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(q, &[]);
+    let w = start(q, &[]);
     make_pvc(&w.ns);
     let (id, body) = message(&w, &hook, |m| {
         m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "fail"});
@@ -330,7 +81,7 @@ fn failing_job_reports_0_1_3_with_exit_code(q: Q) {
 
 fn invalid_messages_get_99_naming_the_field(q: Q) {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(q, &[("MAX_MESSAGE_BYTES", "65536")]);
+    let w = start(q, &[("MAX_MESSAGE_BYTES", "65536")]);
     type Tweak = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, Tweak, &str)> = vec![
         (
@@ -422,7 +173,7 @@ fn invalid_messages_get_99_naming_the_field(q: Q) {
 
 fn redelivered_message_creates_one_job(q: Q) {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(q, &[]);
+    let w = start(q, &[]);
     make_pvc(&w.ns);
     let (id, body) = message(&w, &hook, |_| {});
     w.send(&body);
@@ -446,7 +197,7 @@ fn redelivered_message_creates_one_job(q: Q) {
 
 fn never_starting_pod_times_out(q: Q) {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(q, &[("POD_START_TIMEOUT", "6")]);
+    let w = start(q, &[("POD_START_TIMEOUT", "6")]);
     make_pvc(&w.ns);
     let (id, body) = message(&w, &hook, |m| {
         m["job"]["fargate"] =
@@ -474,7 +225,7 @@ fn dead_webhook_does_not_block_others(q: Q) {
     let dead = WebhookReceiver::start();
     let live = WebhookReceiver::start();
     dead.set_down(true);
-    let w = Worker::start(q, &[]);
+    let w = start(q, &[]);
     make_pvc(&w.ns);
     let (dead_id, body) = message(&w, &dead, |_| {});
     w.send(&body);
@@ -554,20 +305,8 @@ fn sqs_dead_webhook_does_not_block_others() {
 
 #[test]
 fn sqs_wrong_credentials_are_reported_and_nothing_is_lost() {
-    let b = bed();
     let hook = WebhookReceiver::start();
-    let ns = b.new_namespace("e2e");
-    let instance = unique("w");
-    let url = b.sqs_create_queue(&instance, false);
-    let w = Worker::spawn(
-        b,
-        Q::Sqs,
-        ns,
-        instance,
-        String::new(),
-        url,
-        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret")],
-    );
+    let w = start(Q::Sqs, &[("AWS_SECRET_ACCESS_KEY", "wrong-secret")]);
     let (_, body) = message(&w, &hook, |_| {});
     w.send(&body);
     let ok = wait_for(Duration::from_secs(30), || {
@@ -585,10 +324,8 @@ fn sqs_wrong_credentials_are_reported_and_nothing_is_lost() {
 fn sqs_fifo_queue_works() {
     let b = bed();
     let hook = WebhookReceiver::start();
-    let ns = b.new_namespace("e2e");
-    let instance = unique("w");
-    let url = b.sqs_create_queue(&instance, true);
-    let w = Worker::spawn(b, Q::Sqs, ns, instance, String::new(), url.clone(), &[]);
+    let w = Launcher::new(Q::Sqs).fifo().start();
+    let url = w.sqs_url.clone();
     make_pvc(&w.ns);
     let (id, body) = message(&w, &hook, |_| {});
     b.aws_call(
@@ -605,7 +342,7 @@ fn sqs_fifo_queue_works() {
 #[test]
 fn redis_max_concurrent_jobs_applies_back_pressure() {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(
+    let w = start(
         Q::Redis,
         &[("MAX_CONCURRENT_JOBS", "2"), ("POD_START_TIMEOUT", "3600")],
     );
@@ -673,7 +410,7 @@ fn redis_max_concurrent_jobs_applies_back_pressure() {
 #[test]
 fn redis_policy_denied_message_creates_nothing() {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(Q::Redis, &[("ALLOWED_IMAGES", "registry.local/")]);
+    let w = start(Q::Redis, &[("ALLOWED_IMAGES", "registry.local/")]);
     let (id, body) = message(&w, &hook, |_| {});
     w.send(&body);
     let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(60));
@@ -694,7 +431,7 @@ fn redis_policy_denied_message_creates_nothing() {
 #[test]
 fn redis_link_local_webhook_is_never_called() {
     let hook = WebhookReceiver::start();
-    let w = Worker::start(Q::Redis, &[]);
+    let w = start(Q::Redis, &[]);
     let (id, body) = message(&w, &hook, |m| {
         m["webhook"]["url"] = json!("http://169.254.169.254/latest/meta-data/");
     });
@@ -802,7 +539,7 @@ fn rediss_endpoint_with_a_private_ca() {
     let hook = WebhookReceiver::start();
     let endpoint = format!("rediss://127.0.0.1:{}", tls.port);
     let ca = tls.ca.to_string_lossy().to_string();
-    let w = Worker::start(
+    let w = start(
         Q::Redis,
         &[("REDIS_ENDPOINT", &endpoint), ("REDIS_CA_FILE", &ca)],
     );

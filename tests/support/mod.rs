@@ -10,6 +10,8 @@
 //! the tests of one binary can run in parallel on the shared bed.
 #![allow(dead_code)]
 
+pub mod worker;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
