@@ -6,6 +6,7 @@ pub mod aws;
 pub mod callbacks;
 pub mod clock;
 pub mod config;
+pub mod encode;
 pub mod http;
 pub mod intake;
 pub mod kube;

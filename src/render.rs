@@ -49,14 +49,8 @@ impl Default for RenderConfig {
 
 /// `<prefixName>-<10 hex of sha256(id)>`.
 pub fn job_name(prefix: &str, id: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
-    let hex: String = digest
-        .as_ref()
-        .iter()
-        .take(5)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{prefix}-{hex}")
+    let hex = crate::encode::sha256_hex(id.as_bytes());
+    format!("{prefix}-{}", &hex[..10])
 }
 
 /// The container name in every Job.

@@ -89,19 +89,7 @@ pub fn excerpt(body: &str, max_chars: usize) -> String {
     out
 }
 
-/// Percent-encodes `s` for a form body or query string (RFC 3986 unreserved
-/// characters are kept, everything else is `%XX`).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::encode::percent_encode;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ring::{digest, hmac};
+use ring::hmac;
 
 /// Prefix of Standard Webhooks secrets; the rest is the base64 of the key bytes.
 const WHSEC_PREFIX: &str = "whsec_";
@@ -59,16 +59,8 @@ impl SigningKey {
 /// SHA-256(`"<message id>\n<status>"`), the same across retries and restarts so
 /// that receivers can deduplicate.
 pub fn webhook_id(message_id: &str, status: u8) -> String {
-    let d = digest::digest(
-        &digest::SHA256,
-        format!("{message_id}\n{status}").as_bytes(),
-    );
-    let mut out = String::with_capacity(36);
-    out.push_str("msg_");
-    for b in d.as_ref().iter().take(16) {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    let hex = crate::encode::sha256_hex(format!("{message_id}\n{status}").as_bytes());
+    format!("msg_{}", &hex[..32])
 }
 
 #[cfg(test)]

@@ -546,16 +546,7 @@ pub fn status_error(op: &str, code: u16, text: &str) -> KubeError {
 
 /// Percent-encodes a query value.
 pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    crate::encode::percent_encode(s)
 }
 
 #[cfg(test)]

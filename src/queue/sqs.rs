@@ -151,12 +151,6 @@ fn endpoint_of(url: &str) -> Result<String, QueueError> {
     Ok(format!("{}://{authority}", scheme.to_ascii_lowercase()))
 }
 
-/// Lowercase hex SHA-256.
-fn sha256_hex(data: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// MessageGroupId for a FIFO queue: the message's string `id` when it is a
 /// valid group id (1-128 printable ASCII characters), else "default".
 pub fn fifo_group_id(body: &[u8]) -> String {
@@ -364,7 +358,7 @@ impl SqsQueue {
         }
         if target.fifo {
             payload["MessageGroupId"] = json!(fifo_group_id(body));
-            payload["MessageDeduplicationId"] = json!(sha256_hex(body));
+            payload["MessageDeduplicationId"] = json!(crate::encode::sha256_hex(body));
         }
         self.call(&target.endpoint, "SendMessage", &payload, None)?;
         Ok(())
@@ -623,7 +617,7 @@ mod tests {
         assert_eq!(fifo_group_id(b"not json"), "default");
         // echo -n abc | sha256sum
         assert_eq!(
-            sha256_hex(b"abc"),
+            crate::encode::sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
