@@ -5,6 +5,7 @@
 //! Entries stranded in the processing list by a crashed consumer are moved back
 //! by `recover`. A broken connection is dropped and re-opened on the next call.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{Handle, Queue, QueueError, Received};
@@ -18,6 +19,9 @@ pub struct RedisQueue {
     /// Messages told to retry later: still in the processing list, handed out
     /// again once due.
     deferred: Vec<(Instant, Received)>,
+    /// How often each handed-out message was received (so a retried message's
+    /// backoff keeps growing); forgotten when it is settled.
+    attempts: HashMap<Vec<u8>, u32>,
 }
 
 /// Builds a connection URL from REDIS_ENDPOINT (host:port or a redis:// URL) and REDIS_DB.
@@ -88,6 +92,7 @@ impl RedisQueue {
             processing_key: format!("{key_prefix}processing"),
             dead_key: format!("{key_prefix}dead"),
             deferred: Vec::new(),
+            attempts: HashMap::new(),
         })
     }
 
@@ -153,6 +158,9 @@ impl Queue for RedisQueue {
                 let (_, mut r) = self.deferred.remove(i);
                 r.receive_count += 1;
                 r.received_at = now;
+                if let Handle::Redis { raw } = &r.handle {
+                    self.attempts.insert(raw.clone(), r.receive_count);
+                }
                 out.push(r);
             } else {
                 i += 1;
@@ -206,7 +214,7 @@ impl Queue for RedisQueue {
         let p = self.processing_key.clone();
         for h in handles {
             if let Handle::Redis { raw } = h {
-                self.deferred.retain(|(_, r)| r.handle != *h);
+                self.attempts.remove(raw);
                 let _: i64 = self.with("LREM", Duration::from_secs(5), |c| {
                     redis::cmd("LREM").arg(&p).arg(1).arg(raw).query(c)
                 })?;
@@ -219,7 +227,7 @@ impl Queue for RedisQueue {
         if let Handle::Redis { raw } = handle {
             self.deferred.retain(|(_, r)| r.handle != *handle);
             let mut r = Self::received(raw.clone());
-            r.receive_count = 1;
+            r.receive_count = self.attempts.get(raw).copied().unwrap_or(1);
             self.deferred.push((Instant::now() + delay, r));
         }
         Ok(())
@@ -241,7 +249,7 @@ impl Queue for RedisQueue {
         })
         .to_string();
         let (p, d) = (self.processing_key.clone(), self.dead_key.clone());
-        self.deferred.retain(|(_, r)| r.handle != *handle);
+        self.attempts.remove(raw);
         let _: () = self.with("MULTI LPUSH LREM", Duration::from_secs(5), |c| {
             redis::pipe()
                 .atomic()
@@ -265,6 +273,7 @@ impl Queue for RedisQueue {
 
     fn recover(&mut self) -> Result<usize, QueueError> {
         self.deferred.clear();
+        self.attempts.clear();
         let (q, p) = (self.queue_key.clone(), self.processing_key.clone());
         let mut n = 0;
         loop {
