@@ -215,6 +215,12 @@ fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
+/// The 99 detail of a Job deleted before it finished.
+fn job_deleted(ns: &str, name: &str) -> Value {
+    json!({"error": {"errorCode": "JOB_DELETED",
+        "message": format!("Job {ns}/{name} was deleted before it finished")}})
+}
+
 /// `BackoffLimitExceeded` → `BACKOFF_LIMIT_EXCEEDED`.
 pub fn error_code(reason: &str) -> String {
     let mut out = String::new();
@@ -381,11 +387,7 @@ impl Tracker {
                     updated_at: Some(ts),
                     ..JobView::default()
                 };
-                let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
-                if b.len() > 100_000 {
-                    b.clear();
-                }
-                b.insert(id, view);
+                self.show(id, view);
             }
             TrackerMsg::Jobs(Event::Applied(job)) => {
                 if let Some(key) = self.upsert_job(&job, now) {
@@ -619,13 +621,18 @@ impl Tracker {
         self.live.remove(key);
     }
 
+    /// Puts a message's view on the board that GET /jobs/{id} reads.
+    fn show(&self, id: String, view: JobView) {
+        let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() > 100_000 {
+            b.clear(); // bounded memory: the board is a convenience view
+        }
+        b.insert(id, view);
+    }
+
     fn publish(&self, key: &str) {
         if let Some(t) = self.jobs.get(key) {
-            let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
-            if b.len() > 100_000 {
-                b.clear(); // bounded memory: the board is a convenience view
-            }
-            b.insert(t.id.clone(), t.view.clone());
+            self.show(t.id.clone(), t.view.clone());
         }
     }
 
@@ -719,8 +726,7 @@ impl Tracker {
         }
         // Deleted (held only by our finalizer) before it finished.
         if t.deleting {
-            let detail = json!({"error": {"errorCode": "JOB_DELETED", "message": format!(
-                "Job {}/{} was deleted before it finished", t.namespace, t.name)}});
+            let detail = job_deleted(&t.namespace, &t.name);
             Self::emit(t, 99, detail, wall, out);
             self.finish(key, "deleted");
             self.publish(key);
@@ -756,17 +762,13 @@ impl Tracker {
         };
         self.pods.remove(key);
         if !t.done {
-            let detail = json!({"error": {"errorCode": "JOB_DELETED", "message": format!(
-                "Job {}/{} was deleted before it finished", t.namespace, t.name)}});
+            let detail = job_deleted(&t.namespace, &t.name);
             if t.sent.is_none() {
                 t.sent = Some(0); // never announce a Job that no longer exists
             }
             Self::emit(&mut t, 99, detail, wall, out);
             metrics::inc("jobs_finished_total", &[("result", "deleted")]);
-            self.board
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(t.id.clone(), t.view.clone());
+            self.show(t.id.clone(), t.view.clone());
         }
         self.live.remove(key);
     }
