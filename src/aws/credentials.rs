@@ -144,6 +144,22 @@ fn read_token_file(path: &PathBuf, what: &str) -> Result<String, AwsError> {
     Ok(token)
 }
 
+/// The status and (at most MAX_BODY of) the text of a credential endpoint's answer.
+fn status_and_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    op: &str,
+) -> Result<(u16, String), AwsError> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .lossy_utf8(true)
+        .read_to_string()
+        .map_err(|e| network(op, e))?;
+    Ok((status, body))
+}
+
 fn network(op: &str, e: ureq::Error) -> AwsError {
     AwsError::Network {
         op: op.to_string(),
@@ -229,14 +245,7 @@ impl WebIdentityProvider {
             .header("Accept", "text/xml")
             .send(form.as_bytes())
             .map_err(|e| network(STS_OP, e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .lossy_utf8(true)
-            .read_to_string()
-            .map_err(|e| network(STS_OP, e))?;
+        let (status, body) = status_and_body(&mut resp, STS_OP)?;
         parse_sts_response(status, &body)
     }
 }
@@ -387,14 +396,7 @@ impl ContainerProvider {
             req = req.header("Authorization", t.as_str());
         }
         let mut resp = req.call().map_err(|e| network(CONTAINER_OP, e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .lossy_utf8(true)
-            .read_to_string()
-            .map_err(|e| network(CONTAINER_OP, e))?;
+        let (status, body) = status_and_body(&mut resp, CONTAINER_OP)?;
         parse_container_response(status, &body, SystemTime::now())
     }
 }
