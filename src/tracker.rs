@@ -353,11 +353,6 @@ impl Tracker {
         }
     }
 
-    /// Number of Jobs tracked (finished ones included until they are deleted).
-    pub fn tracked(&self) -> usize {
-        self.jobs.len()
-    }
-
     /// Handles one message and returns what to do, in order.
     pub fn handle(&mut self, msg: TrackerMsg, now: Instant, wall: SystemTime) -> Vec<Action> {
         let mut out = Vec::new();

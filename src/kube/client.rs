@@ -352,16 +352,6 @@ impl Client {
         )
     }
 
-    /// PATCH with a JSON patch (RFC 6902).
-    pub fn json_patch(&self, path: &str, body: &Value, op: &str) -> Result<Value, KubeError> {
-        self.call(
-            "PATCH",
-            path,
-            Some(("application/json-patch+json", body)),
-            op,
-        )
-    }
-
     /// DELETE with a propagation policy; a 404 counts as done.
     pub fn delete(&self, path: &str, propagation: &str, op: &str) -> Result<(), KubeError> {
         let body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation});

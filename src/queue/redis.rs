@@ -96,11 +96,6 @@ impl RedisQueue {
         })
     }
 
-    /// The list producers push to.
-    pub fn queue_key(&self) -> &str {
-        &self.queue_key
-    }
-
     fn conn(&mut self) -> Result<&mut redis::Connection, QueueError> {
         if self.conn.is_none() {
             let c = self
