@@ -148,6 +148,33 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// The settings that shape every Job (WORKER_INSTANCE, GPU_*, ISTIO_*),
+    /// with their defaults; the token-mounting accounts come from `policy`.
+    fn render(&mut self, policy: &Policy) -> RenderConfig {
+        RenderConfig {
+            instance: self.string("WORKER_INSTANCE", "default"),
+            gpu_node_selector: self.pair(
+                "GPU_NODE_SELECTOR",
+                Some(("nvidia.com/gpu.present", "true")),
+            ),
+            gpu_toleration: self.pair("GPU_TOLERATION", Some(("nvidia.com/gpu", "present"))),
+            istio_inject_false: self.bool("ISTIO_SIDECAR_INJECT_FALSE", true),
+            automount_service_accounts: policy.automount_service_accounts(),
+        }
+    }
+}
+
+/// The render settings of an empty environment: every default, from the same
+/// reader `Config::from_env` uses (for tests, fuzzing and offline commands).
+pub fn default_render() -> RenderConfig {
+    let mut r = Reader {
+        get: &|_| None,
+        errors: Vec::new(),
+    };
+    r.render(&Policy::default())
+}
+
 impl Config {
     /// Reads the configuration through `get` (the process environment in
     /// production, a map in tests). Every problem is reported in one error.
@@ -247,16 +274,7 @@ impl Config {
             r.errors.extend(e);
             WebhookGuard::default()
         });
-        let render = RenderConfig {
-            instance: r.string("WORKER_INSTANCE", "default"),
-            gpu_node_selector: r.pair(
-                "GPU_NODE_SELECTOR",
-                Some(("nvidia.com/gpu.present", "true")),
-            ),
-            gpu_toleration: r.pair("GPU_TOLERATION", Some(("nvidia.com/gpu", "present"))),
-            istio_inject_false: r.bool("ISTIO_SIDECAR_INJECT_FALSE", true),
-            automount_service_accounts: policy.automount_service_accounts(),
-        };
+        let render = r.render(&policy);
         if !is_label_value(&render.instance) || render.instance.is_empty() {
             r.errors.push(format!(
                 "WORKER_INSTANCE={:?} must be a valid label value",
@@ -308,11 +326,7 @@ impl Config {
 
 /// `https://sqs.eu-west-1.amazonaws.com/...` → `eu-west-1`.
 fn region_from_sqs_url(url: &str) -> Option<String> {
-    let host = url.split("://").nth(1)?.split('/').next()?;
-    let mut parts = host.split('.');
-    (parts.next()? == "sqs")
-        .then(|| parts.next().map(str::to_string))
-        .flatten()
+    crate::aws::Endpoint::parse(url).ok()?.sqs_region()
 }
 
 fn is_label_value(v: &str) -> bool {

@@ -18,6 +18,8 @@ pub struct Health {
     /// Readiness (see module docs).
     pub ready: AtomicBool,
     pub leader: AtomicBool,
+    /// False while the leader's last receive failed (written by intake).
+    pub queue_reachable: AtomicBool,
     /// The current leader's message board, while leading.
     pub board: Mutex<Option<Board>>,
 }
@@ -81,7 +83,7 @@ pub fn serve(port: u16, health: Arc<Health>) -> Result<(u16, JoinHandle<()>), St
                     }
                     "/readyz" => {
                         let queue_ok = !health.leader.load(Ordering::SeqCst)
-                            || crate::intake::QUEUE_REACHABLE.load(Ordering::SeqCst);
+                            || health.queue_reachable.load(Ordering::SeqCst);
                         if health.ready.load(Ordering::SeqCst) && queue_ok {
                             respond(req, 200, "text/plain", "ok\n".into());
                         } else {

@@ -12,19 +12,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::backoff::{Backoff, redelivery_delay as retry_delay};
 use crate::callbacks::{Callback, CallbackMsg};
+use crate::contract::{self, ANN_MESSAGE_ID, ErrorCode, Status};
 use crate::kube::Client;
-use crate::kube::watch::Backoff;
 use crate::message::{self, Limits};
 use crate::metrics;
 use crate::queue::{Handle, Queue, QueueError, Received};
-use crate::render::{self, ANN_MESSAGE_ID, RenderConfig};
+use crate::render::{self, RenderConfig};
 use crate::tracker::{LiveJobs, TrackerMsg};
-
-/// False while the leader's last receive failed (for /readyz).
-pub static QUEUE_REACHABLE: AtomicBool = AtomicBool::new(true);
+use crate::webhook_guard::WebhookUrl;
 
 /// Everything intake needs; built by `worker.rs`.
 pub struct Intake {
@@ -45,6 +44,8 @@ pub struct Intake {
     /// How long an SQS message stays hidden while its 99 callback is retried.
     pub callback_horizon: Duration,
     pub stop: Arc<AtomicBool>,
+    /// Where intake reports whether the queue answers (for /readyz).
+    pub health: Arc<crate::http::Health>,
 }
 
 struct Pending {
@@ -58,11 +59,6 @@ enum Outcome {
     Ack,
     Later(Duration),
     Rejected,
-}
-
-fn retry_delay(receive_count: u32) -> Duration {
-    let n = receive_count.clamp(1, 8) - 1;
-    Duration::from_secs(5u64 << n).min(Duration::from_secs(300))
 }
 
 impl Intake {
@@ -101,11 +97,11 @@ impl Intake {
             let batch = match self.queue.receive(max, self.polling_interval) {
                 Ok(b) => {
                     backoff.reset();
-                    QUEUE_REACHABLE.store(true, Ordering::SeqCst);
+                    self.health.queue_reachable.store(true, Ordering::SeqCst);
                     b
                 }
                 Err(e) => {
-                    QUEUE_REACHABLE.store(false, Ordering::SeqCst);
+                    self.health.queue_reachable.store(false, Ordering::SeqCst);
                     self.queue_error("receive", &e);
                     std::thread::sleep(backoff.next_delay());
                     continue;
@@ -182,7 +178,7 @@ impl Intake {
                 let text = rej.to_string();
                 return self.reject(
                     m,
-                    rej.code,
+                    rej.code.clone(),
                     &text,
                     rej.id,
                     rej.webhook_url,
@@ -194,8 +190,8 @@ impl Intake {
         if let Err(denied) = self.policy.check(&msg) {
             return self.reject(
                 m,
-                "POLICY_DENIED",
-                &denied,
+                ErrorCode::PolicyDenied,
+                &denied.to_string(),
                 Some(msg.id.clone()),
                 msg.webhook_url.clone(),
                 pending,
@@ -203,11 +199,19 @@ impl Intake {
             );
         }
         if let Some(url) = &msg.webhook_url
-            && let Err(denied) = self.guard.check_url(url)
+            && let Err(denied) = self.guard.check(url)
         {
             // Never call a refused URL, not even with the 99: dead-letter only.
             let id = Some(msg.id.clone());
-            return self.reject(m, "POLICY_DENIED", &denied, id, None, pending, next_token);
+            return self.reject(
+                m,
+                ErrorCode::PolicyDenied,
+                &denied.to_string(),
+                id,
+                None,
+                pending,
+                next_token,
+            );
         }
         let job = render::render(&msg, &self.render);
         let ns = msg.job.namespace.clone();
@@ -246,7 +250,14 @@ impl Intake {
                     Outcome::Later(d)
                 } else {
                     let text = format!("cannot create Job {key}: {}", e.api_message());
-                    self.reject_msg(m, "JOB_CREATE_FAILED", &text, &msg, pending, next_token)
+                    self.reject_msg(
+                        m,
+                        ErrorCode::JobCreateFailed,
+                        &text,
+                        &msg,
+                        pending,
+                        next_token,
+                    )
                 }
             }
         }
@@ -268,10 +279,7 @@ impl Intake {
         ) {
             Ok(existing) => {
                 let owner = existing
-                    .pointer(&format!(
-                        "/metadata/annotations/{}",
-                        ANN_MESSAGE_ID.replace('/', "~1")
-                    ))
+                    .pointer(&contract::annotation_pointer(ANN_MESSAGE_ID))
                     .and_then(Value::as_str);
                 if owner == Some(msg.id.as_str()) {
                     log::info!("message {} job {key}: already exists, adopted", msg.id);
@@ -285,14 +293,28 @@ impl Intake {
                     let text = format!(
                         "Job {key} already exists for another message; choose another job.prefixName or id"
                     );
-                    self.reject_msg(m, "JOB_NAME_CONFLICT", &text, msg, pending, next_token)
+                    self.reject_msg(
+                        m,
+                        ErrorCode::JobNameConflict,
+                        &text,
+                        msg,
+                        pending,
+                        next_token,
+                    )
                 }
             }
             // Deleted between our create and get: try again soon.
             Err(e) if e.code() == Some(404) || e.is_transient() => Outcome::Later(retry_delay(1)),
             Err(e) => {
                 let text = format!("cannot read existing Job {key}: {}", e.api_message());
-                self.reject_msg(m, "JOB_CREATE_FAILED", &text, msg, pending, next_token)
+                self.reject_msg(
+                    m,
+                    ErrorCode::JobCreateFailed,
+                    &text,
+                    msg,
+                    pending,
+                    next_token,
+                )
             }
         }
     }
@@ -301,7 +323,7 @@ impl Intake {
     fn reject_msg(
         &mut self,
         m: &Received,
-        code: &str,
+        code: ErrorCode,
         text: &str,
         msg: &message::Message,
         pending: &mut HashMap<u64, Pending>,
@@ -316,14 +338,14 @@ impl Intake {
     fn reject(
         &mut self,
         m: &Received,
-        code: &str,
+        code: ErrorCode,
         text: &str,
         id: Option<String>,
-        url: Option<String>,
+        url: Option<WebhookUrl>,
         pending: &mut HashMap<u64, Pending>,
         next_token: &mut u64,
     ) -> Outcome {
-        metrics::inc("messages_rejected_total", &[("reason", code)]);
+        metrics::inc("messages_rejected_total", &[("reason", code.as_str())]);
         log::warn!(
             "message {}: rejected {code}: {text}",
             id.as_deref().unwrap_or("<no id>")
@@ -343,7 +365,7 @@ impl Intake {
         let mut token = None;
         let _ = self.tracker.send(TrackerMsg::Rejected {
             id: id.clone(),
-            code: code.to_string(),
+            code: code.clone(),
         });
         if self.queue.dead_letter_is_durable() || url.is_none() {
             match self.queue.dead_letter(&m.handle, &m.body, &reason) {
@@ -375,27 +397,13 @@ impl Intake {
         }
         let _ = self.callbacks.send(CallbackMsg::Send(Callback {
             message_id: id,
-            status: 99,
-            detail: json!({"error": {"errorCode": code, "message": text}}),
+            status: Status::Exception,
+            detail: contract::detail::error(&code, text),
             url,
             job: None,
             token,
             queued_at: Instant::now(),
         }));
         Outcome::Rejected
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_grow_and_cap() {
-        assert_eq!(retry_delay(0), Duration::from_secs(5));
-        assert_eq!(retry_delay(1), Duration::from_secs(5));
-        assert_eq!(retry_delay(2), Duration::from_secs(10));
-        assert_eq!(retry_delay(7), Duration::from_secs(300));
-        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
     }
 }

@@ -3,9 +3,11 @@
 //! module tree mirrors the roles described in ARCHITECTURE.md.
 
 pub mod aws;
+pub mod backoff;
 pub mod callbacks;
 pub mod clock;
 pub mod config;
+pub mod contract;
 pub mod encode;
 pub mod http;
 pub mod intake;

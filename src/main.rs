@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_job_worker::config::Config;
+use k8s_job_worker::contract::{FINALIZER, job_name, selector};
 use k8s_job_worker::http::{self, Health};
 use k8s_job_worker::kube::Client;
 use k8s_job_worker::message::{self, Limits};
@@ -64,7 +65,7 @@ fn offline_settings() -> (Limits, RenderConfig) {
     };
     match Config::from_env(&get) {
         Ok(c) => (c.limits, c.render),
-        Err(_) => (Limits::default(), RenderConfig::default()),
+        Err(_) => (Limits::default(), k8s_job_worker::config::default_render()),
     }
 }
 
@@ -87,7 +88,7 @@ fn validate_cmd(arg: Option<&String>, print_job: bool) -> ExitCode {
                     "ok: message {} → Job {}/{}",
                     msg.id,
                     msg.job.namespace,
-                    render::job_name(&msg.job.prefix_name, &msg.id)
+                    job_name(&msg.job.prefix_name, &msg.id)
                 );
             }
             ExitCode::SUCCESS
@@ -164,7 +165,7 @@ fn cleanup_cmd() -> ExitCode {
         }
     };
     let instance = std::env::var("WORKER_INSTANCE").unwrap_or_else(|_| "default".into());
-    let sel = k8s_job_worker::kube::client::urlencode(&worker::selector(&instance));
+    let sel = k8s_job_worker::encode::percent_encode(&selector(&instance));
     // With an allowlist the worker's RBAC covers only those namespaces.
     let namespaces: Vec<String> = std::env::var("ALLOWED_NAMESPACES")
         .unwrap_or_default()
@@ -197,7 +198,7 @@ fn cleanup_cmd() -> ExitCode {
         let held = j
             .pointer("/metadata/finalizers")
             .and_then(serde_json::Value::as_array)
-            .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(render::FINALIZER)));
+            .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(FINALIZER)));
         if !held {
             continue;
         }
@@ -212,7 +213,7 @@ fn cleanup_cmd() -> ExitCode {
         let path = format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}");
         match kube.release(
             &path,
-            render::FINALIZER,
+            FINALIZER,
             &serde_json::json!({}),
             &format!("release job {ns}/{name}"),
         ) {

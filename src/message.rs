@@ -8,7 +8,9 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::contract::{ErrorCode, RESERVED_LABELS, job_name};
 use crate::quantity;
+use crate::webhook_guard::WebhookUrl;
 
 /// One validation problem, named by its JSON path (e.g. `job.resources.limits.cpu`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,11 +23,11 @@ pub struct Problem {
 /// from the body, so a 99 callback can still be sent for a broken message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
-    /// Stable error code: `INVALID_MESSAGE` or `MESSAGE_TOO_LARGE`.
-    pub code: &'static str,
+    /// `ErrorCode::InvalidMessage` or `ErrorCode::MessageTooLarge`.
+    pub code: ErrorCode,
     pub problems: Vec<Problem>,
     pub id: Option<String>,
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<WebhookUrl>,
 }
 
 /// Limits that validation enforces, taken from configuration.
@@ -120,13 +122,8 @@ pub struct Message {
     pub id: String,
     pub service: String,
     pub job: JobSpec,
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<WebhookUrl>,
 }
-
-/// Rejection code for a body that is not a valid message.
-pub const CODE_INVALID: &str = "INVALID_MESSAGE";
-/// Rejection code for a body over `Limits::max_message_bytes`.
-pub const CODE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
 
 const MAX_ID_BYTES: usize = 1024;
 const MAX_IMAGE_BYTES: usize = 4096;
@@ -138,13 +135,6 @@ const MIN_DEADLINE: i64 = 60;
 const MIN_TTL_EXCLUSIVE: i64 = 30;
 const MAX_BACKOFF: i64 = 100;
 const MAX_GPUS: i64 = 64;
-
-/// Labels the worker sets itself; a message may not override them.
-const RESERVED_LABELS: [&str; 3] = [
-    crate::render::LABEL_MANAGED_BY,
-    crate::render::LABEL_APP,
-    crate::render::LABEL_INSTANCE,
-];
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,7 +156,7 @@ impl Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.code == CODE_TOO_LARGE {
+        let what = if self.code == ErrorCode::MessageTooLarge {
             "message too large"
         } else {
             "invalid message"
@@ -181,7 +171,7 @@ impl std::error::Error for Rejection {}
 pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     if body.len() > limits.max_message_bytes {
         return Err(Rejection {
-            code: CODE_TOO_LARGE,
+            code: ErrorCode::MessageTooLarge,
             problems: vec![Problem {
                 field: String::new(),
                 message: format!(
@@ -216,7 +206,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     let job = w.job(root.get("job"), limits);
 
     if let (Some(id), Some(job)) = (&id, &job) {
-        let name = crate::render::job_name(&job.prefix_name, id);
+        let name = job_name(&job.prefix_name, id);
         if let Err(e) = dns_label(&name, 63) {
             w.add(
                 "job.prefixName",
@@ -233,7 +223,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
             webhook_url,
         }),
         (id, _) => Err(Rejection {
-            code: CODE_INVALID,
+            code: ErrorCode::InvalidMessage,
             problems: w.problems,
             id,
             webhook_url,
@@ -243,7 +233,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
 
 fn body_problem(message: String) -> Rejection {
     Rejection {
-        code: CODE_INVALID,
+        code: ErrorCode::InvalidMessage,
         problems: vec![Problem {
             field: String::new(),
             message,
@@ -440,11 +430,17 @@ impl Walker {
         Some(id)
     }
 
-    fn webhook(&mut self, v: Option<&Value>) -> Option<String> {
+    fn webhook(&mut self, v: Option<&Value>) -> Option<WebhookUrl> {
         let obj = self.opt_object(v, "webhook")?;
         self.unknown(obj, "webhook", &["url"]);
         let url = self.opt_string(obj.get("url"), "webhook.url")?;
-        self.check("webhook.url", webhook_url(&url)).then_some(url)
+        match webhook_url(&url) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.add("webhook.url", e);
+                None
+            }
+        }
     }
 
     fn job(&mut self, v: Option<&Value>, limits: &Limits) -> Option<JobSpec> {
@@ -984,37 +980,15 @@ fn image(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// http(s) URL with a host, at most 2048 bytes.
-fn webhook_url(s: &str) -> Result<(), String> {
+/// At most 2048 bytes, then the webhook guard's strict parser (`WebhookUrl`).
+fn webhook_url(s: &str) -> Result<WebhookUrl, String> {
     if s.len() > MAX_URL_BYTES {
         return Err(format!(
             "must be at most {MAX_URL_BYTES} bytes (got {})",
             s.len()
         ));
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must not contain whitespace or control characters".into());
-    }
-    let lower = s.to_ascii_lowercase();
-    let scheme_len = if lower.starts_with("http://") {
-        7
-    } else if lower.starts_with("https://") {
-        8
-    } else {
-        return Err(format!("must be an http:// or https:// URL (got {s:?})"));
-    };
-    let rest = s.get(scheme_len..).unwrap_or("");
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit('@').next().unwrap_or("");
-    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    if host.is_empty() {
-        return Err(format!("must name a host (got {s:?})"));
-    }
-    Ok(())
+    WebhookUrl::parse(s)
 }
 
 /// Checks a mount path and makes it absolute.
@@ -1475,7 +1449,7 @@ mod tests {
             let mut v = base();
             mutate(&mut v);
             let r = rejected(&v);
-            assert_eq!(r.code, CODE_INVALID, "{what}");
+            assert_eq!(r.code, ErrorCode::InvalidMessage, "{what}");
             assert!(
                 r.problems.iter().any(|p| p.field == *field),
                 "{what}: no problem for {field}: {r}"
@@ -1513,7 +1487,7 @@ mod tests {
         let prefix = "a".repeat(52);
         set(&mut v, "/job", "prefixName", json!(prefix));
         let m = parse_value(&v).expect("52-character prefix is valid");
-        let name = crate::render::job_name(&m.job.prefix_name, &m.id);
+        let name = job_name(&m.job.prefix_name, &m.id);
         assert_eq!(name.len(), 63);
     }
 
@@ -1537,7 +1511,7 @@ mod tests {
     #[test]
     fn malformed_json() {
         let r = parse(b"{\"id\": ", &Limits::default()).expect_err("malformed");
-        assert_eq!(r.code, CODE_INVALID);
+        assert_eq!(r.code, ErrorCode::InvalidMessage);
         assert_eq!(r.problems.len(), 1);
         assert_eq!(r.problems[0].field, "");
         assert!(r.problems[0].message.contains("line 1"), "{r}");
@@ -1545,7 +1519,7 @@ mod tests {
 
         for body in [&b"[1]"[..], b"\"s\"", b"null", b"", b"\xff\xfe", b"{}{}"] {
             let r = parse(body, &Limits::default()).expect_err("not an object");
-            assert_eq!(r.code, CODE_INVALID);
+            assert_eq!(r.code, ErrorCode::InvalidMessage);
             assert_eq!(r.problems.len(), 1, "{r}");
         }
     }
@@ -1558,7 +1532,7 @@ mod tests {
         };
         let body = base().to_string();
         let r = parse(body.as_bytes(), &limits).expect_err("too large");
-        assert_eq!(r.code, CODE_TOO_LARGE);
+        assert_eq!(r.code, ErrorCode::MessageTooLarge);
         assert_eq!(r.problems.len(), 1);
         assert_eq!(r.problems[0].field, "");
         assert!(r.problems[0].message.contains("16"), "{r}");
@@ -1609,13 +1583,17 @@ mod tests {
         for ok in [
             "http://webhook.com",
             "HTTPS://example.com:8443/a?b#c",
-            "http://user:pw@host/x",
             "http://[::1]:8080/",
             "http://10.0.0.1",
         ] {
-            assert_eq!(webhook_url(ok), Ok(()), "{ok}");
+            assert_eq!(
+                webhook_url(ok).map(|u| u.as_str().to_string()),
+                Ok(ok.into())
+            );
         }
         for bad in [
+            // The guard refuses userinfo, so the message does too.
+            "http://user:pw@host/x",
             "ftp://x",
             "http://",
             "http:///x",

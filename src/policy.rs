@@ -101,6 +101,24 @@ impl Default for Policy {
     }
 }
 
+/// Why a message was denied: the rule (the environment variable), the field
+/// of the message and what is wrong with it. Displays as
+/// `RULE: field message`, the text of the 99 callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    pub rule: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} {}", self.rule, self.field, self.message)
+    }
+}
+
+impl std::error::Error for Denied {}
+
 /// Splits a comma list, trimming entries and dropping empty ones.
 pub fn split_list(v: &str) -> Vec<String> {
     v.split(',')
@@ -243,15 +261,19 @@ impl Policy {
     /// `Err` names the rule (the environment variable) and the field that
     /// denied the message. Rules are checked in the order of the table above;
     /// the first violation is reported.
-    pub fn check(&self, msg: &Message) -> Result<(), String> {
+    pub fn check(&self, msg: &Message) -> Result<(), Denied> {
         let job = &msg.job;
         if !self.allowed_namespaces.is_empty() && !self.allowed_namespaces.contains(&job.namespace)
         {
-            return Err(format!(
-                "ALLOWED_NAMESPACES: job.namespace {:?} is not one of {}",
-                job.namespace,
-                self.allowed_namespaces.join(",")
-            ));
+            return Err(Denied {
+                rule: "ALLOWED_NAMESPACES",
+                field: "job.namespace".into(),
+                message: format!(
+                    "{:?} is not one of {}",
+                    job.namespace,
+                    self.allowed_namespaces.join(",")
+                ),
+            });
         }
         if !self.allowed_images.is_empty()
             && !self
@@ -259,25 +281,37 @@ impl Policy {
                 .iter()
                 .any(|entry| image_allowed(entry, &job.image))
         {
-            return Err(format!(
-                "ALLOWED_IMAGES: job.image {:?} matches none of {}",
-                job.image,
-                self.allowed_images.join(",")
-            ));
+            return Err(Denied {
+                rule: "ALLOWED_IMAGES",
+                field: "job.image".into(),
+                message: format!(
+                    "{:?} matches none of {}",
+                    job.image,
+                    self.allowed_images.join(",")
+                ),
+            });
         }
         if self.require_image_digest && !has_sha256_digest(&job.image) {
-            return Err(format!(
-                "REQUIRE_IMAGE_DIGEST: job.image {:?} is not pinned by an @sha256:<64 hex> digest",
-                job.image
-            ));
+            return Err(Denied {
+                rule: "REQUIRE_IMAGE_DIGEST",
+                field: "job.image".into(),
+                message: format!(
+                    "{:?} is not pinned by an @sha256:<64 hex> digest",
+                    job.image
+                ),
+            });
         }
         if let Some(sa) = &job.service_account
             && !in_list(&self.allowed_service_accounts, sa)
         {
-            return Err(format!(
-                "ALLOWED_SERVICE_ACCOUNTS: job.serviceAccount {sa:?} is not one of {}",
-                show(&self.allowed_service_accounts)
-            ));
+            return Err(Denied {
+                rule: "ALLOWED_SERVICE_ACCOUNTS",
+                field: "job.serviceAccount".into(),
+                message: format!(
+                    "{sa:?} is not one of {}",
+                    show(&self.allowed_service_accounts)
+                ),
+            });
         }
         for (i, r) in job.env_refs.iter().enumerate() {
             let kind = match r.kind {
@@ -291,20 +325,21 @@ impl Policy {
                 .iter()
                 .any(|e| *e == wanted || *e == wildcard)
             {
-                return Err(format!(
-                    "ALLOWED_ENV_REFS: job.envRef[{i}] {wanted:?} is not one of {}",
-                    show(&self.allowed_env_refs)
-                ));
+                return Err(Denied {
+                    rule: "ALLOWED_ENV_REFS",
+                    field: format!("job.envRef[{i}]"),
+                    message: format!("{wanted:?} is not one of {}", show(&self.allowed_env_refs)),
+                });
             }
         }
         if let Some(v) = &job.volume
             && !in_list(&self.allowed_pvcs, &v.pvc)
         {
-            return Err(format!(
-                "ALLOWED_PVCS: job.volume.pvc {:?} is not one of {}",
-                v.pvc,
-                show(&self.allowed_pvcs)
-            ));
+            return Err(Denied {
+                rule: "ALLOWED_PVCS",
+                field: "job.volume.pvc".into(),
+                message: format!("{:?} is not one of {}", v.pvc, show(&self.allowed_pvcs)),
+            });
         }
         let res = &job.resources;
         for (rule, max, name, limit, request) in [
@@ -325,50 +360,59 @@ impl Policy {
         ] {
             let Some(max) = max else { continue };
             if limit.is_none() {
-                return Err(format!(
-                    "{rule}: job.resources.limits.{name} is required (at most {})",
-                    max.text
-                ));
+                return Err(Denied {
+                    rule,
+                    field: format!("job.resources.limits.{name}"),
+                    message: format!("is required (at most {})", max.text),
+                });
             }
             for (which, value) in [("limits", limit), ("requests", request)] {
                 let Some(text) = value else { continue };
                 // Unparsable cannot happen for a validated message; deny anyway.
                 let over = quantity::parse_milli(text).map_or(true, |m| m > max.milli);
                 if over {
-                    return Err(format!(
-                        "{rule}: job.resources.{which}.{name} {text:?} exceeds {}",
-                        max.text
-                    ));
+                    return Err(Denied {
+                        rule,
+                        field: format!("job.resources.{which}.{name}"),
+                        message: format!("{text:?} exceeds {}", max.text),
+                    });
                 }
             }
         }
         if let Some(n) = job.gpus
             && n > self.max_job_gpus
         {
-            return Err(format!(
-                "MAX_JOB_GPUS: job.gpuNumber {n} exceeds {}",
-                self.max_job_gpus
-            ));
+            return Err(Denied {
+                rule: "MAX_JOB_GPUS",
+                field: "job.gpuNumber".into(),
+                message: format!("{n} exceeds {}", self.max_job_gpus),
+            });
         }
         if job.env.len() > self.max_env_entries {
-            return Err(format!(
-                "MAX_ENV_ENTRIES: job.env has {} entries, over {}",
-                job.env.len(),
-                self.max_env_entries
-            ));
+            return Err(Denied {
+                rule: "MAX_ENV_ENTRIES",
+                field: "job.env".into(),
+                message: format!(
+                    "has {} entries, over {}",
+                    job.env.len(),
+                    self.max_env_entries
+                ),
+            });
         }
         if let Some(ttl) = job.ttl_seconds_after_finished {
             if ttl < self.min_ttl_seconds_after_finished {
-                return Err(format!(
-                    "MIN_TTL_SECONDS_AFTER_FINISHED: job.ttlSecondsAfterFinished {ttl} is under {}",
-                    self.min_ttl_seconds_after_finished
-                ));
+                return Err(Denied {
+                    rule: "MIN_TTL_SECONDS_AFTER_FINISHED",
+                    field: "job.ttlSecondsAfterFinished".into(),
+                    message: format!("{ttl} is under {}", self.min_ttl_seconds_after_finished),
+                });
             }
             if ttl > self.max_ttl_seconds_after_finished {
-                return Err(format!(
-                    "MAX_TTL_SECONDS_AFTER_FINISHED: job.ttlSecondsAfterFinished {ttl} is over {}",
-                    self.max_ttl_seconds_after_finished
-                ));
+                return Err(Denied {
+                    rule: "MAX_TTL_SECONDS_AFTER_FINISHED",
+                    field: "job.ttlSecondsAfterFinished".into(),
+                    message: format!("{ttl} is over {}", self.max_ttl_seconds_after_finished),
+                });
             }
         }
         Ok(())
@@ -485,7 +529,7 @@ mod tests {
             let got = p.check(&m);
             match (want, &got) {
                 (None, Ok(())) => {}
-                (Some(prefix), Err(e)) if e.starts_with(prefix) => {}
+                (Some(prefix), Err(e)) if e.to_string().starts_with(prefix) => {}
                 _ => panic!("case {i}: env {env:?} job {job}: want {want:?}, got {got:?}"),
             }
         }

@@ -4,21 +4,14 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::contract::{
+    ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED_BY,
+    MANAGER, job_name,
+};
 use crate::message::{EnvRefKind, Message, ResourceList};
 
-pub const MANAGER: &str = "k8s-job-worker";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Label the worker selects its own Jobs and Pods by (value: the instance name).
-pub const LABEL_INSTANCE: &str = "k8s-job-worker.io/instance";
-pub const LABEL_APP: &str = "app";
-pub const ANN_MESSAGE_ID: &str = "k8s-job-worker.io/message-id";
-pub const ANN_WEBHOOK_URL: &str = "k8s-job-worker.io/webhook-url";
-/// Last status whose callback was delivered (written after each delivery).
-pub const ANN_DELIVERED: &str = "k8s-job-worker.io/delivered";
-/// Finalizer holding a finished Job until its terminal callback is settled.
-pub const FINALIZER: &str = "k8s-job-worker.io/result";
-
-/// Operator settings that shape every Job.
+/// Operator settings that shape every Job (read, with their defaults, by
+/// `config.rs`; `config::default_render` gives the defaults alone).
 #[derive(Clone, Debug)]
 pub struct RenderConfig {
     /// Value of LABEL_INSTANCE (WORKER_INSTANCE, default "default").
@@ -33,24 +26,6 @@ pub struct RenderConfig {
     /// (those named explicitly in ALLOWED_SERVICE_ACCOUNTS, default `default`);
     /// every other pod gets `automountServiceAccountToken: false`.
     pub automount_service_accounts: Vec<String>,
-}
-
-impl Default for RenderConfig {
-    fn default() -> Self {
-        RenderConfig {
-            instance: "default".into(),
-            gpu_node_selector: Some(("nvidia.com/gpu.present".into(), "true".into())),
-            gpu_toleration: Some(("nvidia.com/gpu".into(), "present".into())),
-            istio_inject_false: true,
-            automount_service_accounts: vec![crate::policy::DEFAULT_SERVICE_ACCOUNT.into()],
-        }
-    }
-}
-
-/// `<prefixName>-<10 hex of sha256(id)>`.
-pub fn job_name(prefix: &str, id: &str) -> String {
-    let hex = crate::encode::sha256_hex(id.as_bytes());
-    format!("{prefix}-{}", &hex[..10])
 }
 
 /// The container name in every Job.
@@ -73,7 +48,7 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     let mut annotations = Map::new();
     annotations.insert(ANN_MESSAGE_ID.into(), msg.id.clone().into());
     if let Some(url) = &msg.webhook_url {
-        annotations.insert(ANN_WEBHOOK_URL.into(), url.clone().into());
+        annotations.insert(ANN_WEBHOOK_URL.into(), url.as_str().into());
     }
 
     let mut pod_labels = labels.clone();
@@ -241,22 +216,11 @@ fn toleration(key: &str, value: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::default_render;
     use crate::message::{KeyValue, Limits, parse};
 
     fn msg(body: Value) -> Message {
         parse(body.to_string().as_bytes(), &Limits::default()).expect("valid test message")
-    }
-
-    #[test]
-    fn job_name_is_prefix_and_ten_hex() {
-        // sha256("31a89a91-43d8-4786-a195-9b25cec28a44") = fbe70e5993...
-        assert_eq!(
-            job_name("bb", "31a89a91-43d8-4786-a195-9b25cec28a44"),
-            "bb-fbe70e5993"
-        );
-        // sha256("") = e3b0c44298fc...
-        assert_eq!(job_name("p", ""), "p-e3b0c44298");
-        assert_eq!(job_name("p", "é\u{0}").len(), "p-".len() + 10);
     }
 
     #[test]
@@ -272,7 +236,7 @@ mod tests {
                 "toleration": { "key": "k", "value": "v" }
             }
         }));
-        let job = render(&m, &RenderConfig::default());
+        let job = render(&m, &default_render());
         let pod = &job["spec"]["template"]["spec"];
         assert_eq!(
             pod["containers"][0]["resources"],
@@ -314,7 +278,7 @@ mod tests {
             "id": "g",
             "job": { "prefixName": "g", "image": "cuda", "gpuNumber": 4 }
         }));
-        let job = render(&m, &RenderConfig::default());
+        let job = render(&m, &default_render());
         let pod = &job["spec"]["template"]["spec"];
         assert_eq!(pod["containers"][0]["resources"], json!({}));
         assert!(pod.get("nodeSelector").is_none());
@@ -328,7 +292,7 @@ mod tests {
             key: "WorkerType".into(),
             value: "fargate".into(),
         });
-        let job = render(&m, &RenderConfig::default());
+        let job = render(&m, &default_render());
         assert_eq!(
             job["spec"]["template"]["metadata"]["labels"]["WorkerType"],
             "fargate"
@@ -339,7 +303,7 @@ mod tests {
     #[test]
     fn no_privileged_settings() {
         let m = msg(json!({ "id": "s", "job": { "prefixName": "s", "image": "i" } }));
-        let job = render(&m, &RenderConfig::default());
+        let job = render(&m, &default_render());
         let c = &job["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(
             c["securityContext"],
@@ -358,7 +322,7 @@ mod tests {
             m.job.service_account = sa.map(str::to_string);
             let cfg = RenderConfig {
                 automount_service_accounts: allowed.iter().map(|s| s.to_string()).collect(),
-                ..RenderConfig::default()
+                ..default_render()
             };
             render(&m, &cfg)["spec"]["template"]["spec"].clone()
         };

@@ -24,7 +24,9 @@
 //! Loopback and private ranges are allowed by default (in-cluster receivers
 //! and the tests use them); set WEBHOOK_DENY_PRIVATE=true to refuse them.
 //!
-//! URLs are parsed strictly: `http`/`https` only, no userinfo (`user@`), no
+//! `WebhookUrl` is the only parser of webhook URLs: message validation builds
+//! one, and intake and the callback thread pass it on, so every part of the
+//! worker reads a URL the same way. URLs are parsed strictly: `http`/`https` only, no userinfo (`user@`), no
 //! percent-encoding or backslashes in the authority, hosts are compared
 //! lower-case without a trailing dot, and numeric hosts are read the way
 //! resolvers read them (`2852039166`, `0xa9.0xfe.0xa9.0xfe`, `169.254.43518`
@@ -57,9 +59,86 @@ enum Host {
 /// Scheme, host and port of a webhook URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Target {
+    https: bool,
     host: Host,
     port: u16,
 }
+
+/// A webhook URL that the strict parser accepted (http or https, a valid
+/// host, no userinfo, no percent-encoded or backslashed authority). Whether
+/// the worker may call it is the guard's decision (`WebhookGuard::check`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    // Boxed: as small as the `String` it replaces in messages and callbacks.
+    text: Box<str>,
+    target: Box<Target>,
+}
+
+impl WebhookUrl {
+    /// Parses `text`; `Err` says what is wrong, without repeating the URL.
+    pub fn parse(text: &str) -> Result<WebhookUrl, String> {
+        Ok(WebhookUrl {
+            target: Box::new(parse_url(text)?),
+            text: text.into(),
+        })
+    }
+
+    /// The URL as given.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// `scheme://host:port` in lower case (the unit the callback workers are
+    /// sharded by), and the host as written there.
+    pub fn destination(&self) -> (String, String) {
+        let scheme = if self.target.https { "https" } else { "http" };
+        let host = match &self.target.host {
+            Host::Name(n) => n.clone(),
+            Host::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+            Host::Ip(ip) => ip.to_string(),
+        };
+        (format!("{scheme}://{host}:{}", self.target.port), host)
+    }
+}
+
+impl std::ops::Deref for WebhookUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Shows the scheme and host only: the path and query may carry a credential.
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookUrl({}/…)", self.destination().0)
+    }
+}
+
+impl serde::Serialize for WebhookUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// Why the guard will not call a webhook URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The URL or an address it resolves to is not allowed: final.
+    Refused(String),
+    /// The host does not resolve (now): it may later.
+    Unresolved(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Refused(why) | Refusal::Unresolved(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 impl WebhookGuard {
     /// Reads WEBHOOK_ALLOWED_HOSTS and WEBHOOK_DENY_PRIVATE through `get`, and
@@ -94,6 +173,7 @@ impl WebhookGuard {
         if let Ok(Target {
             host: Host::Ip(ip),
             port,
+            ..
         }) = parse_url(api_url)
         {
             guard.deny_api_server(ip, port);
@@ -127,53 +207,65 @@ impl WebhookGuard {
         }
     }
 
-    /// Static checks, no I/O: the scheme is http/https, a host is present and
-    /// allowed by WEBHOOK_ALLOWED_HOSTS, and a literal IP is not refused.
-    pub fn check_url(&self, url: &str) -> Result<(), String> {
-        self.target(url).map(|_| ())
+    /// Static checks, no I/O: the host is allowed by WEBHOOK_ALLOWED_HOSTS,
+    /// and a literal IP is not refused.
+    pub fn check(&self, url: &WebhookUrl) -> Result<(), Refusal> {
+        let t = &url.target;
+        if !self.host_allowed(&t.host) {
+            return Err(Refusal::Refused(format!(
+                "WEBHOOK_ALLOWED_HOSTS: webhook host {} is not one of {}",
+                show_host(&t.host),
+                self.allowed_hosts.join(",")
+            )));
+        }
+        if let Host::Ip(ip) = t.host
+            && let Some(why) = self.refused(ip, t.port)
+        {
+            return Err(Refusal::Refused(format!("webhook host {ip} is {why}")));
+        }
+        Ok(())
     }
 
-    /// `check_url`, then resolves the host and refuses the URL if ANY address
+    /// `check`, then resolves the host and refuses the URL if ANY address
     /// is refused. Returns the addresses to connect to.
-    pub fn check_resolved(&self, url: &str) -> Result<Vec<SocketAddr>, String> {
-        let t = self.target(url)?;
+    pub fn resolve(&self, url: &WebhookUrl) -> Result<Vec<SocketAddr>, Refusal> {
+        self.check(url)?;
+        let t = &url.target;
         let addrs: Vec<SocketAddr> = match &t.host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, t.port)],
             Host::Name(name) => (name.as_str(), t.port)
                 .to_socket_addrs()
-                .map_err(|e| format!("webhook host {name:?} does not resolve: {e}"))?
+                .map_err(|e| {
+                    Refusal::Unresolved(format!("webhook host {name:?} does not resolve: {e}"))
+                })?
                 .collect(),
         };
         if addrs.is_empty() {
-            return Err(format!("webhook host {:?} has no address", t.host));
+            return Err(Refusal::Unresolved(format!(
+                "webhook host {:?} has no address",
+                t.host
+            )));
         }
         for a in &addrs {
             if let Some(why) = self.refused(a.ip(), a.port()) {
-                return Err(format!(
+                return Err(Refusal::Refused(format!(
                     "webhook host {} resolves to {} which is {why}",
                     show_host(&t.host),
                     a.ip()
-                ));
+                )));
             }
         }
         Ok(addrs)
     }
 
-    fn target(&self, url: &str) -> Result<Target, String> {
-        let t = parse_url(url).map_err(|e| format!("webhook URL {url:?}: {e}"))?;
-        if !self.host_allowed(&t.host) {
-            return Err(format!(
-                "WEBHOOK_ALLOWED_HOSTS: webhook host {} is not one of {}",
-                show_host(&t.host),
-                self.allowed_hosts.join(",")
-            ));
-        }
-        if let Host::Ip(ip) = t.host
-            && let Some(why) = self.refused(ip, t.port)
-        {
-            return Err(format!("webhook host {ip} is {why}"));
-        }
-        Ok(t)
+    /// `WebhookUrl::parse` and `check` of a URL still in text (tests, fuzzing).
+    pub fn check_url(&self, url: &str) -> Result<(), String> {
+        self.check(&parse_text(url)?).map_err(|r| r.to_string())
+    }
+
+    /// `WebhookUrl::parse` and `resolve` of a URL still in text (tests).
+    pub fn check_resolved(&self, url: &str) -> Result<Vec<SocketAddr>, String> {
+        self.resolve(&parse_text(url)?).map_err(|r| r.to_string())
     }
 
     fn host_allowed(&self, host: &Host) -> bool {
@@ -345,6 +437,10 @@ fn normalize_allowed(entry: &str) -> Result<String, String> {
     Ok(e)
 }
 
+fn parse_text(url: &str) -> Result<WebhookUrl, String> {
+    WebhookUrl::parse(url).map_err(|e| format!("webhook URL {url:?}: {e}"))
+}
+
 /// Parses the parts of a webhook URL that decide where it connects.
 fn parse_url(url: &str) -> Result<Target, String> {
     if url
@@ -356,9 +452,9 @@ fn parse_url(url: &str) -> Result<Target, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or("must be an http:// or https:// URL")?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
+    let (https, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" => (false, 80),
+        "https" => (true, 443),
         _ => return Err(format!("scheme {scheme:?} is not http or https")),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -415,7 +511,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
             }
         }
     };
-    Ok(Target { host, port })
+    Ok(Target { https, host, port })
 }
 
 /// WHATWG "ends in a number": the last label is decimal digits or `0x` hex.

@@ -11,21 +11,70 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, select, tick, unbounded};
+use crossbeam_channel::{Sender, unbounded};
 use serde_json::json;
 
 use crate::callbacks::{self, Callback, CallbackMsg, Hooks, Outcome};
 use crate::config::{Config, QueueConfig};
+use crate::contract::{ANN_DELIVERED, FINALIZER};
+use crate::http::Health;
 use crate::intake::Intake;
 use crate::kube::Client;
-use crate::kube::watch::{Machine, RestApi, Step};
+use crate::kube::watch::{self, RestApi};
 use crate::metrics;
-use crate::queue::Queue;
-use crate::render::{ANN_DELIVERED, FINALIZER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
-use crate::tracker::{Action, Board, LiveJobs, Tracker, TrackerMsg, callback_msg};
+use crate::queue::{Queue, QueueError};
+use crate::tracker::{self, Board, LiveJobs, Tracker, TrackerMsg};
+
+/// Why the worker could not start (or start leading). `Display` reads as a
+/// sentence naming the part that failed.
+#[derive(Debug)]
+pub enum StartError {
+    /// The queue could not be opened.
+    Queue(QueueError),
+    /// AWS credentials could not be set up.
+    Aws(crate::aws::AwsError),
+    /// A setting is unusable (its variable and why).
+    Setting { name: &'static str, detail: String },
+    /// A thread could not be started.
+    Spawn {
+        thread: &'static str,
+        error: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Queue(e) => write!(f, "{e}"),
+            StartError::Aws(e) => write!(f, "{e}"),
+            StartError::Setting { name, detail } => write!(f, "{name}: {detail}"),
+            StartError::Spawn { thread, error } => {
+                write!(f, "cannot start the {thread} thread: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<QueueError> for StartError {
+    fn from(e: QueueError) -> Self {
+        StartError::Queue(e)
+    }
+}
+
+impl From<crate::aws::AwsError> for StartError {
+    fn from(e: crate::aws::AwsError) -> Self {
+        StartError::Aws(e)
+    }
+}
+
+fn spawn_error(thread: &'static str) -> impl FnOnce(std::io::Error) -> StartError {
+    move |error| StartError::Spawn { thread, error }
+}
 
 /// Opens the configured queue.
-pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, String> {
+pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, StartError> {
     match &cfg.queue {
         QueueConfig::Redis {
             endpoint,
@@ -33,9 +82,12 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, String> {
             key_prefix,
             ca_file,
         } => {
-            let q =
-                crate::queue::redis::RedisQueue::new(endpoint, *db, key_prefix, ca_file.as_deref())
-                    .map_err(|e| e.to_string())?;
+            let q = crate::queue::redis::RedisQueue::new(
+                endpoint,
+                *db,
+                key_prefix,
+                ca_file.as_deref(),
+            )?;
             Ok(Box::new(q))
         }
         QueueConfig::Sqs {
@@ -48,20 +100,14 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, String> {
                 .timeout_connect(Some(Duration::from_secs(10)))
                 .build()
                 .new_agent();
-            let creds = crate::aws::provider_from_env(agent.clone()).map_err(|e| e.to_string())?;
-            let mut q = crate::queue::sqs::SqsQueue::new(url, region, creds, agent)
-                .map_err(|e| e.to_string())?;
+            let creds = crate::aws::provider_from_env(agent.clone())?;
+            let mut q = crate::queue::sqs::SqsQueue::new(url, region, creds, agent)?;
             if let Some(d) = dead_letter_url {
-                q = q.with_dead_letter_url(d).map_err(|e| e.to_string())?;
+                q = q.with_dead_letter_url(d)?;
             }
             Ok(Box::new(q))
         }
     }
-}
-
-/// The label selector of this worker's Jobs and Pods.
-pub fn selector(instance: &str) -> String {
-    format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_INSTANCE}={instance}")
 }
 
 /// Records each settled callback on its Job and settles rejected messages.
@@ -83,7 +129,7 @@ impl Hooks for Recorder {
                 "record status {} on job {}/{}",
                 cb.status, job.namespace, job.name
             );
-            let res = if matches!(cb.status, 2 | 3 | 99) {
+            let res = if cb.status.is_terminal() {
                 // Terminal: the Job no longer needs holding for us.
                 self.kube.release(&path, FINALIZER, &ann, &op)
             } else {
@@ -123,53 +169,6 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result
     std::thread::Builder::new().name(name.to_string()).spawn(f)
 }
 
-fn spawn_watch(
-    kube: Client,
-    path: String,
-    what: String,
-    sel: String,
-    stop: Arc<AtomicBool>,
-    to: Sender<TrackerMsg>,
-    wrap: fn(crate::kube::watch::Event) -> TrackerMsg,
-) -> std::io::Result<()> {
-    let name = format!("watch-{what}");
-    spawn_named(&name, move || {
-        let api = RestApi {
-            client: kube,
-            path,
-            label_selector: sel,
-            timeout_seconds: 290,
-            what: what.clone(),
-        };
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(1);
-        let mut m = Machine::new(api, seed);
-        while !stop.load(Ordering::SeqCst) {
-            match m.step() {
-                Step::Event(ev) => {
-                    if to.send(wrap(ev)).is_err() {
-                        return;
-                    }
-                }
-                Step::Restarted(r) => {
-                    let reason = format!("{r:?}").to_lowercase();
-                    metrics::inc(
-                        "watch_restarts_total",
-                        &[("resource", &what), ("reason", &reason)],
-                    );
-                }
-                Step::Continue => {}
-            }
-            if let Some(d) = m.take_delay() {
-                std::thread::sleep(d);
-            }
-        }
-    })?;
-    Ok(())
-}
-
 impl Leading {
     /// Starts every thread of a leader.
     pub fn start(
@@ -177,7 +176,8 @@ impl Leading {
         kube: Client,
         queue: Box<dyn Queue>,
         cb_agent: ureq::Agent,
-    ) -> Result<Leading, String> {
+        health: Arc<Health>,
+    ) -> Result<Leading, StartError> {
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(LiveJobs::default());
         let board: Board = Arc::new(Mutex::new(HashMap::new()));
@@ -186,10 +186,12 @@ impl Leading {
         let (settle_tx, settle_rx) = unbounded::<u64>();
 
         let signing_secret = match &cfg.webhook_signing_secret {
-            Some(s) => Some(
-                callbacks::SigningKey::from_whsec(s)
-                    .map_err(|e| format!("WEBHOOK_SIGNING_SECRET: {e}"))?,
-            ),
+            Some(s) => Some(callbacks::SigningKey::from_whsec(s).map_err(|detail| {
+                StartError::Setting {
+                    name: "WEBHOOK_SIGNING_SECRET",
+                    detail,
+                }
+            })?),
             None => None,
         };
         let cb_cfg = callbacks::Config {
@@ -214,10 +216,10 @@ impl Leading {
             settled: settle_tx,
         });
         let callbacks =
-            callbacks::spawn(cb_cfg, cb_agent, cb_rx, hooks).map_err(|e| e.to_string())?;
+            callbacks::spawn(cb_cfg, cb_agent, cb_rx, hooks).map_err(spawn_error("callbacks"))?;
 
         // Watches: per namespace when an allowlist is set, cluster-wide otherwise.
-        let sel = selector(&cfg.render.instance);
+        let sel = crate::contract::selector(&cfg.render.instance);
         let scopes: Vec<(String, String)> = if cfg.allowed_namespaces.is_empty() {
             vec![("/apis/batch/v1/jobs".into(), "/api/v1/pods".into())]
         } else {
@@ -232,37 +234,33 @@ impl Leading {
                 .collect()
         };
         for (jobs, pods) in scopes {
-            spawn_watch(
-                kube.clone(),
-                jobs,
-                "jobs".into(),
-                sel.clone(),
-                stop.clone(),
-                tr_tx.clone(),
-                TrackerMsg::Jobs,
-            )
-            .map_err(|e| e.to_string())?;
-            spawn_watch(
-                kube.clone(),
-                pods,
-                "pods".into(),
-                sel.clone(),
-                stop.clone(),
-                tr_tx.clone(),
-                TrackerMsg::Pods,
-            )
-            .map_err(|e| e.to_string())?;
+            for (path, what, wrap) in [
+                (jobs, "jobs", TrackerMsg::Jobs as fn(_) -> _),
+                (pods, "pods", TrackerMsg::Pods),
+            ] {
+                let api = RestApi {
+                    client: kube.clone(),
+                    path,
+                    label_selector: sel.clone(),
+                    timeout_seconds: 290,
+                    what: what.into(),
+                };
+                watch::spawn(api, stop.clone(), tr_tx.clone(), wrap)
+                    .map_err(spawn_error("watch"))?;
+            }
         }
 
-        let tracker = {
-            let t = Tracker::new(live.clone(), board.clone(), cfg.pod_start_timeout);
-            let (stop, kube, cb_tx, tr_tx) =
-                (stop.clone(), kube.clone(), cb_tx.clone(), tr_tx.clone());
-            spawn_named("tracker", move || {
-                run_tracker(t, tr_rx, tr_tx, cb_tx, kube, stop)
-            })
-            .map_err(|e| e.to_string())?
-        };
+        let tracker = tracker::spawn(
+            Tracker::new(live.clone(), board.clone(), cfg.pod_start_timeout),
+            tracker::Channels {
+                rx: tr_rx,
+                me: tr_tx.clone(),
+                callbacks: cb_tx.clone(),
+            },
+            kube.clone(),
+            stop.clone(),
+        )
+        .map_err(spawn_error("tracker"))?;
 
         let cb_ctl = cb_tx.clone();
         let intake = Intake {
@@ -280,8 +278,9 @@ impl Leading {
             polling_interval: cfg.polling_interval,
             callback_horizon: cfg.callback_retry_horizon,
             stop: stop.clone(),
+            health,
         };
-        let intake = spawn_named("intake", move || intake.run()).map_err(|e| e.to_string())?;
+        let intake = spawn_named("intake", move || intake.run()).map_err(spawn_error("intake"))?;
         Ok(Leading {
             stop,
             intake: Some(intake),
@@ -328,99 +327,21 @@ fn join(h: JoinHandle<()>) {
     }
 }
 
-fn run_tracker(
-    mut t: Tracker,
-    rx: Receiver<TrackerMsg>,
-    me: Sender<TrackerMsg>,
-    cb: Sender<CallbackMsg>,
-    kube: Client,
-    stop: Arc<AtomicBool>,
-) {
-    let ticker = tick(Duration::from_secs(1));
-    loop {
-        let actions = select! {
-            recv(rx) -> m => match m {
-                Ok(m) => t.handle(m, Instant::now(), SystemTime::now()),
-                Err(_) => return,
-            },
-            recv(ticker) -> _ => {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                t.tick(Instant::now(), SystemTime::now())
-            },
-        };
-        for a in actions {
-            match &a {
-                Action::Callback { .. } => {
-                    if let Some(m) = callback_msg(&a) {
-                        let _ = cb.send(m);
-                    }
-                }
-                Action::Release {
-                    namespace,
-                    name,
-                    status,
-                } => {
-                    let path = format!("/apis/batch/v1/namespaces/{namespace}/jobs/{name}");
-                    let ann = json!({ANN_DELIVERED: status.to_string()});
-                    if let Err(e) = kube.release(
-                        &path,
-                        FINALIZER,
-                        &ann,
-                        &format!("release job {namespace}/{name}"),
-                    ) {
-                        log::warn!("{e}");
-                    }
-                }
-                Action::DeleteJob { namespace, name } => {
-                    let path = format!("/apis/batch/v1/namespaces/{namespace}/jobs/{name}");
-                    if let Err(e) = kube.delete(
-                        &path,
-                        "Background",
-                        &format!("delete job {namespace}/{name}"),
-                    ) {
-                        log::warn!("{e}");
-                    }
-                }
-                Action::FetchPods { namespace, name } => {
-                    let q = format!(
-                        "labelSelector={}",
-                        crate::kube::client::urlencode(&format!(
-                            "batch.kubernetes.io/job-name={name}"
-                        ))
-                    );
-                    match kube.list_all(
-                        &format!("/api/v1/namespaces/{namespace}/pods"),
-                        &q,
-                        &format!("list pods of job {namespace}/{name}"),
-                    ) {
-                        Ok((pods, _)) => {
-                            for p in pods {
-                                let _ = me
-                                    .send(TrackerMsg::Pods(crate::kube::watch::Event::Applied(p)));
-                            }
-                        }
-                        Err(e) => log::warn!("{e}"),
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The agent for webhooks: built-in Mozilla roots (or exactly WEBHOOK_CA_FILE's
 /// certificates), no redirects, status codes as values.
-pub fn webhook_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, String> {
+pub fn webhook_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, StartError> {
     let mut b = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(format!("k8s-job-worker/{}", crate::VERSION))
         .timeout_connect(Some(Duration::from_secs(5)));
     if let Some(ca) = ca_file {
-        b = b.tls_config(
-            crate::kube::client::tls_with_ca(ca).map_err(|e| format!("WEBHOOK_CA_FILE: {e}"))?,
-        );
+        b = b.tls_config(crate::kube::client::tls_with_ca(ca).map_err(|e| {
+            StartError::Setting {
+                name: "WEBHOOK_CA_FILE",
+                detail: e.to_string(),
+            }
+        })?);
     }
     Ok(b.build().new_agent())
 }
@@ -439,17 +360,15 @@ fn sleep_or_signal(d: Duration) -> bool {
     crate::signal::received() != 0
 }
 
-fn start_leading(
-    cfg: &Config,
-    kube: &Client,
-    health: &crate::http::Health,
-) -> Result<Leading, String> {
+fn start_leading(cfg: &Config, kube: &Client, health: &Arc<Health>) -> Result<Leading, StartError> {
     let queue = open_queue(cfg)?;
+    health.queue_reachable.store(true, Ordering::SeqCst);
     let leading = Leading::start(
         cfg,
         kube.clone(),
         queue,
         webhook_agent(cfg.webhook_ca_file.as_deref())?,
+        health.clone(),
     )?;
     *health.board.lock().unwrap_or_else(|e| e.into_inner()) = Some(leading.board.clone());
     health.leader.store(true, Ordering::SeqCst);
@@ -457,7 +376,7 @@ fn start_leading(
     Ok(leading)
 }
 
-fn stop_leading(leading: Leading, health: &crate::http::Health, abort: bool) {
+fn stop_leading(leading: Leading, health: &Health, abort: bool) {
     health.leader.store(false, Ordering::SeqCst);
     metrics::set("leader", &[], 0.0);
     leading.stop(abort);
@@ -465,11 +384,7 @@ fn stop_leading(leading: Leading, health: &crate::http::Health, abort: bool) {
 
 /// Runs the worker until SIGTERM/SIGINT: elected through the Lease when
 /// leader election is on (the default), otherwise leading at once.
-pub fn run_elected(
-    cfg: &Config,
-    kube: Client,
-    health: Arc<crate::http::Health>,
-) -> Result<(), String> {
+pub fn run_elected(cfg: &Config, kube: Client, health: Arc<Health>) -> Result<(), StartError> {
     use crate::kube::lease::{Attempt, Candidate, LeaseLock, Role, Transition, after_attempt};
     if !cfg.lease.enabled {
         log::warn!("leader election is off (LEADER_ELECTION=false): run exactly one replica");

@@ -15,6 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use k8s_job_worker::callbacks::{self, Callback, CallbackMsg, Config, Hooks, Outcome, SigningKey};
+use k8s_job_worker::contract::Status;
+use k8s_job_worker::webhook_guard::WebhookUrl;
 use serde_json::{Value, json};
 
 // ---- receivers ----
@@ -180,7 +182,7 @@ impl Hooks for ChannelHooks {
     fn settled(&self, cb: &Callback, outcome: &Outcome) {
         let _ = self.0.send((
             cb.message_id.clone(),
-            cb.status,
+            cb.status.code(),
             outcome.clone(),
             Instant::now(),
         ));
@@ -214,9 +216,9 @@ impl Running {
     fn send(&self, id: &str, status: u8, url: Option<&str>, detail: Value) {
         let cb = Callback {
             message_id: id.into(),
-            status,
+            status: Status::from_code(status).expect("a wire status"),
             detail,
-            url: url.map(str::to_string),
+            url: url.map(|u| WebhookUrl::parse(u).expect("a webhook URL")),
             job: None,
             token: None,
             queued_at: Instant::now(),

@@ -395,7 +395,7 @@ fn manifests_run_the_worker_with_least_privilege() {
         job["metadata"]["annotations"]["k8s-job-worker.io/delivered"] == "2"
             && !job["metadata"]["finalizers"]
                 .as_array()
-                .is_some_and(|f| f.iter().any(|v| v == k8s_job_worker::render::FINALIZER))
+                .is_some_and(|f| f.iter().any(|v| v == k8s_job_worker::contract::FINALIZER))
     };
     let mut job = Value::Null;
     assert!(

@@ -7,8 +7,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use k8s_job_worker::config::default_render;
 use k8s_job_worker::message::{self, Limits, Rejection};
-use k8s_job_worker::render::{self, RenderConfig};
+use k8s_job_worker::render;
 use serde_json::{Value, json};
 
 fn golden_dir() -> PathBuf {
@@ -56,7 +57,7 @@ fn golden() {
         let body = fs::read(input).expect("readable input");
         let (actual, expected_path, other_path) = match message::parse(&body, &Limits::default()) {
             Ok(msg) => (
-                render::render(&msg, &RenderConfig::default()),
+                render::render(&msg, &default_render()),
                 dir.join(format!("{name}.job.json")),
                 dir.join(format!("{name}.rejection.json")),
             ),
@@ -108,6 +109,6 @@ fn render_is_deterministic() {
     let body = fs::read(golden_dir().join("seed-002.input.json")).expect("seed input");
     let a = message::parse(&body, &Limits::default()).expect("seed 002 is valid");
     let b = message::parse(&body, &Limits::default()).expect("seed 002 is valid");
-    let cfg = RenderConfig::default();
+    let cfg = default_render();
     assert_eq!(render::render(&a, &cfg), render::render(&b, &cfg));
 }

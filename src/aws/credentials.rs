@@ -17,7 +17,8 @@ fn parse_iso8601(s: &str) -> Result<std::time::SystemTime, String> {
     crate::clock::parse_rfc3339(s.trim())
         .ok_or_else(|| format!("not an RFC 3339 UTC timestamp: {s:?}"))
 }
-use super::{AwsError, excerpt, percent_encode};
+use super::{AwsError, excerpt};
+use crate::encode::percent_encode;
 
 /// Credentials are refreshed when less than this much validity remains.
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
@@ -324,18 +325,9 @@ struct ContainerCredentials {
 /// AWS SDKs require; https may point anywhere.
 pub fn check_container_url(url: &str) -> Result<(), AwsError> {
     let bad = |m: &str| AwsError::Config(format!("container credentials URL {url:?}: {m}"));
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not absolute"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit('@').next().unwrap_or_default();
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or_default()
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    match scheme.to_ascii_lowercase().as_str() {
+    let e = super::Endpoint::parse(url).map_err(bad)?;
+    let host = e.host.as_str();
+    match e.scheme.as_str() {
         "https" => Ok(()),
         "http" => {
             let allowed = host == "localhost"

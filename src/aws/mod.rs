@@ -5,6 +5,7 @@
 //! SQS client itself lives in `queue::sqs`.
 
 pub mod credentials;
+mod endpoint;
 pub mod sign;
 
 use std::fmt;
@@ -13,6 +14,7 @@ pub use credentials::{
     ContainerAuth, ContainerProvider, CredentialsProvider, StaticProvider, WebIdentityProvider,
     provider_from_env, provider_from_lookup,
 };
+pub use endpoint::Endpoint;
 pub use sign::{SignRequest, sign};
 
 /// Errors from signing and from fetching credentials. `Display` reads as a
@@ -89,11 +91,10 @@ pub fn excerpt(body: &str, max_chars: usize) -> String {
     out
 }
 
-pub use crate::encode::percent_encode;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::percent_encode;
 
     #[test]
     fn display_reads_as_a_sentence() {

@@ -2,8 +2,7 @@
 //! Standard Webhooks headers (signed when a key is configured), POSTs it with
 //! ureq under a per-request timeout and no redirects, reads at most a bounded
 //! amount of the answer, and classifies the result as delivered, retryable or
-//! final. Also parses a webhook URL into its destination (scheme://host:port),
-//! the unit the worker pool is sharded by. Headers are never logged.
+//! final. Headers are never logged.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::Callback;
 use super::sign::{SigningKey, webhook_id};
 use super::state::Attempt;
+use crate::webhook_guard::Refusal;
 
 /// What a delivery attempt needs besides the callback.
 pub(crate) struct HttpDeliverer {
@@ -25,37 +25,32 @@ pub(crate) struct HttpDeliverer {
 
 /// The JSON body of a callback.
 pub(crate) fn body(cb: &Callback) -> Vec<u8> {
-    let v = serde_json::json!({ "id": cb.message_id, "status": cb.status, "detail": cb.detail });
-    // Serializing a Value to memory cannot fail.
-    serde_json::to_vec(&v).unwrap_or_default()
+    crate::contract::callback_body(&cb.message_id, cb.status, &cb.detail)
 }
 
 impl HttpDeliverer {
     pub(crate) fn deliver(&self, cb: &Callback) -> Attempt {
-        let Some(url) = cb.url.as_deref() else {
+        let Some(url) = cb.url.as_ref() else {
             return Attempt::Final("no webhook URL".into());
         };
         if let Some(g) = &self.guard {
-            if let Err(why) = g.check_url(url) {
-                return Attempt::Final(why);
-            }
-            if let Err(why) = g.check_resolved(url) {
+            match g.resolve(url) {
+                Ok(_) => {}
                 // A name that does not resolve now may later; a refused address will not change.
-                return if why.contains("does not resolve") || why.contains("has no address") {
-                    Attempt::Retry {
+                Err(Refusal::Unresolved(why)) => {
+                    return Attempt::Retry {
                         reason: why,
                         retry_after: None,
-                    }
-                } else {
-                    Attempt::Final(why)
-                };
+                    };
+                }
+                Err(Refusal::Refused(why)) => return Attempt::Final(why),
             }
         }
         let body = body(cb);
         let id = webhook_id(&cb.message_id, cb.status);
         let mut req = self
             .agent
-            .post(url)
+            .post(url.as_str())
             .config()
             .timeout_global(Some(self.timeout))
             .http_status_as_error(false)
@@ -128,45 +123,17 @@ fn classify_error(e: ureq::Error) -> Attempt {
     }
 }
 
-/// The destination of a webhook URL: (`scheme://host:port` lower-cased, host).
-/// `None` when the URL has no http(s) scheme or no host.
-pub(crate) fn destination(url: &str) -> Option<(String, String)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']')?;
-        (format!("[{h}]"), after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (hostport.to_string(), None),
-        }
-    };
-    if host.is_empty() || host == "[]" {
-        return None;
-    }
-    let port = match port {
-        None | Some("") => default_port,
-        Some(p) => p.parse::<u16>().ok()?,
-    };
-    let host = host.to_ascii_lowercase();
-    Some((format!("{scheme}://{host}:{port}"), host))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn destinations() {
-        let d = |u: &str| destination(u).map(|(k, _)| k);
+        let d = |u: &str| {
+            crate::webhook_guard::WebhookUrl::parse(u)
+                .ok()
+                .map(|w| w.destination().0)
+        };
         assert_eq!(
             d("http://Example.com/a?b"),
             Some("http://example.com:80".into())
@@ -175,8 +142,10 @@ mod tests {
             d("https://example.com"),
             Some("https://example.com:443".into())
         );
+        // Userinfo is refused by the one (strict) parser.
+        assert_eq!(d("https://u:p@example.com:8443/x"), None);
         assert_eq!(
-            d("https://u:p@example.com:8443/x"),
+            d("https://example.com:8443/x"),
             Some("https://example.com:8443".into())
         );
         assert_eq!(

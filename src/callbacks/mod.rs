@@ -21,9 +21,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, select, unbounded};
 
+use crate::contract::Status;
+use crate::webhook_guard::WebhookUrl;
+
 pub use sign::{SigningKey, webhook_id};
 
-use deliver::{HttpDeliverer, destination};
+use deliver::HttpDeliverer;
 use pool::{Deliver, Pool};
 use state::{Action, Attempt, Event, Policy, Random, Scheduler, Verdict};
 
@@ -38,11 +41,10 @@ pub struct JobRef {
 #[derive(Clone, Debug)]
 pub struct Callback {
     pub message_id: String,
-    /// 0 received, 1 running, 2 succeeded, 3 failed, 99 rejected.
-    pub status: u8,
+    pub status: Status,
     pub detail: serde_json::Value,
     /// `None`: the message has no webhook; the callback settles as `Skipped` in its turn.
-    pub url: Option<String>,
+    pub url: Option<WebhookUrl>,
     /// Opaque; handed back in `settled`.
     pub job: Option<JobRef>,
     /// Opaque; handed back in `settled`.
@@ -241,11 +243,10 @@ fn run(
 fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> {
     match action {
         Action::Dispatch(cb) => {
-            let url = cb.url.as_deref().unwrap_or("");
-            let Some((dest, host)) = destination(url) else {
+            let Some((dest, host)) = cb.url.as_ref().map(WebhookUrl::destination) else {
                 return Some(Event::Result {
                     message_id: cb.message_id,
-                    attempt: Attempt::Final("webhook URL is not an http(s) URL with a host".into()),
+                    attempt: Attempt::Final("no webhook URL".into()),
                 });
             };
             pool.submit(&dest, &host, cb).err().map(|u| Event::Result {

@@ -58,7 +58,7 @@ impl SigningKey {
 /// The `webhook-id` of a callback: `msg_` and the first 32 hex digits of
 /// SHA-256(`"<message id>\n<status>"`), the same across retries and restarts so
 /// that receivers can deduplicate.
-pub fn webhook_id(message_id: &str, status: u8) -> String {
+pub fn webhook_id(message_id: &str, status: crate::contract::Status) -> String {
     let hex = crate::encode::sha256_hex(format!("{message_id}\n{status}").as_bytes());
     format!("msg_{}", &hex[..32])
 }
@@ -99,9 +99,13 @@ mod tests {
     #[test]
     fn webhook_id_is_stable_and_distinct_per_status() {
         // python3: "msg_" + hashlib.sha256(b"m-1\n2").hexdigest()[:32]
-        assert_eq!(webhook_id("m-1", 2), "msg_69fb1a135c2db16078d523aa378b3604");
-        assert_eq!(webhook_id("m-1", 2), webhook_id("m-1", 2));
-        assert_ne!(webhook_id("m-1", 1), webhook_id("m-1", 2));
-        assert_eq!(webhook_id("x", 0).len(), 36);
+        use crate::contract::Status::{Complete, Created, Running};
+        assert_eq!(
+            webhook_id("m-1", Complete),
+            "msg_69fb1a135c2db16078d523aa378b3604"
+        );
+        assert_eq!(webhook_id("m-1", Complete), webhook_id("m-1", Complete));
+        assert_ne!(webhook_id("m-1", Running), webhook_id("m-1", Complete));
+        assert_eq!(webhook_id("x", Created).len(), 36);
     }
 }

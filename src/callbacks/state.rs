@@ -55,7 +55,7 @@ pub(crate) enum Action {
     /// An attempt failed and the callback waits `delay` for its next one.
     Retrying {
         message_id: String,
-        status: u8,
+        status: crate::contract::Status,
         attempts: u32,
         delay: Duration,
         reason: String,
@@ -261,18 +261,9 @@ impl Scheduler {
     /// Full jitter: uniform in [0, min(max, initial * 2^(attempts-1))].
     fn backoff(&mut self, attempts: u32) -> Duration {
         let p = self.policy;
-        let exp = attempts.saturating_sub(1).min(31);
-        let cap = p
-            .backoff_initial
-            .saturating_mul(1u32 << exp)
-            .min(p.backoff_max);
-        let r = (self.random)();
-        let r = if r.is_finite() {
-            r.clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        cap.mul_f64(r)
+        let exp = attempts.saturating_sub(1);
+        let cap = crate::backoff::capped_exponential(p.backoff_initial, p.backoff_max, exp);
+        crate::backoff::full_jitter(cap, (self.random)())
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {

@@ -1,7 +1,8 @@
 //! The Kubernetes REST client: one ureq agent that trusts only the cluster CA,
 //! a bearer token re-read from its file (bound service-account tokens rotate),
-//! and typed calls for the few resources the worker touches (Jobs, Pods,
-//! Leases). Non-2xx answers are decoded from their `Status` body into
+//! and a few verbs over JSON values (get, post, merge-patch, release a
+//! finalizer, delete, paginated list, watch) on the paths the callers name.
+//! Non-2xx answers are decoded from their `Status` body into
 //! `KubeError::Api`, so callers can tell 404/409/410/422 apart.
 
 use std::fmt;
@@ -11,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::encode::percent_encode;
 
 /// How often the token file is re-read even without a 401.
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
@@ -375,7 +378,7 @@ impl Client {
         loop {
             let mut q = format!("limit=500&{query}");
             if !cont.is_empty() {
-                q.push_str(&format!("&continue={}", urlencode(&cont)));
+                q.push_str(&format!("&continue={}", percent_encode(&cont)));
             }
             let v = self.get(&format!("{path}?{q}"), op)?;
             if let Some(Value::Array(list)) = v.get("items") {
@@ -534,11 +537,6 @@ pub fn status_error(op: &str, code: u16, text: &str) -> KubeError {
     }
 }
 
-/// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
-    crate::encode::percent_encode(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,7 +561,7 @@ mod tests {
 
     #[test]
     fn query_values_are_encoded() {
-        assert_eq!(urlencode("a=b,c/d"), "a%3Db%2Cc%2Fd");
+        assert_eq!(percent_encode("a=b,c/d"), "a%3Db%2Cc%2Fd");
     }
 
     #[test]

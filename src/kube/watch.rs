@@ -3,13 +3,19 @@
 //! the last resourceVersion, bookmarks only move the resourceVersion, errors back
 //! off 0.8 s → 30 s with jitter. The machine is data (`State`) plus one `step`
 //! function over an injected `WatchApi`, so its transitions are table-tested
-//! in memory; `Watcher::run` drives it against the real API server.
+//! in memory; `spawn` runs it against the real API server (`RestApi`) on a
+//! thread of its own, forwarding events to a channel.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Sender;
 
 use serde_json::Value;
 
 use super::client::{Client, KubeError, WatchStream};
+use crate::backoff::Backoff;
 
 /// What the watcher reports to its consumer.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +112,7 @@ enum State<S> {
     Ready { rv: String },
     /// A watch is open.
     Watching { rv: String, stream: S },
-    /// Waiting before retrying; `relist` says whether to list or re-watch.
+    /// Waiting before retrying: re-watch from `rv`, or list when it is `None`.
     Backoff { rv: Option<String> },
 }
 
@@ -119,41 +125,6 @@ pub enum Step {
     Continue,
     /// The stream restarted (metric), then continue.
     Restarted(Restart),
-}
-
-/// Exponential backoff 0.8 s → 30 s with ±25 % jitter; reset on success.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    pub const INITIAL: Duration = Duration::from_millis(800);
-    pub const MAX: Duration = Duration::from_secs(30);
-
-    pub fn new(seed: u64) -> Backoff {
-        Backoff {
-            next: Self::INITIAL,
-            seed: seed | 1,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::INITIAL;
-    }
-
-    /// The next delay (jittered) and doubles the base up to MAX.
-    pub fn next_delay(&mut self) -> Duration {
-        // xorshift64: jitter only, no security role.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        let frac = (self.seed % 1000) as f64 / 1000.0; // [0,1)
-        base.mul_f64(0.75 + 0.5 * frac).min(Self::MAX)
-    }
 }
 
 /// The watcher: state plus backoff.
@@ -273,7 +244,7 @@ impl WatchApi for RestApi {
     fn list(&mut self) -> Result<(Vec<Value>, String), KubeError> {
         let q = format!(
             "labelSelector={}",
-            super::client::urlencode(&self.label_selector)
+            crate::encode::percent_encode(&self.label_selector)
         );
         self.client
             .list_all(&self.path, &q, &format!("list {}", self.what))
@@ -282,8 +253,8 @@ impl WatchApi for RestApi {
     fn watch(&mut self, rv: &str) -> Result<WatchStream, KubeError> {
         let q = format!(
             "labelSelector={}&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={}",
-            super::client::urlencode(&self.label_selector),
-            super::client::urlencode(rv),
+            crate::encode::percent_encode(&self.label_selector),
+            crate::encode::percent_encode(rv),
             self.timeout_seconds
         );
         self.client.watch(
@@ -293,6 +264,48 @@ impl WatchApi for RestApi {
             &format!("watch {}", self.what),
         )
     }
+}
+
+/// Starts the `watch-<what>` thread: runs the machine over `api` and sends
+/// each event, wrapped by `wrap`, to `to`. It blocks in reads, so it is
+/// detached: it ends when `to` is closed or at its next step after `stop`.
+pub fn spawn<T: Send + 'static>(
+    api: RestApi,
+    stop: Arc<AtomicBool>,
+    to: Sender<T>,
+    wrap: fn(Event) -> T,
+) -> std::io::Result<()> {
+    let what = api.what.clone();
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(1);
+    std::thread::Builder::new()
+        .name(format!("watch-{what}"))
+        .spawn(move || {
+            let mut m = Machine::new(api, seed);
+            while !stop.load(Ordering::SeqCst) {
+                match m.step() {
+                    Step::Event(ev) => {
+                        if to.send(wrap(ev)).is_err() {
+                            return;
+                        }
+                    }
+                    Step::Restarted(r) => {
+                        let reason = format!("{r:?}").to_lowercase();
+                        crate::metrics::inc(
+                            "watch_restarts_total",
+                            &[("resource", &what), ("reason", &reason)],
+                        );
+                    }
+                    Step::Continue => {}
+                }
+                if let Some(d) = m.take_delay() {
+                    std::thread::sleep(d);
+                }
+            }
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -439,19 +452,6 @@ mod tests {
         assert_eq!(m.step(), Step::Continue);
         assert!(m.take_delay().is_none());
         assert_eq!(m.api.watched_from, vec!["10", "12", "12"]);
-    }
-
-    #[test]
-    fn backoff_grows_to_thirty_seconds_with_jitter() {
-        let mut b = Backoff::new(42);
-        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        assert!(
-            delays[0] >= Duration::from_millis(600) && delays[0] <= Duration::from_millis(1000)
-        );
-        assert!(delays.iter().all(|d| *d <= Backoff::MAX));
-        assert!(delays[11] >= Duration::from_millis(22_500));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(1000));
     }
 
     #[test]

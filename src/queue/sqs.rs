@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use super::{Handle, Queue, QueueError, Received};
-use crate::aws::{AwsError, CredentialsProvider, SignRequest, excerpt, sign};
+use crate::aws::{AwsError, CredentialsProvider, Endpoint, SignRequest, excerpt, sign};
 
 /// SQS caps: messages per receive/batch, long-poll seconds, visibility seconds.
 const MAX_BATCH: usize = 10;
@@ -136,19 +136,16 @@ fn credentials_error(e: AwsError) -> CallError {
 /// `scheme://host[:port]` of an absolute http(s) URL.
 fn endpoint_of(url: &str) -> Result<String, QueueError> {
     let bad = |m: &str| QueueError::Permanent(format!("SQS queue URL {url:?}: {m}"));
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not absolute"))?;
-    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(bad("scheme must be http or https"));
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
-        return Err(bad("no host (or userinfo, which is not allowed)"));
-    }
-    let path = &rest[authority.len()..];
-    if path.trim_matches('/').is_empty() {
+    let e = match Endpoint::parse(url) {
+        Ok(e) if e.userinfo => return Err(bad("no host (or userinfo, which is not allowed)")),
+        Ok(e) => e,
+        Err("no host") => return Err(bad("no host (or userinfo, which is not allowed)")),
+        Err(m) => return Err(bad(m)),
+    };
+    if e.path.trim_matches('/').is_empty() {
         return Err(bad("no queue path"));
     }
-    Ok(format!("{}://{authority}", scheme.to_ascii_lowercase()))
+    Ok(e.base())
 }
 
 /// MessageGroupId for a FIFO queue: the message's string `id` when it is a

@@ -1,0 +1,274 @@
+//! The wire contract in one place: what the worker writes on Kubernetes
+//! objects (labels, annotations, the finalizer, the Job name), the callback
+//! statuses and the stable error codes of the README, and the callback body.
+//! Every other module names these through this one; nothing here does I/O or
+//! depends on another module of the crate except `encode`.
+//!
+//! Extending the contract: a new status is a new `Status` variant (with its
+//! code, name and `is_terminal` answer); a new error code is a new `ErrorCode`
+//! variant (with its `as_str`). The compiler then points at every `match`
+//! that must learn about it.
+
+use std::fmt;
+
+use serde_json::{Value, json};
+
+/// Value of `LABEL_MANAGED_BY` on every Job and Pod of the worker.
+pub const MANAGER: &str = "k8s-job-worker";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label the worker selects its own Jobs and Pods by (value: the instance name).
+pub const LABEL_INSTANCE: &str = "k8s-job-worker.io/instance";
+/// The message's `service` (default: its prefixName).
+pub const LABEL_APP: &str = "app";
+/// Labels the worker sets itself; a message may not override them.
+pub const RESERVED_LABELS: [&str; 3] = [LABEL_MANAGED_BY, LABEL_APP, LABEL_INSTANCE];
+/// The Job controller's label naming a Pod's Job (and its legacy form).
+pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+pub const LABEL_JOB_NAME_LEGACY: &str = "job-name";
+
+pub const ANN_MESSAGE_ID: &str = "k8s-job-worker.io/message-id";
+pub const ANN_WEBHOOK_URL: &str = "k8s-job-worker.io/webhook-url";
+/// Last status whose callback was settled (written after each delivery).
+pub const ANN_DELIVERED: &str = "k8s-job-worker.io/delivered";
+/// Finalizer holding a finished Job until its terminal callback is settled.
+pub const FINALIZER: &str = "k8s-job-worker.io/result";
+
+/// `<prefixName>-<10 hex of sha256(id)>`: the same id always names the same Job.
+pub fn job_name(prefix: &str, id: &str) -> String {
+    let hex = crate::encode::sha256_hex(id.as_bytes());
+    format!("{prefix}-{}", &hex[..10])
+}
+
+/// The JSON pointer of an annotation (`/` in the key escaped as `~1`).
+pub fn annotation_pointer(key: &str) -> String {
+    format!("/metadata/annotations/{}", key.replace('/', "~1"))
+}
+
+/// The label selector of one installation's Jobs and Pods.
+pub fn selector(instance: &str) -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_INSTANCE}={instance}")
+}
+
+/// A callback status. The numbers are the wire values.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    /// The Job was created (or adopted).
+    Created = 0,
+    /// A pod of the Job started.
+    Running = 1,
+    /// The Job completed.
+    Complete = 2,
+    /// The Job failed (its `Failed` condition).
+    Failed = 3,
+    /// The message could not be run, or its Job was lost.
+    Exception = 99,
+}
+
+impl Status {
+    /// Every status, in wire order.
+    pub const ALL: [Status; 5] = [
+        Status::Created,
+        Status::Running,
+        Status::Complete,
+        Status::Failed,
+        Status::Exception,
+    ];
+
+    /// The wire value.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// The name GET /jobs/{id} shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Complete => "complete",
+            Status::Failed => "failed",
+            Status::Exception => "exception",
+        }
+    }
+
+    /// True for the statuses that end a message (exactly one is sent).
+    pub fn is_terminal(self) -> bool {
+        match self {
+            Status::Created | Status::Running => false,
+            Status::Complete | Status::Failed | Status::Exception => true,
+        }
+    }
+}
+
+/// Writes the wire value (`0`, `1`, `2`, `3`, `99`).
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+impl serde::Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.code())
+    }
+}
+
+/// The stable error codes of the README's table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 99: not JSON, a field missing, of the wrong type or invalid.
+    InvalidMessage,
+    /// 99: body over MAX_MESSAGE_BYTES.
+    MessageTooLarge,
+    /// 99: an operator policy rule refused it.
+    PolicyDenied,
+    /// 99: the API server refused the Job permanently.
+    JobCreateFailed,
+    /// 99: the Job name is held by a Job of another message id.
+    JobNameConflict,
+    /// 99: no pod started within POD_START_TIMEOUT.
+    PodStartTimeout,
+    /// 99: the Job was deleted before it finished.
+    JobDeleted,
+    /// 3: the Job's `Failed` condition reason in UPPER_SNAKE_CASE
+    /// (`BACKOFF_LIMIT_EXCEEDED`, `DEADLINE_EXCEEDED`, ...); see `job_failed`.
+    JobFailed(String),
+}
+
+impl ErrorCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::InvalidMessage => "INVALID_MESSAGE",
+            ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            ErrorCode::PolicyDenied => "POLICY_DENIED",
+            ErrorCode::JobCreateFailed => "JOB_CREATE_FAILED",
+            ErrorCode::JobNameConflict => "JOB_NAME_CONFLICT",
+            ErrorCode::PodStartTimeout => "POD_START_TIMEOUT",
+            ErrorCode::JobDeleted => "JOB_DELETED",
+            ErrorCode::JobFailed(code) => code,
+        }
+    }
+
+    /// `BackoffLimitExceeded` → `BACKOFF_LIMIT_EXCEEDED`; an empty reason is
+    /// `JOB_FAILED`.
+    pub fn job_failed(reason: &str) -> ErrorCode {
+        let mut out = String::new();
+        let mut prev_lower = false;
+        for c in reason.chars() {
+            if c.is_ascii_uppercase() && prev_lower {
+                out.push('_');
+            }
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_uppercase());
+            } else {
+                out.push('_');
+                prev_lower = false;
+            }
+        }
+        if out.is_empty() {
+            out.push_str("JOB_FAILED");
+        }
+        ErrorCode::JobFailed(out)
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The details each status carries (the README's first table).
+pub mod detail {
+    use super::*;
+
+    /// 0: `{"jobId", "jobName"}`.
+    pub fn created(job_uid: &str, job_name: &str) -> Value {
+        json!({"jobId": job_uid, "jobName": job_name})
+    }
+
+    /// 1: `{"podId", "podName"}`.
+    pub fn running(pod_uid: &str, pod_name: &str) -> Value {
+        json!({"podId": pod_uid, "podName": pod_name})
+    }
+
+    /// 2: `{"duration": <seconds>}`.
+    pub fn complete(duration_secs: u64) -> Value {
+        json!({"duration": duration_secs})
+    }
+
+    /// 3 and 99: `{"error": {"errorCode", "message"}}`.
+    pub fn error(code: &ErrorCode, message: &str) -> Value {
+        json!({"error": {"errorCode": code.as_str(), "message": message}})
+    }
+}
+
+/// The JSON body POSTed to a webhook: `{"id", "status", "detail"}`.
+pub fn callback_body(message_id: &str, status: Status, detail: &Value) -> Vec<u8> {
+    let v = json!({ "id": message_id, "status": status, "detail": detail });
+    // Serializing a Value to memory cannot fail.
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_name_is_prefix_and_ten_hex() {
+        // sha256("31a89a91-43d8-4786-a195-9b25cec28a44") = fbe70e5993...
+        assert_eq!(
+            job_name("bb", "31a89a91-43d8-4786-a195-9b25cec28a44"),
+            "bb-fbe70e5993"
+        );
+        // sha256("") = e3b0c44298fc...
+        assert_eq!(job_name("p", ""), "p-e3b0c44298");
+        assert_eq!(job_name("p", "é\u{0}").len(), "p-".len() + 10);
+    }
+
+    #[test]
+    fn statuses_round_trip_their_wire_values() {
+        let codes: Vec<u8> = Status::ALL.iter().map(|s| s.code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3, 99]);
+        for s in Status::ALL {
+            assert_eq!(Status::from_code(s.code()), Some(s));
+            assert_eq!(serde_json::to_value(s).ok(), Some(json!(s.code())));
+        }
+        assert_eq!(Status::from_code(4), None);
+        let terminal: Vec<Status> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [Status::Complete, Status::Failed, Status::Exception]
+        );
+    }
+
+    #[test]
+    fn reasons_become_error_codes() {
+        let code = |r: &str| ErrorCode::job_failed(r).as_str().to_string();
+        assert_eq!(code("BackoffLimitExceeded"), "BACKOFF_LIMIT_EXCEEDED");
+        assert_eq!(code("DeadlineExceeded"), "DEADLINE_EXCEEDED");
+        assert_eq!(code("PodFailurePolicy"), "POD_FAILURE_POLICY");
+        assert_eq!(code(""), "JOB_FAILED");
+    }
+
+    #[test]
+    fn the_callback_body_has_id_status_and_detail() {
+        let body = callback_body("m", Status::Exception, &json!({"x": 1}));
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v, json!({"id": "m", "status": 99, "detail": {"x": 1}}));
+    }
+}

@@ -1,0 +1,187 @@
+//! The tracker: one thread that owns what the worker knows about its Jobs and
+//! decides which callback each message is owed. It consumes Job and Pod watch
+//! events and "created/adopted" notices from intake, and emits callbacks in the
+//! order 0 (created) → 1 (pod running) → one terminal (2 complete, 3 failed,
+//! 99 exception), each at most once per worker lifetime and never one that the
+//! Job's `delivered` annotation says an earlier worker already delivered.
+//!
+//! `state.rs` is the state machine (`Tracker::handle` and `tick` return
+//! `Action`s), `observe.rs` reads Jobs and Pods out of JSON, `board.rs` holds
+//! what other threads read (`LiveJobs`, the /jobs board), and `spawn` below is
+//! the thread loop that performs the actions.
+
+mod board;
+mod observe;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, select, tick};
+use serde_json::{Value, json};
+
+pub use board::{Board, JobView, LiveJobs};
+pub use state::Tracker;
+
+use crate::callbacks::{Callback, CallbackMsg, JobRef};
+use crate::contract::{ANN_DELIVERED, FINALIZER, LABEL_JOB_NAME, Status};
+use crate::kube::Client;
+use crate::kube::watch::Event;
+use crate::webhook_guard::WebhookUrl;
+
+/// Messages into the tracker thread (closed set).
+#[derive(Debug)]
+pub enum TrackerMsg {
+    /// A Job intake created or adopted (the API server's copy).
+    Created {
+        job: Value,
+        received_at: Instant,
+    },
+    Jobs(Event),
+    Pods(Event),
+    /// A message intake refused (its 99 is on its way); shown by /jobs/{id}.
+    Rejected {
+        id: String,
+        code: crate::contract::ErrorCode,
+    },
+}
+
+/// What the tracker asks its thread to do.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    Callback {
+        message_id: String,
+        status: Status,
+        detail: Value,
+        url: Option<WebhookUrl>,
+        job: (String, String),
+    },
+    /// Delete a Job (background propagation), e.g. after POD_START_TIMEOUT.
+    DeleteJob { namespace: String, name: String },
+    /// Remove our finalizer from a Job whose terminal status an earlier leader
+    /// already settled (it died before releasing the Job).
+    Release {
+        namespace: String,
+        name: String,
+        status: Status,
+    },
+    /// List the pods of a Job to learn about a pod the watch has not shown.
+    FetchPods { namespace: String, name: String },
+}
+
+/// Converts tracker actions' callbacks into callback-thread messages.
+pub fn callback_msg(a: &Action) -> Option<CallbackMsg> {
+    match a {
+        Action::Callback {
+            message_id,
+            status,
+            detail,
+            url,
+            job,
+        } => Some(CallbackMsg::Send(Callback {
+            message_id: message_id.clone(),
+            status: *status,
+            detail: detail.clone(),
+            url: url.clone(),
+            job: Some(JobRef {
+                namespace: job.0.clone(),
+                name: job.1.clone(),
+            }),
+            token: None,
+            queued_at: Instant::now(),
+        })),
+        _ => None,
+    }
+}
+
+/// What the tracker thread talks to.
+pub struct Channels {
+    pub rx: Receiver<TrackerMsg>,
+    /// Its own inbox, for the pods a `FetchPods` lists.
+    pub me: Sender<TrackerMsg>,
+    pub callbacks: Sender<CallbackMsg>,
+}
+
+/// Starts the `tracker` thread. It returns when every sender of `rx` is
+/// dropped, or at its next tick (1 s) after `stop` is set.
+pub fn spawn(
+    tracker: Tracker,
+    ch: Channels,
+    kube: Client,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tracker".into())
+        .spawn(move || run(tracker, ch, kube, stop))
+}
+
+fn run(mut t: Tracker, ch: Channels, kube: Client, stop: Arc<AtomicBool>) {
+    let ticker = tick(Duration::from_secs(1));
+    loop {
+        let actions = select! {
+            recv(ch.rx) -> m => match m {
+                Ok(m) => t.handle(m, Instant::now(), SystemTime::now()),
+                Err(_) => return,
+            },
+            recv(ticker) -> _ => {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                t.tick(Instant::now(), SystemTime::now())
+            },
+        };
+        for a in actions {
+            perform(a, &ch, &kube);
+        }
+    }
+}
+
+fn perform(a: Action, ch: &Channels, kube: &Client) {
+    let job_path = |ns: &str, name: &str| format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}");
+    match &a {
+        Action::Callback { .. } => {
+            if let Some(m) = callback_msg(&a) {
+                let _ = ch.callbacks.send(m);
+            }
+        }
+        Action::Release {
+            namespace,
+            name,
+            status,
+        } => {
+            let ann = json!({ANN_DELIVERED: status.to_string()});
+            let op = format!("release job {namespace}/{name}");
+            if let Err(e) = kube.release(&job_path(namespace, name), FINALIZER, &ann, &op) {
+                log::warn!("{e}");
+            }
+        }
+        Action::DeleteJob { namespace, name } => {
+            let op = format!("delete job {namespace}/{name}");
+            if let Err(e) = kube.delete(&job_path(namespace, name), "Background", &op) {
+                log::warn!("{e}");
+            }
+        }
+        Action::FetchPods { namespace, name } => {
+            let q = format!(
+                "labelSelector={}",
+                crate::encode::percent_encode(&format!("{LABEL_JOB_NAME}={name}"))
+            );
+            match kube.list_all(
+                &format!("/api/v1/namespaces/{namespace}/pods"),
+                &q,
+                &format!("list pods of job {namespace}/{name}"),
+            ) {
+                Ok((pods, _)) => {
+                    for p in pods {
+                        let _ = ch.me.send(TrackerMsg::Pods(Event::Applied(p)));
+                    }
+                }
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+    }
+}

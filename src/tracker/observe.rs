@@ -1,0 +1,205 @@
+//! Reading Jobs and Pods out of the API server's JSON: what the tracker needs
+//! to know of each (identity, our annotations and finalizer, the terminal
+//! condition, whether a pod started and why not). Pure; absent or wrong-typed
+//! fields read as "not known", never as a panic.
+
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::webhook_guard::WebhookUrl;
+
+use crate::contract::{
+    ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, LABEL_JOB_NAME,
+    LABEL_JOB_NAME_LEGACY, Status, annotation_pointer,
+};
+
+pub(super) fn job_key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}
+
+/// How a Job ended, from its conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Terminal {
+    Complete {
+        duration: u64,
+    },
+    Failed {
+        reason: String,
+        message: String,
+        duration: Option<u64>,
+    },
+}
+
+/// What one copy of a Job object says.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct JobObject {
+    pub key: String,
+    pub namespace: String,
+    pub name: String,
+    /// The message id annotation.
+    pub id: String,
+    pub uid: Option<String>,
+    /// The webhook annotation, when it parses (intake wrote it from a `WebhookUrl`).
+    pub webhook: Option<WebhookUrl>,
+    /// The status an earlier worker recorded as settled.
+    pub delivered: Option<Status>,
+    /// The Job has a deletionTimestamp (held by our finalizer).
+    pub deleting: bool,
+    /// Our finalizer is on the Job.
+    pub held: bool,
+    pub creation_timestamp: Option<String>,
+    pub created: Option<SystemTime>,
+    pub terminal: Option<Terminal>,
+}
+
+/// `None` for an object without namespace, name or our message-id annotation.
+pub(super) fn job_object(job: &Value) -> Option<JobObject> {
+    let namespace = s(job, "/metadata/namespace")?;
+    let name = s(job, "/metadata/name")?;
+    let id = s(job, &annotation_pointer(ANN_MESSAGE_ID))?;
+    let creation_timestamp = s(job, "/metadata/creationTimestamp");
+    Some(JobObject {
+        key: job_key(namespace, name),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        id: id.to_string(),
+        uid: s(job, "/metadata/uid").map(str::to_string),
+        webhook: s(job, &annotation_pointer(ANN_WEBHOOK_URL))
+            .and_then(|u| WebhookUrl::parse(u).ok()),
+        delivered: s(job, &annotation_pointer(ANN_DELIVERED))
+            .and_then(|d| d.parse::<u8>().ok())
+            .and_then(Status::from_code),
+        deleting: job
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null()),
+        held: job
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(FINALIZER))),
+        creation_timestamp: creation_timestamp.map(str::to_string),
+        created: creation_timestamp.and_then(crate::clock::parse_rfc3339),
+        terminal: job_terminal(job),
+    })
+}
+
+/// The key ("ns/name") of a Job object, even one `job_object` refuses.
+pub(super) fn job_object_key(job: &Value) -> String {
+    job_key(
+        s(job, "/metadata/namespace").unwrap_or(""),
+        s(job, "/metadata/name").unwrap_or(""),
+    )
+}
+
+fn secs_between(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<u64> {
+    Some(b?.duration_since(a?).ok()?.as_secs())
+}
+
+fn job_terminal(job: &Value) -> Option<Terminal> {
+    let conds = job.pointer("/status/conditions")?.as_array()?;
+    let start = s(job, "/status/startTime").and_then(crate::clock::parse_rfc3339);
+    for c in conds {
+        if s(c, "/status") != Some("True") {
+            continue;
+        }
+        match s(c, "/type") {
+            Some("Complete") => {
+                let end = s(job, "/status/completionTime").and_then(crate::clock::parse_rfc3339);
+                return Some(Terminal::Complete {
+                    duration: secs_between(start, end).unwrap_or(0),
+                });
+            }
+            Some("Failed") => {
+                let end = s(c, "/lastTransitionTime").and_then(crate::clock::parse_rfc3339);
+                return Some(Terminal::Failed {
+                    reason: s(c, "/reason").unwrap_or("Failed").to_string(),
+                    message: s(c, "/message").unwrap_or("").to_string(),
+                    duration: secs_between(start, end),
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What the tracker knows of a Job's pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct PodInfo {
+    pub uid: String,
+    pub name: String,
+    pub started: bool,
+    pub waiting: Option<String>,
+    /// (exit code, reason) of the last terminated container that failed.
+    pub failed_container: Option<(i64, String)>,
+}
+
+/// `reason` or `reason: message`.
+fn reason_text(reason: &str, msg: &str) -> String {
+    if msg.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {msg}")
+    }
+}
+
+pub(super) fn pod_info(pod: &Value) -> PodInfo {
+    let phase = s(pod, "/status/phase").unwrap_or("");
+    let mut info = PodInfo {
+        uid: s(pod, "/metadata/uid").unwrap_or("").to_string(),
+        name: s(pod, "/metadata/name").unwrap_or("").to_string(),
+        started: matches!(phase, "Running" | "Succeeded" | "Failed"),
+        ..PodInfo::default()
+    };
+    for cs in pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if cs.pointer("/state/running").is_some() {
+            info.started = true;
+        }
+        if let Some(t) = cs.pointer("/state/terminated") {
+            info.started = true;
+            let code = t.get("exitCode").and_then(Value::as_i64).unwrap_or(0);
+            if code != 0 {
+                info.failed_container =
+                    Some((code, s(t, "/reason").unwrap_or("Error").to_string()));
+            }
+        }
+        if let Some(w) = cs.pointer("/state/waiting") {
+            let reason = s(w, "/reason").unwrap_or("Waiting");
+            info.waiting = Some(reason_text(reason, s(w, "/message").unwrap_or("")));
+        }
+    }
+    if info.waiting.is_none() {
+        for c in pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if s(c, "/type") == Some("PodScheduled") && s(c, "/status") == Some("False") {
+                let reason = s(c, "/reason").unwrap_or("Unschedulable");
+                info.waiting = Some(reason_text(reason, s(c, "/message").unwrap_or("")));
+            }
+        }
+    }
+    info
+}
+
+/// The key of the Job a pod belongs to (from the Job controller's label).
+pub(super) fn pod_job_key(pod: &Value) -> Option<String> {
+    let ns = s(pod, "/metadata/namespace")?;
+    let labels = pod.pointer("/metadata/labels")?;
+    let job = labels
+        .get(LABEL_JOB_NAME)
+        .or_else(|| labels.get(LABEL_JOB_NAME_LEGACY))
+        .and_then(Value::as_str)?;
+    Some(job_key(ns, job))
+}

@@ -1,0 +1,533 @@
+//! The tracker's state machine: per Job, the stage of its callback sequence
+//! and what the watches have shown of it; `Tracker::handle` and `Tracker::tick`
+//! turn events into `Action`s for the thread loop (`mod.rs`) to perform. Pure
+//! apart from metrics and the shared board: no API calls, no clock of its own
+//! (`now` and `wall` come in as arguments).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use super::board::{self, Board, JobView, LiveJobs};
+use super::observe::{self, JobObject, PodInfo, Terminal};
+use super::{Action, TrackerMsg};
+use crate::contract::{ErrorCode, Status, detail};
+use crate::kube::watch::Event;
+use crate::metrics;
+use crate::webhook_guard::WebhookUrl;
+
+/// How long a terminal status waits for the pod details it should carry.
+pub(super) const POD_INFO_GRACE: Duration = Duration::from_secs(3);
+
+/// Where a Job is in its callback sequence. Stages only move forward, in
+/// declaration order; a stage is reached when its status is queued in this
+/// worker's lifetime or found recorded in the Job's `delivered` annotation.
+/// (A Job waiting for admission, e.g. suspended by a queueing controller,
+/// would be a new stage between `Created` and `Running`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Nothing sent yet: status 0 is owed.
+    New,
+    /// 0 sent; 1 is owed once a pod starts.
+    Created,
+    /// 1 sent; a terminal status is owed.
+    Running,
+    /// This worker queued the terminal status; nothing more is owed.
+    Finished,
+    /// An earlier worker recorded the terminal `status` as settled; if it died
+    /// before removing our finalizer, we remove it (`released` once asked).
+    Settled { status: Status, released: bool },
+}
+
+impl Stage {
+    fn is_done(self) -> bool {
+        matches!(self, Stage::Finished | Stage::Settled { .. })
+    }
+
+    /// The stage after queuing `status`.
+    fn sent(self, status: Status) -> Stage {
+        match status {
+            Status::Created => Stage::Created,
+            Status::Running => Stage::Running,
+            Status::Complete | Status::Failed | Status::Exception => Stage::Finished,
+        }
+    }
+
+    /// The stage once the Job says `status` was settled by some worker.
+    fn recorded(self, status: Status) -> Stage {
+        match (self, status) {
+            (Stage::Settled { released, .. }, s) if s.is_terminal() => Stage::Settled {
+                status: s,
+                released,
+            },
+            (_, s) if s.is_terminal() => Stage::Settled {
+                status: s,
+                released: false,
+            },
+            (Stage::New | Stage::Created, Status::Running) => Stage::Running,
+            (Stage::New, Status::Created) => Stage::Created,
+            (stage, _) => stage,
+        }
+    }
+}
+
+/// How the Jobs watch has seen a Job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Known only from intake; `misses` relists did not contain it (it may be
+    /// newer than their snapshot).
+    FromIntake { misses: u8 },
+    /// Seen on the Jobs watch (list or event).
+    Watched,
+}
+
+/// A terminal condition, held briefly for the pod details it should carry.
+#[derive(Debug, Clone)]
+struct Ending {
+    terminal: Terminal,
+    seen: Instant,
+    /// The Job's pods were listed once to learn what the watch missed.
+    fetched_pods: bool,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    id: String,
+    namespace: String,
+    name: String,
+    uid: String,
+    webhook: Option<WebhookUrl>,
+    created: Option<SystemTime>,
+    stage: Stage,
+    ending: Option<Ending>,
+    /// The Job has a deletionTimestamp (held by our finalizer).
+    deleting: bool,
+    /// Our finalizer is on the Job.
+    held: bool,
+    /// queue_to_job_seconds was observed for this Job (once).
+    latency_observed: bool,
+    listing: Listing,
+    view: JobView,
+}
+
+pub struct Tracker {
+    jobs: HashMap<String, Tracked>,
+    /// Latest pod info per Job key ("ns/name"), kept even before the Job is known.
+    pods: HashMap<String, PodInfo>,
+    pub(super) live: Arc<LiveJobs>,
+    board: Board,
+    pod_start_timeout: Duration,
+}
+
+/// The 99 detail of a Job deleted before it finished.
+fn job_deleted(ns: &str, name: &str) -> Value {
+    let text = format!("Job {ns}/{name} was deleted before it finished");
+    detail::error(&ErrorCode::JobDeleted, &text)
+}
+
+impl Tracker {
+    pub fn new(live: Arc<LiveJobs>, board: Board, pod_start_timeout: Duration) -> Tracker {
+        Tracker {
+            jobs: HashMap::new(),
+            pods: HashMap::new(),
+            live,
+            board,
+            pod_start_timeout,
+        }
+    }
+
+    /// Handles one message and returns what to do, in order.
+    pub fn handle(&mut self, msg: TrackerMsg, now: Instant, wall: SystemTime) -> Vec<Action> {
+        let mut out = Vec::new();
+        match msg {
+            TrackerMsg::Created { job, received_at } => {
+                if let Some(key) = self.upsert_job(&job, now) {
+                    if let Some(t) = self.jobs.get_mut(&key)
+                        && !t.latency_observed
+                    {
+                        t.latency_observed = true;
+                        metrics::observe(
+                            "queue_to_job_seconds",
+                            &[],
+                            now.duration_since(received_at).as_secs_f64(),
+                        );
+                    }
+                    self.advance(&key, now, wall, &mut out);
+                }
+            }
+            TrackerMsg::Rejected { id, code } => {
+                let ts = crate::clock::format_secs(wall);
+                let view = JobView {
+                    id: id.clone(),
+                    status: Some(Status::Exception),
+                    status_name: Some(format!("exception ({code})")),
+                    finished_at: Some(ts.clone()),
+                    updated_at: Some(ts),
+                    ..JobView::default()
+                };
+                board::show(&self.board, id, view);
+            }
+            TrackerMsg::Jobs(Event::Applied(job)) => {
+                if let Some(key) = self.upsert_job(&job, now) {
+                    self.mark_watched(&key);
+                    self.advance(&key, now, wall, &mut out);
+                }
+            }
+            TrackerMsg::Jobs(Event::Deleted(job)) => {
+                let key = observe::job_object_key(&job);
+                // A deleted Job's final state may carry its terminal condition.
+                if self.upsert_job(&job, now).is_some() {
+                    self.advance(&key, now, wall, &mut out);
+                }
+                self.job_gone(&key, wall, &mut out);
+            }
+            TrackerMsg::Jobs(Event::Restarted(list)) => {
+                let mut present = HashSet::new();
+                for job in &list {
+                    if let Some(key) = self.upsert_job(job, now) {
+                        present.insert(key.clone());
+                        self.mark_watched(&key);
+                        self.advance(&key, now, wall, &mut out);
+                    }
+                }
+                // A Job known only from intake may have been created after the
+                // list's snapshot: its ADDED event follows. Gone only if a
+                // later relist misses it too.
+                let mut gone = Vec::new();
+                for (k, t) in self.jobs.iter_mut() {
+                    if present.contains(k) {
+                        continue;
+                    }
+                    match &mut t.listing {
+                        Listing::FromIntake { misses: 0 } => {
+                            t.listing = Listing::FromIntake { misses: 1 }
+                        }
+                        Listing::FromIntake { .. } | Listing::Watched => gone.push(k.clone()),
+                    }
+                }
+                for key in gone {
+                    self.job_gone(&key, wall, &mut out);
+                }
+            }
+            TrackerMsg::Pods(Event::Applied(pod)) => {
+                if let Some(key) = self.upsert_pod(&pod) {
+                    self.advance(&key, now, wall, &mut out);
+                }
+            }
+            TrackerMsg::Pods(Event::Deleted(pod)) => {
+                // Keep what we learned: a terminal status may still need it.
+                if let Some(key) = self.upsert_pod(&pod) {
+                    self.advance(&key, now, wall, &mut out);
+                }
+            }
+            TrackerMsg::Pods(Event::Restarted(list)) => {
+                for pod in &list {
+                    if let Some(key) = self.upsert_pod(pod) {
+                        self.advance(&key, now, wall, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Periodic work: pod start timeouts and terminal statuses held for pod info.
+    pub fn tick(&mut self, now: Instant, wall: SystemTime) -> Vec<Action> {
+        let mut out = Vec::new();
+        let keys: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, t)| !t.stage.is_done())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.advance(&key, now, wall, &mut out);
+        }
+        // Forget pods whose Job is unknown and long gone from view.
+        if self.pods.len() > 4 * self.jobs.len() + 1000 {
+            let jobs = &self.jobs;
+            self.pods.retain(|k, _| jobs.contains_key(k));
+        }
+        out
+    }
+
+    fn mark_watched(&mut self, key: &str) {
+        if let Some(t) = self.jobs.get_mut(key) {
+            t.listing = Listing::Watched;
+        }
+    }
+
+    fn upsert_pod(&mut self, pod: &Value) -> Option<String> {
+        let key = observe::pod_job_key(pod)?;
+        let info = observe::pod_info(pod);
+        let entry = self.pods.entry(key.clone()).or_default();
+        // The first pod that started is the one reported in status 1; later pods
+        // (retries) only add failure details.
+        if entry.uid.is_empty() || (!entry.started && info.started) || entry.uid == info.uid {
+            let keep_failure = entry.failed_container.clone();
+            *entry = info;
+            if entry.failed_container.is_none() {
+                entry.failed_container = keep_failure;
+            }
+        } else if info.failed_container.is_some() {
+            entry.failed_container = info.failed_container;
+        }
+        Some(key)
+    }
+
+    fn upsert_job(&mut self, job: &Value, now: Instant) -> Option<String> {
+        let JobObject {
+            key,
+            namespace,
+            name,
+            id,
+            uid,
+            webhook,
+            delivered,
+            deleting,
+            held,
+            creation_timestamp,
+            created,
+            terminal,
+        } = observe::job_object(job)?;
+        let t = self.jobs.entry(key.clone()).or_insert_with(|| Tracked {
+            view: JobView {
+                id: id.clone(),
+                namespace: namespace.clone(),
+                job_name: name.clone(),
+                ..JobView::default()
+            },
+            id,
+            namespace,
+            name,
+            uid: String::new(),
+            webhook: None,
+            created: None,
+            stage: Stage::New,
+            ending: None,
+            deleting: false,
+            held: false,
+            latency_observed: false,
+            listing: Listing::FromIntake { misses: 0 },
+        });
+        if let Some(uid) = uid {
+            t.uid = uid;
+        }
+        t.webhook = webhook;
+        t.deleting = deleting;
+        t.held = held;
+        t.created = created.or(t.created);
+        if t.view.created_at.is_none() {
+            t.view.created_at = creation_timestamp;
+        }
+        if let Some(d) = delivered {
+            t.stage = t.stage.recorded(d);
+        }
+        if let (None, Some(terminal)) = (&t.ending, terminal) {
+            t.ending = Some(Ending {
+                terminal,
+                seen: now,
+                fetched_pods: false,
+            });
+        }
+        if !t.stage.is_done() {
+            self.live.insert(&key);
+        }
+        Some(key)
+    }
+
+    fn emit(
+        t: &mut Tracked,
+        status: Status,
+        detail: Value,
+        wall: SystemTime,
+        out: &mut Vec<Action>,
+    ) {
+        t.stage = t.stage.sent(status);
+        let ts = crate::clock::format_secs(wall);
+        t.view.status = Some(status);
+        t.view.status_name = Some(status.name().to_string());
+        t.view.updated_at = Some(ts.clone());
+        match status {
+            Status::Created => {}
+            Status::Running => t.view.started_at = Some(ts),
+            Status::Complete | Status::Failed | Status::Exception => t.view.finished_at = Some(ts),
+        }
+        log::info!(
+            "message {} job {}/{}: status {status} ({})",
+            t.id,
+            t.namespace,
+            t.name,
+            status.name()
+        );
+        out.push(Action::Callback {
+            message_id: t.id.clone(),
+            status,
+            detail,
+            url: t.webhook.clone(),
+            job: (t.namespace.clone(), t.name.clone()),
+        });
+    }
+
+    fn finish(&mut self, key: &str, result: &str) {
+        if self.jobs.contains_key(key) {
+            metrics::inc("jobs_finished_total", &[("result", result)]);
+        }
+        self.live.remove(key);
+    }
+
+    fn publish(&self, key: &str) {
+        if let Some(t) = self.jobs.get(key) {
+            board::show(&self.board, t.id.clone(), t.view.clone());
+        }
+    }
+
+    /// Emits whatever the Job is owed now, in order.
+    fn advance(&mut self, key: &str, now: Instant, wall: SystemTime, out: &mut Vec<Action>) {
+        let pod = self.pods.get(key).cloned();
+        let timeout = self.pod_start_timeout;
+        let Some(t) = self.jobs.get_mut(key) else {
+            return;
+        };
+        if let Stage::Settled {
+            status,
+            released: false,
+        } = t.stage
+            && t.held
+        {
+            t.stage = Stage::Settled {
+                status,
+                released: true,
+            };
+            out.push(Action::Release {
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                status,
+            });
+        }
+        if t.stage.is_done() {
+            return;
+        }
+        if t.stage == Stage::New {
+            let detail = detail::created(&t.uid, &t.name);
+            Self::emit(t, Status::Created, detail, wall, out);
+        }
+        let pod_started = pod.as_ref().is_some_and(|p| p.started);
+        if t.stage == Stage::Created && pod_started {
+            let p = pod.clone().unwrap_or_default();
+            let detail = detail::running(&p.uid, &p.name);
+            Self::emit(t, Status::Running, detail, wall, out);
+        }
+        if let Some(ending) = &mut t.ending {
+            let term = ending.terminal.clone();
+            let waited = now.duration_since(ending.seen);
+            let need_pod = t.stage == Stage::Created;
+            let need_failure = matches!(term, Terminal::Failed { .. })
+                && pod.as_ref().is_none_or(|p| p.failed_container.is_none());
+            if (need_pod || need_failure) && waited < POD_INFO_GRACE {
+                if !ending.fetched_pods {
+                    ending.fetched_pods = true;
+                    out.push(Action::FetchPods {
+                        namespace: t.namespace.clone(),
+                        name: t.name.clone(),
+                    });
+                }
+                return; // hold the terminal status briefly for the pod's details
+            }
+            if t.stage == Stage::Created {
+                // The Job finished, so a pod did start even if we never saw it run.
+                let p = pod.clone().unwrap_or_default();
+                let detail = detail::running(&p.uid, &p.name);
+                Self::emit(t, Status::Running, detail, wall, out);
+            }
+            let result = match term {
+                Terminal::Complete { duration } => {
+                    metrics::observe(
+                        "job_duration_seconds",
+                        &[("result", "complete")],
+                        duration as f64,
+                    );
+                    let detail = detail::complete(duration);
+                    Self::emit(t, Status::Complete, detail, wall, out);
+                    "complete"
+                }
+                Terminal::Failed {
+                    reason,
+                    message,
+                    duration,
+                } => {
+                    if let Some(d) = duration {
+                        metrics::observe("job_duration_seconds", &[("result", "failed")], d as f64);
+                    }
+                    let mut text = if message.is_empty() {
+                        reason.clone()
+                    } else {
+                        message.clone()
+                    };
+                    if let Some((code, why)) = pod.as_ref().and_then(|p| p.failed_container.clone())
+                    {
+                        text.push_str(&format!("; container exited with code {code} ({why})"));
+                    }
+                    let detail = detail::error(&ErrorCode::job_failed(&reason), &text);
+                    Self::emit(t, Status::Failed, detail, wall, out);
+                    "failed"
+                }
+            };
+            self.finish(key, result);
+            self.publish(key);
+            return;
+        }
+        // Deleted (held only by our finalizer) before it finished.
+        if t.deleting {
+            let detail = job_deleted(&t.namespace, &t.name);
+            Self::emit(t, Status::Exception, detail, wall, out);
+            self.finish(key, "deleted");
+            self.publish(key);
+            return;
+        }
+        // Pod start timeout: no pod has started since the Job was created.
+        if t.stage == Stage::Created && !pod_started {
+            let age = t
+                .created
+                .and_then(|c| wall.duration_since(c).ok())
+                .unwrap_or_default();
+            if age >= timeout {
+                let why = pod
+                    .as_ref()
+                    .and_then(|p| p.waiting.clone())
+                    .unwrap_or_else(|| "no pod was created".into());
+                let text = format!(
+                    "no pod of Job {}/{} started within {} s: {why}",
+                    t.namespace,
+                    t.name,
+                    timeout.as_secs()
+                );
+                let detail = detail::error(&ErrorCode::PodStartTimeout, &text);
+                Self::emit(t, Status::Exception, detail, wall, out);
+                out.push(Action::DeleteJob {
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                });
+                self.finish(key, "pod_start_timeout");
+            }
+        }
+        self.publish(key);
+    }
+
+    fn job_gone(&mut self, key: &str, wall: SystemTime, out: &mut Vec<Action>) {
+        let Some(mut t) = self.jobs.remove(key) else {
+            return;
+        };
+        self.pods.remove(key);
+        if !t.stage.is_done() {
+            // Never announce a Job that no longer exists: straight to the 99.
+            let detail = job_deleted(&t.namespace, &t.name);
+            Self::emit(&mut t, Status::Exception, detail, wall, out);
+            metrics::inc("jobs_finished_total", &[("result", "deleted")]);
+            board::show(&self.board, t.id.clone(), t.view.clone());
+        }
+        self.live.remove(key);
+    }
+}
