@@ -1,7 +1,9 @@
 //! Configuration from the environment (the seed's variable names where one
 //! exists). `Config::from_env` reads every variable once at start-up, applies the
-//! documented defaults and reports every invalid value at once; nothing else in
-//! the worker reads the environment except the AWS credential chain.
+//! documented defaults and reports every invalid value at once. `Reader` is the
+//! one reader of variables (trimming, defaults, numbers, booleans, comma lists):
+//! `Policy` and `WebhookGuard` read their variables through it, and only the
+//! AWS credential chain reads the environment on its own (at each refresh).
 
 use std::time::Duration;
 
@@ -69,19 +71,51 @@ pub struct Config {
     pub webhook_guard: WebhookGuard,
 }
 
-struct Reader<'a> {
+/// Splits a comma list, trimming entries and dropping empty ones.
+pub fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Reads variables through `get` and collects every problem, so that all of
+/// them are reported at once.
+pub(crate) struct Reader<'a> {
     get: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<String>,
 }
 
-impl Reader<'_> {
-    fn str(&self, name: &str) -> Option<String> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Reader<'a> {
+        Reader {
+            get,
+            errors: Vec::new(),
+        }
+    }
+
+    /// `value` when nothing was wrong, else every problem.
+    pub(crate) fn finish<T>(self, value: T) -> Result<T, Vec<String>> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.errors)
+        }
+    }
+
+    pub(crate) fn error(&mut self, problem: String) {
+        self.errors.push(problem);
+    }
+
+    /// The trimmed value; unset and empty are the same.
+    pub(crate) fn str(&self, name: &str) -> Option<String> {
         (self.get)(name)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     }
 
-    fn string(&self, name: &str, default: &str) -> String {
+    pub(crate) fn string(&self, name: &str, default: &str) -> String {
         self.str(name).unwrap_or_else(|| default.to_string())
     }
 
@@ -95,7 +129,7 @@ impl Reader<'_> {
         }
     }
 
-    fn num<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
+    pub(crate) fn num<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
         match self.str(name) {
             None => default,
             Some(v) => match v.parse() {
@@ -119,16 +153,29 @@ impl Reader<'_> {
         Duration::from_secs_f64(v)
     }
 
-    fn bool(&mut self, name: &str, default: bool) -> bool {
-        match self.str(name).map(|v| v.to_ascii_lowercase()) {
+    pub(crate) fn bool(&mut self, name: &str, default: bool) -> bool {
+        match self.str(name) {
             None => default,
-            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => true,
-            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => false,
+            Some(v) if ["1", "true", "yes", "on"].contains(&v.to_ascii_lowercase().as_str()) => {
+                true
+            }
+            Some(v) if ["0", "false", "no", "off"].contains(&v.to_ascii_lowercase().as_str()) => {
+                false
+            }
             Some(v) => {
                 self.errors
                     .push(format!("{name}={v:?} is not a boolean (true/false)"));
                 default
             }
+        }
+    }
+
+    /// A comma list; `-` is the empty list, unset is `default`.
+    pub(crate) fn list(&self, name: &str, default: &[&str]) -> Vec<String> {
+        match self.str(name) {
+            None => default.iter().map(|s| s.to_string()).collect(),
+            Some(v) if v == "-" => Vec::new(),
+            Some(v) => split_list(&v),
         }
     }
 
@@ -168,21 +215,14 @@ impl Reader<'_> {
 /// The render settings of an empty environment: every default, from the same
 /// reader `Config::from_env` uses (for tests, fuzzing and offline commands).
 pub fn default_render() -> RenderConfig {
-    let mut r = Reader {
-        get: &|_| None,
-        errors: Vec::new(),
-    };
-    r.render(&Policy::default())
+    Reader::new(&|_| None).render(&Policy::default())
 }
 
 impl Config {
     /// Reads the configuration through `get` (the process environment in
     /// production, a map in tests). Every problem is reported in one error.
     pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let mut r = Reader {
-            get,
-            errors: Vec::new(),
-        };
+        let mut r = Reader::new(get);
         let queue_type = r.string("QUEUE_TYPE", "redis").to_ascii_lowercase();
         let queue = match queue_type.as_str() {
             "redis" => QueueConfig::Redis {
@@ -266,14 +306,8 @@ impl Config {
             active_deadline_max,
             max_message_bytes: r.num("MAX_MESSAGE_BYTES", 256 * 1024),
         };
-        let policy = Policy::from_env(get).unwrap_or_else(|e| {
-            r.errors.extend(e);
-            Policy::default()
-        });
-        let webhook_guard = WebhookGuard::from_env(get, &kube.api_url).unwrap_or_else(|e| {
-            r.errors.extend(e);
-            WebhookGuard::default()
-        });
+        let policy = Policy::read(&mut r);
+        let webhook_guard = WebhookGuard::read(&mut r, &kube.api_url);
         let render = r.render(&policy);
         if !is_label_value(&render.instance) || render.instance.is_empty() {
             r.errors.push(format!(
@@ -298,13 +332,7 @@ impl Config {
                 .max(Duration::from_millis(100)),
             webhook_signing_secret: r.str("WEBHOOK_SIGNING_SECRET"),
             http_port: r.num("HTTP_SERVER_PORT", 8080),
-            allowed_namespaces: r
-                .string("ALLOWED_NAMESPACES", "")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+            allowed_namespaces: policy.allowed_namespaces.clone(),
             shutdown_grace: r.secs("SHUTDOWN_GRACE", 20.0),
             json_logs: r.string("LOG_FORMAT", "text").eq_ignore_ascii_case("json"),
             webhook_ca_file: r.str("WEBHOOK_CA_FILE").map(std::path::PathBuf::from),

@@ -109,7 +109,7 @@ impl Intake {
             };
             let mut acks = Vec::new();
             for m in batch {
-                metrics::inc("messages_received_total", &[("queue", self.queue.kind())]);
+                metrics::inc(metrics::MESSAGES_RECEIVED, &[("queue", self.queue.kind())]);
                 match self.process(&m, &mut pending, &mut next_token) {
                     Outcome::Ack => acks.push(m.handle.clone()),
                     Outcome::Later(d) => {
@@ -123,7 +123,7 @@ impl Intake {
             if !acks.is_empty() {
                 match self.queue.ack(&acks) {
                     Ok(()) => metrics::add(
-                        "messages_acknowledged_total",
+                        metrics::MESSAGES_ACKNOWLEDGED,
                         &[("queue", self.queue.kind())],
                         acks.len() as f64,
                     ),
@@ -145,7 +145,7 @@ impl Intake {
             QueueError::Auth(_) => "auth",
             QueueError::Permanent(_) => "permanent",
         };
-        metrics::inc("queue_errors_total", &[("op", op), ("kind", kind)]);
+        metrics::inc(metrics::QUEUE_ERRORS, &[("op", op), ("kind", kind)]);
         match e {
             QueueError::Auth(_) => log::error!("intake: {op}: {e}"),
             _ => log::warn!("intake: {op}: {e}"),
@@ -157,7 +157,7 @@ impl Intake {
             if let Some(p) = pending.remove(&token) {
                 match self.queue.dead_letter(&p.handle, &p.body, &p.reason) {
                     Ok(()) => metrics::inc(
-                        "messages_acknowledged_total",
+                        metrics::MESSAGES_ACKNOWLEDGED,
                         &[("queue", self.queue.kind())],
                     ),
                     Err(e) => self.queue_error("dead_letter", &e),
@@ -225,7 +225,7 @@ impl Intake {
         match self.kube.post(&path, &job, &format!("create job {key}")) {
             Ok(created) => {
                 log::info!("message {} job {key}: created", msg.id);
-                metrics::inc("jobs_created_total", &[]);
+                metrics::inc(metrics::JOBS_CREATED, &[]);
                 self.live.insert(&key);
                 let _ = self.tracker.send(TrackerMsg::Created {
                     job: created,
@@ -239,7 +239,7 @@ impl Intake {
                     .code()
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "transport".into());
-                metrics::inc("job_create_errors_total", &[("code", &code)]);
+                metrics::inc(metrics::JOB_CREATE_ERRORS, &[("code", &code)]);
                 if e.is_transient() {
                     let d = retry_delay(m.receive_count);
                     log::warn!(
@@ -283,7 +283,7 @@ impl Intake {
                     .and_then(Value::as_str);
                 if owner == Some(msg.id.as_str()) {
                     log::info!("message {} job {key}: already exists, adopted", msg.id);
-                    metrics::inc("jobs_adopted_total", &[]);
+                    metrics::inc(metrics::JOBS_ADOPTED, &[]);
                     let _ = self.tracker.send(TrackerMsg::Created {
                         job: existing,
                         received_at: m.received_at,
@@ -345,7 +345,7 @@ impl Intake {
         pending: &mut HashMap<u64, Pending>,
         next_token: &mut u64,
     ) -> Outcome {
-        metrics::inc("messages_rejected_total", &[("reason", code.as_str())]);
+        metrics::inc(metrics::MESSAGES_REJECTED, &[("reason", code.as_str())]);
         log::warn!(
             "message {}: rejected {code}: {text}",
             id.as_deref().unwrap_or("<no id>")
@@ -355,7 +355,7 @@ impl Intake {
             // Nobody to tell: the dead-letter record is the outcome.
             match self.queue.dead_letter(&m.handle, &m.body, &reason) {
                 Ok(()) => metrics::inc(
-                    "messages_acknowledged_total",
+                    metrics::MESSAGES_ACKNOWLEDGED,
                     &[("queue", self.queue.kind())],
                 ),
                 Err(e) => self.queue_error("dead_letter", &e),
@@ -370,7 +370,7 @@ impl Intake {
         if self.queue.dead_letter_is_durable() || url.is_none() {
             match self.queue.dead_letter(&m.handle, &m.body, &reason) {
                 Ok(()) => metrics::inc(
-                    "messages_acknowledged_total",
+                    metrics::MESSAGES_ACKNOWLEDGED,
                     &[("queue", self.queue.kind())],
                 ),
                 Err(e) => self.queue_error("dead_letter", &e),

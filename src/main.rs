@@ -7,7 +7,6 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use k8s_job_worker::config::Config;
 use k8s_job_worker::contract::{FINALIZER, job_name, selector};
@@ -49,21 +48,32 @@ fn read_input(arg: Option<&String>) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The configuration of a command that needs only part of it: `forced`
+/// variables replace the environment's, `fallback` ones fill in where it has
+/// none (so the variables a command does not use cannot make it fail).
+fn command_config(forced: &[(&str, &str)], fallback: &[(&str, &str)]) -> Result<Config, String> {
+    let pick = |list: &[(&str, &str)], k: &str| {
+        list.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    Config::from_env(&|k| {
+        pick(forced, k)
+            .or_else(|| std::env::var(k).ok())
+            .or_else(|| pick(fallback, k))
+    })
+}
+
 /// Limits and render settings from the environment, without requiring the
 /// run-time variables (queue, API server) that validate/render do not need.
 fn offline_settings() -> (Limits, RenderConfig) {
-    let mut env: Vec<(String, String)> = std::env::vars().collect();
-    env.push(("LEADER_ELECTION".into(), "false".into()));
-    env.push(("KUBE_API_URL".into(), "http://offline.invalid".into()));
-    env.push(("REDIS_ENDPOINT".into(), "offline.invalid:1".into()));
-    env.push(("QUEUE_TYPE".into(), "redis".into()));
-    let get = move |k: &str| {
-        env.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    match Config::from_env(&get) {
+    let forced = [
+        ("LEADER_ELECTION", "false"),
+        ("KUBE_API_URL", "http://offline.invalid"),
+        ("REDIS_ENDPOINT", "offline.invalid:1"),
+        ("QUEUE_TYPE", "redis"),
+    ];
+    match command_config(&forced, &[]) {
         Ok(c) => (c.limits, c.render),
         Err(_) => (Limits::default(), k8s_job_worker::config::default_render()),
     }
@@ -115,13 +125,11 @@ fn enqueue_cmd(arg: Option<&String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = match Config::from_env(&|k| {
-        std::env::var(k).ok().or_else(|| match k {
-            "LEADER_ELECTION" => Some("false".into()),
-            "KUBE_API_URL" => Some("http://unused.invalid".into()),
-            _ => None,
-        })
-    }) {
+    let fallback = [
+        ("LEADER_ELECTION", "false"),
+        ("KUBE_API_URL", "http://unused.invalid"),
+    ];
+    let cfg = match command_config(&[], &fallback) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration: {e}");
@@ -149,31 +157,30 @@ fn enqueue_cmd(arg: Option<&String>) -> ExitCode {
 
 fn cleanup_cmd() -> ExitCode {
     logging::init(false);
-    let get = |k: &str| std::env::var(k).ok();
-    let kcfg = match k8s_job_worker::kube::KubeConfig::from_env(&get) {
+    // The queue and the Lease are not used: only KUBE_*, WORKER_INSTANCE and
+    // ALLOWED_NAMESPACES matter here.
+    let forced = [
+        ("LEADER_ELECTION", "false"),
+        ("QUEUE_TYPE", "redis"),
+        ("REDIS_ENDPOINT", "unused.invalid:1"),
+    ];
+    let cfg = match command_config(&forced, &[]) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    let kube = match Client::new(&kcfg) {
+    let kube = match Client::new(&cfg.kube) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let instance = std::env::var("WORKER_INSTANCE").unwrap_or_else(|_| "default".into());
-    let sel = k8s_job_worker::encode::percent_encode(&selector(&instance));
+    let sel = k8s_job_worker::encode::percent_encode(&selector(&cfg.render.instance));
     // With an allowlist the worker's RBAC covers only those namespaces.
-    let namespaces: Vec<String> = std::env::var("ALLOWED_NAMESPACES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let namespaces = &cfg.allowed_namespaces;
     let paths: Vec<String> = if namespaces.is_empty() {
         vec!["/apis/batch/v1/jobs".into()]
     } else {
@@ -244,8 +251,8 @@ fn run() -> ExitCode {
     };
     logging::init(cfg.json_logs);
     signal::install();
-    metrics::set("build_info", &[("version", VERSION)], 1.0);
-    metrics::set("leader", &[], 0.0);
+    metrics::set(metrics::BUILD_INFO, &[("version", VERSION)], 1.0);
+    metrics::set(metrics::LEADER, &[], 0.0);
     let kube = match Client::new(&cfg.kube) {
         Ok(k) => k,
         Err(e) => {
@@ -297,7 +304,6 @@ fn main() -> ExitCode {
         Some("cleanup") => cleanup_cmd(),
         Some(other) => {
             eprintln!("error: unknown command {other:?}\n\n{HELP}");
-            let _ = Duration::ZERO;
             ExitCode::from(2)
         }
     }

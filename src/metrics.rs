@@ -16,86 +16,116 @@ pub enum Kind {
     Histogram,
 }
 
+/// A declared metric family, named without the `job_worker_` prefix. Only the
+/// constants below exist (the field is private), so a misspelt metric does not
+/// compile; each is declared in `FAMILIES` with its kind and help text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric(&'static str);
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+pub const BUILD_INFO: Metric = Metric("build_info");
+pub const LEADER: Metric = Metric("leader");
+pub const MESSAGES_RECEIVED: Metric = Metric("messages_received_total");
+pub const MESSAGES_ACKNOWLEDGED: Metric = Metric("messages_acknowledged_total");
+pub const MESSAGES_REJECTED: Metric = Metric("messages_rejected_total");
+pub const QUEUE_ERRORS: Metric = Metric("queue_errors_total");
+pub const JOBS_CREATED: Metric = Metric("jobs_created_total");
+pub const JOBS_ADOPTED: Metric = Metric("jobs_adopted_total");
+pub const JOB_CREATE_ERRORS: Metric = Metric("job_create_errors_total");
+pub const JOBS_FINISHED: Metric = Metric("jobs_finished_total");
+pub const JOBS_IN_FLIGHT: Metric = Metric("jobs_in_flight");
+pub const CALLBACKS_SENT: Metric = Metric("callbacks_sent_total");
+pub const CALLBACK_RETRIES: Metric = Metric("callback_retries_total");
+pub const CALLBACK_DELIVERY_SECONDS: Metric = Metric("callback_delivery_seconds");
+pub const JOB_DURATION_SECONDS: Metric = Metric("job_duration_seconds");
+pub const QUEUE_TO_JOB_SECONDS: Metric = Metric("queue_to_job_seconds");
+pub const WATCH_RESTARTS: Metric = Metric("watch_restarts_total");
+
 /// (name without the `job_worker_` prefix, kind, help).
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
-        "build_info",
+        BUILD_INFO.0,
         Kind::Gauge,
         "Build information; the value is always 1.",
     ),
     (
-        "leader",
+        LEADER.0,
         Kind::Gauge,
         "1 while this replica holds the leader Lease, else 0.",
     ),
     (
-        "messages_received_total",
+        MESSAGES_RECEIVED.0,
         Kind::Counter,
         "Messages received from the queue.",
     ),
     (
-        "messages_acknowledged_total",
+        MESSAGES_ACKNOWLEDGED.0,
         Kind::Counter,
         "Messages removed from the queue after their outcome was durable.",
     ),
     (
-        "messages_rejected_total",
+        MESSAGES_REJECTED.0,
         Kind::Counter,
         "Messages rejected, by reason (error code).",
     ),
     (
-        "queue_errors_total",
+        QUEUE_ERRORS.0,
         Kind::Counter,
         "Errors talking to the queue, by operation.",
     ),
-    ("jobs_created_total", Kind::Counter, "Jobs created."),
+    (JOBS_CREATED.0, Kind::Counter, "Jobs created."),
     (
-        "jobs_adopted_total",
+        JOBS_ADOPTED.0,
         Kind::Counter,
         "Existing Jobs adopted for a redelivered message.",
     ),
     (
-        "job_create_errors_total",
+        JOB_CREATE_ERRORS.0,
         Kind::Counter,
         "Job create errors, by HTTP status code or transport error.",
     ),
     (
-        "jobs_finished_total",
+        JOBS_FINISHED.0,
         Kind::Counter,
         "Jobs that reached a terminal status, by result.",
     ),
     (
-        "jobs_in_flight",
+        JOBS_IN_FLIGHT.0,
         Kind::Gauge,
         "Jobs of this worker that have not reached a terminal status.",
     ),
     (
-        "callbacks_sent_total",
+        CALLBACKS_SENT.0,
         Kind::Counter,
         "Callback deliveries, by status and outcome.",
     ),
     (
-        "callback_retries_total",
+        CALLBACK_RETRIES.0,
         Kind::Counter,
         "Callback delivery attempts that will be retried.",
     ),
     (
-        "callback_delivery_seconds",
+        CALLBACK_DELIVERY_SECONDS.0,
         Kind::Histogram,
         "Time from a callback being queued to its successful delivery.",
     ),
     (
-        "job_duration_seconds",
+        JOB_DURATION_SECONDS.0,
         Kind::Histogram,
         "Job run time from startTime to completion or failure.",
     ),
     (
-        "queue_to_job_seconds",
+        QUEUE_TO_JOB_SECONDS.0,
         Kind::Histogram,
         "Time from a message being received to its Job existing.",
     ),
     (
-        "watch_restarts_total",
+        WATCH_RESTARTS.0,
         Kind::Counter,
         "Watch streams restarted, by resource and reason.",
     ),
@@ -148,27 +178,27 @@ fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
 }
 
 /// Adds 1 to a counter.
-pub fn inc(name: &str, l: &[(&str, &str)]) {
-    add(name, l, 1.0);
+pub fn inc(m: Metric, l: &[(&str, &str)]) {
+    add(m, l, 1.0);
 }
 
 /// Adds `v` to a counter (or gauge).
-pub fn add(name: &str, l: &[(&str, &str)], v: f64) {
-    let key = (family(name), labels(l));
+pub fn add(m: Metric, l: &[(&str, &str)], v: f64) {
+    let key = (m.0, labels(l));
     with(|r| *r.values.entry(key).or_insert(0.0) += v);
 }
 
 /// Sets a gauge.
-pub fn set(name: &str, l: &[(&str, &str)], v: f64) {
-    let key = (family(name), labels(l));
+pub fn set(m: Metric, l: &[(&str, &str)], v: f64) {
+    let key = (m.0, labels(l));
     with(|r| {
         r.values.insert(key, v);
     });
 }
 
 /// Records one histogram observation in seconds.
-pub fn observe(name: &str, l: &[(&str, &str)], v: f64) {
-    let key = (family(name), labels(l));
+pub fn observe(m: Metric, l: &[(&str, &str)], v: f64) {
+    let key = (m.0, labels(l));
     with(|r| {
         let h = r.hists.entry(key).or_default();
         if h.counts.is_empty() {
@@ -239,8 +269,7 @@ pub fn render() -> String {
             let _ = writeln!(out, "# HELP {full} {help}");
             let _ = writeln!(out, "# TYPE {full} {t}");
             if *kind == Kind::Histogram {
-                for ((n, l), h) in r.hists.iter().filter(|((n, _), _)| n == name) {
-                    let _ = n;
+                for ((_, l), h) in r.hists.iter().filter(|((n, _), _)| n == name) {
                     for (i, b) in BUCKETS.iter().enumerate() {
                         let _ = writeln!(
                             out,
@@ -274,8 +303,8 @@ mod tests {
 
     #[test]
     fn renders_help_type_and_labelled_samples() {
-        inc("jobs_created_total", &[("namespace", "a\"b")]);
-        observe("job_duration_seconds", &[("result", "complete")], 0.2);
+        inc(JOBS_CREATED, &[("namespace", "a\"b")]);
+        observe(JOB_DURATION_SECONDS, &[("result", "complete")], 0.2);
         let text = render();
         assert!(text.contains("# TYPE job_worker_jobs_created_total counter"));
         assert!(text.contains("job_worker_jobs_created_total{namespace=\"a\\\"b\"} "));
@@ -295,6 +324,15 @@ mod tests {
     #[test]
     #[should_panic(expected = "not declared")]
     fn undeclared_family_is_a_programming_error() {
-        inc("no_such_metric", &[]);
+        // Writers take a `Metric`, so only a reader can name an unknown family.
+        value("no_such_metric", &[]);
+    }
+
+    #[test]
+    fn every_family_has_a_unique_name() {
+        let mut names: Vec<&str> = FAMILIES.iter().map(|(n, _, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FAMILIES.len());
     }
 }

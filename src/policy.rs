@@ -22,6 +22,7 @@
 //! A message without ttlSecondsAfterFinished, resources or GPUs is not affected
 //! by the corresponding bounds (except the CPU/memory limit requirement above).
 
+use crate::config::Reader;
 use crate::message::{EnvRefKind, Message};
 use crate::quantity;
 
@@ -119,15 +120,6 @@ impl std::fmt::Display for Denied {
 
 impl std::error::Error for Denied {}
 
-/// Splits a comma list, trimming entries and dropping empty ones.
-pub fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// `none` for an empty list (error texts).
 fn show(list: &[String]) -> String {
     if list.is_empty() {
@@ -141,25 +133,20 @@ impl Policy {
     /// Reads the policy variables through `get` (the process environment in
     /// production). Every invalid value is reported.
     pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Policy, Vec<String>> {
-        let mut errors = Vec::new();
-        let val = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let list = |name: &str, default: &[&str]| -> Vec<String> {
-            match val(name) {
-                None => default.iter().map(|s| s.to_string()).collect(),
-                Some(v) if v == "-" => Vec::new(),
-                Some(v) => split_list(&v),
-            }
-        };
+        let mut r = Reader::new(get);
+        let p = Policy::read(&mut r);
+        r.finish(p)
+    }
+
+    /// Reads the policy variables through `r`, which collects the problems.
+    pub(crate) fn read(r: &mut Reader) -> Policy {
         let mut p = Policy {
-            allowed_namespaces: list("ALLOWED_NAMESPACES", &[]),
-            allowed_images: list("ALLOWED_IMAGES", &[]),
-            allowed_service_accounts: list("ALLOWED_SERVICE_ACCOUNTS", &[DEFAULT_SERVICE_ACCOUNT]),
-            allowed_env_refs: list("ALLOWED_ENV_REFS", &[]),
-            allowed_pvcs: list("ALLOWED_PVCS", &[]),
+            allowed_namespaces: r.list("ALLOWED_NAMESPACES", &[]),
+            allowed_images: r.list("ALLOWED_IMAGES", &[]),
+            allowed_service_accounts: r
+                .list("ALLOWED_SERVICE_ACCOUNTS", &[DEFAULT_SERVICE_ACCOUNT]),
+            allowed_env_refs: r.list("ALLOWED_ENV_REFS", &[]),
+            allowed_pvcs: r.list("ALLOWED_PVCS", &[]),
             ..Policy::default()
         };
         for e in &mut p.allowed_env_refs {
@@ -171,80 +158,34 @@ impl Policy {
                 {
                     *e = format!("{}/{name}", kind.to_ascii_lowercase());
                 }
-                _ => errors.push(format!(
+                _ => r.error(format!(
                     "ALLOWED_ENV_REFS entry {e:?} must be configmap/<name>, secret/<name>, configmap/* or secret/*"
                 )),
             }
         }
-        if let Some(v) = val("REQUIRE_IMAGE_DIGEST") {
-            match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => p.require_image_digest = true,
-                "0" | "false" | "no" | "off" => p.require_image_digest = false,
-                _ => errors.push(format!(
-                    "REQUIRE_IMAGE_DIGEST={v:?} is not a boolean (true/false)"
-                )),
-            }
-        }
+        p.require_image_digest = r.bool("REQUIRE_IMAGE_DIGEST", false);
         for (name, slot) in [
             ("MAX_JOB_CPU", &mut p.max_job_cpu),
             ("MAX_JOB_MEMORY", &mut p.max_job_memory),
         ] {
-            if let Some(v) = val(name) {
+            if let Some(v) = r.str(name) {
                 match MaxQuantity::parse(&v) {
                     Ok(q) => *slot = Some(q),
-                    Err(e) => errors.push(format!("{name}={v:?} is not a valid quantity: {e}")),
+                    Err(e) => r.error(format!("{name}={v:?} is not a valid quantity: {e}")),
                 }
             }
         }
-        fn num<T: std::str::FromStr>(
-            v: Option<String>,
-            name: &str,
-            default: T,
-            errors: &mut Vec<String>,
-        ) -> T {
-            match v {
-                None => default,
-                Some(v) => v.parse().unwrap_or_else(|_| {
-                    errors.push(format!("{name}={v:?} is not a valid number"));
-                    default
-                }),
-            }
-        }
-        p.max_job_gpus = num(
-            val("MAX_JOB_GPUS"),
-            "MAX_JOB_GPUS",
-            DEFAULT_MAX_JOB_GPUS,
-            &mut errors,
-        );
-        p.max_env_entries = num(
-            val("MAX_ENV_ENTRIES"),
-            "MAX_ENV_ENTRIES",
-            DEFAULT_MAX_ENV_ENTRIES,
-            &mut errors,
-        );
-        p.min_ttl_seconds_after_finished = num(
-            val("MIN_TTL_SECONDS_AFTER_FINISHED"),
-            "MIN_TTL_SECONDS_AFTER_FINISHED",
-            DEFAULT_MIN_TTL,
-            &mut errors,
-        );
-        p.max_ttl_seconds_after_finished = num(
-            val("MAX_TTL_SECONDS_AFTER_FINISHED"),
-            "MAX_TTL_SECONDS_AFTER_FINISHED",
-            DEFAULT_MAX_TTL,
-            &mut errors,
-        );
+        p.max_job_gpus = r.num("MAX_JOB_GPUS", DEFAULT_MAX_JOB_GPUS);
+        p.max_env_entries = r.num("MAX_ENV_ENTRIES", DEFAULT_MAX_ENV_ENTRIES);
+        p.min_ttl_seconds_after_finished = r.num("MIN_TTL_SECONDS_AFTER_FINISHED", DEFAULT_MIN_TTL);
+        p.max_ttl_seconds_after_finished = r.num("MAX_TTL_SECONDS_AFTER_FINISHED", DEFAULT_MAX_TTL);
         if p.min_ttl_seconds_after_finished > p.max_ttl_seconds_after_finished {
-            errors.push(format!(
+            r.error(format!(
                 "MIN_TTL_SECONDS_AFTER_FINISHED ({}) must not exceed MAX_TTL_SECONDS_AFTER_FINISHED ({})",
                 p.min_ttl_seconds_after_finished, p.max_ttl_seconds_after_finished
             ));
         }
-        if errors.is_empty() {
-            Ok(p)
-        } else {
-            Err(errors)
-        }
+        p
     }
 
     /// Service accounts whose token may be mounted in the pod: the ones named

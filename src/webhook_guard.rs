@@ -34,6 +34,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
+use crate::config::Reader;
+
 /// Where callbacks may go. `Default` allows any host and refuses only the
 /// always-refused addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -147,29 +149,23 @@ impl WebhookGuard {
         get: &dyn Fn(&str) -> Option<String>,
         api_url: &str,
     ) -> Result<WebhookGuard, Vec<String>> {
-        let mut errors = Vec::new();
-        let val = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let mut r = Reader::new(get);
+        let guard = WebhookGuard::read(&mut r, api_url);
+        r.finish(guard)
+    }
+
+    /// `from_env` through `r`, which collects the problems.
+    pub(crate) fn read(r: &mut Reader, api_url: &str) -> WebhookGuard {
         let mut guard = WebhookGuard::default();
-        let hosts = val("WEBHOOK_ALLOWED_HOSTS").unwrap_or_default();
-        for entry in hosts.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            match normalize_allowed(entry) {
+        // Not `r.list`: a lone `-` is an entry here (one that matches no host).
+        let hosts = r.str("WEBHOOK_ALLOWED_HOSTS").unwrap_or_default();
+        for entry in crate::config::split_list(&hosts) {
+            match normalize_allowed(&entry) {
                 Ok(e) => guard.allowed_hosts.push(e),
-                Err(e) => errors.push(format!("WEBHOOK_ALLOWED_HOSTS entry {entry:?} {e}")),
+                Err(e) => r.error(format!("WEBHOOK_ALLOWED_HOSTS entry {entry:?} {e}")),
             }
         }
-        if let Some(v) = val("WEBHOOK_DENY_PRIVATE") {
-            match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => guard.deny_private = true,
-                "0" | "false" | "no" | "off" => guard.deny_private = false,
-                _ => errors.push(format!(
-                    "WEBHOOK_DENY_PRIVATE={v:?} is not a boolean (true/false)"
-                )),
-            }
-        }
+        guard.deny_private = r.bool("WEBHOOK_DENY_PRIVATE", false);
         if let Ok(Target {
             host: Host::Ip(ip),
             port,
@@ -178,19 +174,16 @@ impl WebhookGuard {
         {
             guard.deny_api_server(ip, port);
         }
-        if let Some(h) = val("KUBERNETES_SERVICE_HOST")
+        if let Some(h) = r.str("KUBERNETES_SERVICE_HOST")
             && let Ok(ip) = h.trim_matches(['[', ']']).parse::<IpAddr>()
         {
-            let port = val("KUBERNETES_SERVICE_PORT")
+            let port = r
+                .str("KUBERNETES_SERVICE_PORT")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(443);
             guard.deny_api_server(ip, port);
         }
-        if errors.is_empty() {
-            Ok(guard)
-        } else {
-            Err(errors)
-        }
+        guard
     }
 
     /// Refuses the API server's address: the whole IP, or only its port when

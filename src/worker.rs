@@ -372,13 +372,13 @@ fn start_leading(cfg: &Config, kube: &Client, health: &Arc<Health>) -> Result<Le
     )?;
     *health.board.lock().unwrap_or_else(|e| e.into_inner()) = Some(leading.board.clone());
     health.leader.store(true, Ordering::SeqCst);
-    metrics::set("leader", &[], 1.0);
+    metrics::set(metrics::LEADER, &[], 1.0);
     Ok(leading)
 }
 
 fn stop_leading(leading: Leading, health: &Health, abort: bool) {
     health.leader.store(false, Ordering::SeqCst);
-    metrics::set("leader", &[], 0.0);
+    metrics::set(metrics::LEADER, &[], 0.0);
     leading.stop(abort);
 }
 

@@ -264,7 +264,10 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
             delay,
             reason,
         } => {
-            crate::metrics::inc("callback_retries_total", &[("status", &status.to_string())]);
+            crate::metrics::inc(
+                crate::metrics::CALLBACK_RETRIES,
+                &[("status", &status.to_string())],
+            );
             log::warn!(
                 "callback for message {message_id} status {status}: attempt {attempts} failed ({reason}); retrying in {:.1}s",
                 delay.as_secs_f64()
@@ -287,7 +290,7 @@ fn settle(cb: &Callback, verdict: Verdict, attempts: u32, hooks: &dyn Hooks) {
     let (label, outcome) = match verdict {
         Verdict::Delivered => {
             let secs = cb.queued_at.elapsed().as_secs_f64();
-            crate::metrics::observe("callback_delivery_seconds", &[], secs);
+            crate::metrics::observe(crate::metrics::CALLBACK_DELIVERY_SECONDS, &[], secs);
             log::info!(
                 "callback for message {} status {status} delivered after {attempts} attempt(s), {secs:.3}s after it was queued",
                 cb.message_id
@@ -317,7 +320,7 @@ fn settle(cb: &Callback, verdict: Verdict, attempts: u32, hooks: &dyn Hooks) {
         }
     };
     crate::metrics::inc(
-        "callbacks_sent_total",
+        crate::metrics::CALLBACKS_SENT,
         &[("status", &status), ("outcome", label)],
     );
     let call = std::panic::AssertUnwindSafe(|| hooks.settled(cb, &outcome));

@@ -294,7 +294,7 @@ pub fn spawn<T: Send + 'static>(
                     Step::Restarted(r) => {
                         let reason = format!("{r:?}").to_lowercase();
                         crate::metrics::inc(
-                            "watch_restarts_total",
+                            crate::metrics::WATCH_RESTARTS,
                             &[("resource", &what), ("reason", &reason)],
                         );
                     }

@@ -51,13 +51,13 @@ impl LiveJobs {
     pub fn insert(&self, key: &str) {
         let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
         s.insert(key.to_string());
-        metrics::set("jobs_in_flight", &[], s.len() as f64);
+        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.len() as f64);
     }
 
     pub fn remove(&self, key: &str) {
         let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if s.remove(key) {
-            metrics::set("jobs_in_flight", &[], s.len() as f64);
+            metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.len() as f64);
             self.changed.notify_all();
         }
     }

@@ -149,7 +149,7 @@ impl Tracker {
                     {
                         t.latency_observed = true;
                         metrics::observe(
-                            "queue_to_job_seconds",
+                            metrics::QUEUE_TO_JOB_SECONDS,
                             &[],
                             now.duration_since(received_at).as_secs_f64(),
                         );
@@ -373,7 +373,7 @@ impl Tracker {
 
     fn finish(&mut self, key: &str, result: &str) {
         if self.jobs.contains_key(key) {
-            metrics::inc("jobs_finished_total", &[("result", result)]);
+            metrics::inc(metrics::JOBS_FINISHED, &[("result", result)]);
         }
         self.live.remove(key);
     }
@@ -445,7 +445,7 @@ impl Tracker {
             let result = match term {
                 Terminal::Complete { duration } => {
                     metrics::observe(
-                        "job_duration_seconds",
+                        metrics::JOB_DURATION_SECONDS,
                         &[("result", "complete")],
                         duration as f64,
                     );
@@ -459,7 +459,11 @@ impl Tracker {
                     duration,
                 } => {
                     if let Some(d) = duration {
-                        metrics::observe("job_duration_seconds", &[("result", "failed")], d as f64);
+                        metrics::observe(
+                            metrics::JOB_DURATION_SECONDS,
+                            &[("result", "failed")],
+                            d as f64,
+                        );
                     }
                     let mut text = if message.is_empty() {
                         reason.clone()
@@ -525,7 +529,7 @@ impl Tracker {
             // Never announce a Job that no longer exists: straight to the 99.
             let detail = job_deleted(&t.namespace, &t.name);
             Self::emit(&mut t, Status::Exception, detail, wall, out);
-            metrics::inc("jobs_finished_total", &[("result", "deleted")]);
+            metrics::inc(metrics::JOBS_FINISHED, &[("result", "deleted")]);
             board::show(&self.board, t.id.clone(), t.view.clone());
         }
         self.live.remove(key);
