@@ -3,6 +3,7 @@
 //! module installs signal handlers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 
@@ -27,4 +28,18 @@ pub fn install() {
 /// The signal received so far (0 = none).
 pub fn received() -> usize {
     RECEIVED.load(Ordering::SeqCst)
+}
+
+/// Sleeps up to `d`, waking early when a signal arrives; true if one did.
+pub fn sleep_or_signal(d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if received() != 0 {
+            return true;
+        }
+        std::thread::sleep(
+            Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    received() != 0
 }

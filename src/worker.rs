@@ -1,15 +1,18 @@
-//! Wiring: builds the threads of a leading worker — intake (poller), the Job
-//! and Pod watchers, the tracker, the callback thread — connects them with typed
-//! crossbeam channels, and stops them in order: intake first (no new Jobs), then
-//! the tracker, then the callback thread, which flushes within the grace period.
-//! Watch threads block in reads and are detached; they end with the process or
-//! at their next event after `stop`.
+//! Wiring: what starts, in which order, and how it stops. `run_elected` hands
+//! the election loop (`kube::lease::campaign`) a `Worker`, whose `start` builds
+//! the threads of a leader — the callback thread, the Job and Pod watches
+//! (`kube::watch::spawn`), the tracker (`tracker::spawn`), intake — connected
+//! by typed crossbeam channels, and whose `stop` stops them in order: intake
+//! first (no new Jobs), then the tracker, then the callback thread, which
+//! flushes within the grace period (or aborts when the Lease was lost). Watch
+//! threads block in reads and are detached; they end with the process or at
+//! their next event after `stop`. No thread loop lives here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, unbounded};
 use serde_json::json;
@@ -20,10 +23,11 @@ use crate::contract::{ANN_DELIVERED, FINALIZER};
 use crate::http::Health;
 use crate::intake::Intake;
 use crate::kube::Client;
+use crate::kube::lease::{self, Leadership, LeaseLock};
 use crate::kube::watch::{self, RestApi};
-use crate::metrics;
 use crate::queue::{Queue, QueueError};
 use crate::tracker::{self, Board, LiveJobs, Tracker, TrackerMsg};
+use crate::{metrics, signal};
 
 /// Why the worker could not start (or start leading). `Display` reads as a
 /// sentence naming the part that failed.
@@ -346,20 +350,6 @@ pub fn webhook_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, S
     Ok(b.build().new_agent())
 }
 
-/// Sleeps up to `d`, waking early when a signal arrives; true if one did.
-fn sleep_or_signal(d: Duration) -> bool {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if crate::signal::received() != 0 {
-            return true;
-        }
-        std::thread::sleep(
-            Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())),
-        );
-    }
-    crate::signal::received() != 0
-}
-
 fn start_leading(cfg: &Config, kube: &Client, health: &Arc<Health>) -> Result<Leading, StartError> {
     let queue = open_queue(cfg)?;
     health.queue_reachable.store(true, Ordering::SeqCst);
@@ -376,112 +366,72 @@ fn start_leading(cfg: &Config, kube: &Client, health: &Arc<Health>) -> Result<Le
     Ok(leading)
 }
 
-fn stop_leading(leading: Leading, health: &Health, abort: bool) {
-    health.leader.store(false, Ordering::SeqCst);
-    metrics::set(metrics::LEADER, &[], 0.0);
-    leading.stop(abort);
+/// What starts and stops with the Lease, and the health it reports.
+struct Worker<'a> {
+    cfg: &'a Config,
+    kube: Client,
+    health: Arc<Health>,
+    leading: Option<Leading>,
+}
+
+impl Leadership for Worker<'_> {
+    type Error = StartError;
+
+    fn start(&mut self) -> Result<(), StartError> {
+        self.leading = Some(start_leading(self.cfg, &self.kube, &self.health)?);
+        Ok(())
+    }
+
+    fn stop(&mut self, abort: bool) {
+        if let Some(leading) = self.leading.take() {
+            self.health.leader.store(false, Ordering::SeqCst);
+            metrics::set(metrics::LEADER, &[], 0.0);
+            leading.stop(abort);
+        }
+    }
+
+    fn api_answered(&mut self, answered: bool) {
+        // A leader stays ready while it may still renew.
+        let ready = answered || self.leading.is_some();
+        self.health.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn tick(&mut self) {
+        if let Some(l) = &self.leading {
+            self.health.alive.store(l.healthy(), Ordering::SeqCst);
+        }
+    }
 }
 
 /// Runs the worker until SIGTERM/SIGINT: elected through the Lease when
 /// leader election is on (the default), otherwise leading at once.
 pub fn run_elected(cfg: &Config, kube: Client, health: Arc<Health>) -> Result<(), StartError> {
-    use crate::kube::lease::{Attempt, Candidate, LeaseLock, Role, Transition, after_attempt};
+    let mut worker = Worker {
+        cfg,
+        kube: kube.clone(),
+        health,
+        leading: None,
+    };
     if !cfg.lease.enabled {
         log::warn!("leader election is off (LEADER_ELECTION=false): run exactly one replica");
-        let leading = start_leading(cfg, &kube, &health)?;
-        health.ready.store(true, Ordering::SeqCst);
-        while !sleep_or_signal(Duration::from_millis(500)) {
-            health.alive.store(leading.healthy(), Ordering::SeqCst);
-        }
-        log::info!("signal {} received: stopping", crate::signal::received());
-        stop_leading(leading, &health, false);
-        return Ok(());
+        return lease::lead_unelected(&mut worker, &signal::sleep_or_signal);
     }
     let lock = LeaseLock {
-        client: kube.clone(),
+        client: kube,
         namespace: cfg.lease.namespace.clone(),
         name: cfg.lease.name.clone(),
     };
-    let me = cfg.lease.identity.clone();
-    let mut cand = Candidate::default();
-    let mut role = Role::Follower;
-    let mut leading: Option<Leading> = None;
-    let mut last_holder: Option<String> = None;
-    log::info!(
-        "campaigning for lease {}/{} as {me}",
-        lock.namespace,
-        lock.name
+    let timing = lease::Timing {
+        lease_duration: cfg.lease.lease_duration,
+        renew_deadline: cfg.lease.renew_deadline,
+        retry_period: cfg.lease.retry_period,
+    };
+    lease::campaign(
+        &lock,
+        &cfg.lease.identity,
+        &timing,
+        &mut worker,
+        &signal::sleep_or_signal,
     );
-    loop {
-        let now = Instant::now();
-        let attempt = match cand.try_acquire_or_renew(
-            &lock,
-            &me,
-            cfg.lease.lease_duration,
-            now,
-            SystemTime::now(),
-        ) {
-            Ok(true) => Attempt::Held,
-            Ok(false) => Attempt::Lost,
-            Err(e) => {
-                log::warn!("{e}");
-                Attempt::Error
-            }
-        };
-        health.ready.store(
-            attempt != Attempt::Error || leading.is_some(),
-            Ordering::SeqCst,
-        );
-        let holder = cand.holder().map(str::to_string);
-        if holder != last_holder {
-            log::info!(
-                "lease {}/{} held by {}",
-                lock.namespace,
-                lock.name,
-                holder.as_deref().unwrap_or("nobody")
-            );
-            last_holder = holder;
-        }
-        let (next, t) = after_attempt(role, attempt, now, cfg.lease.renew_deadline);
-        role = next;
-        match t {
-            Transition::StartLeading => {
-                log::info!("became leader of {}/{}", lock.namespace, lock.name);
-                match start_leading(cfg, &kube, &health) {
-                    Ok(l) => leading = Some(l),
-                    Err(e) => {
-                        log::error!("cannot start leading: {e}; releasing the lease");
-                        let _ = cand.release(&lock, &me, SystemTime::now());
-                        role = Role::Follower;
-                    }
-                }
-            }
-            Transition::StopLeading => {
-                log::warn!(
-                    "lost the lease {}/{}: stopping all work and campaigning again",
-                    lock.namespace,
-                    lock.name
-                );
-                if let Some(l) = leading.take() {
-                    stop_leading(l, &health, true);
-                }
-            }
-            Transition::None => {}
-        }
-        if let Some(l) = &leading {
-            health.alive.store(l.healthy(), Ordering::SeqCst);
-        }
-        if sleep_or_signal(cfg.lease.retry_period) {
-            break;
-        }
-    }
-    log::info!("signal {} received: stopping", crate::signal::received());
-    if let Some(l) = leading.take() {
-        stop_leading(l, &health, false);
-        match cand.release(&lock, &me, SystemTime::now()) {
-            Ok(()) => log::info!("released lease {}/{}", lock.namespace, lock.name),
-            Err(e) => log::warn!("could not release the lease: {e}"),
-        }
-    }
     Ok(())
 }

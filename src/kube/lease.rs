@@ -325,6 +325,125 @@ impl Candidate {
     }
 }
 
+/// The leader's side of the election loop: what starts and stops with the
+/// Lease, and where the loop reports what it learns.
+pub trait Leadership {
+    type Error: std::fmt::Display;
+    /// We became leader. `Err` gives the Lease back; we stay a follower.
+    fn start(&mut self) -> Result<(), Self::Error>;
+    /// Stop leading: `abort` when the Lease was lost (drain nothing), not on shutdown.
+    fn stop(&mut self, abort: bool);
+    /// After each attempt: whether the API server answered it.
+    fn api_answered(&mut self, answered: bool);
+    /// Once per RETRY_PERIOD, after the attempt's transition.
+    fn tick(&mut self);
+}
+
+/// LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+/// The election loop (the main thread): every RETRY_PERIOD one
+/// acquire-or-renew attempt, then `after_attempt` decides whether `leader`
+/// starts or stops. Returns when `wait` reports a signal, after stopping the
+/// leader's work and releasing the Lease.
+pub fn campaign<L: Leadership>(
+    lock: &LeaseLock,
+    me: &str,
+    timing: &Timing,
+    leader: &mut L,
+    wait: &dyn Fn(Duration) -> bool,
+) {
+    let mut cand = Candidate::default();
+    let mut role = Role::Follower;
+    let mut last_holder: Option<String> = None;
+    log::info!(
+        "campaigning for lease {}/{} as {me}",
+        lock.namespace,
+        lock.name
+    );
+    loop {
+        let now = Instant::now();
+        let attempt = match cand.try_acquire_or_renew(
+            lock,
+            me,
+            timing.lease_duration,
+            now,
+            SystemTime::now(),
+        ) {
+            Ok(true) => Attempt::Held,
+            Ok(false) => Attempt::Lost,
+            Err(e) => {
+                log::warn!("{e}");
+                Attempt::Error
+            }
+        };
+        leader.api_answered(attempt != Attempt::Error);
+        let holder = cand.holder().map(str::to_string);
+        if holder != last_holder {
+            log::info!(
+                "lease {}/{} held by {}",
+                lock.namespace,
+                lock.name,
+                holder.as_deref().unwrap_or("nobody")
+            );
+            last_holder = holder;
+        }
+        let (next, t) = after_attempt(role, attempt, now, timing.renew_deadline);
+        role = next;
+        match t {
+            Transition::StartLeading => {
+                log::info!("became leader of {}/{}", lock.namespace, lock.name);
+                if let Err(e) = leader.start() {
+                    log::error!("cannot start leading: {e}; releasing the lease");
+                    let _ = cand.release(lock, me, SystemTime::now());
+                    role = Role::Follower;
+                }
+            }
+            Transition::StopLeading => {
+                log::warn!(
+                    "lost the lease {}/{}: stopping all work and campaigning again",
+                    lock.namespace,
+                    lock.name
+                );
+                leader.stop(true);
+            }
+            Transition::None => {}
+        }
+        leader.tick();
+        if wait(timing.retry_period) {
+            break;
+        }
+    }
+    log::info!("signal {} received: stopping", crate::signal::received());
+    if matches!(role, Role::Leader { .. }) {
+        leader.stop(false);
+        match cand.release(lock, me, SystemTime::now()) {
+            Ok(()) => log::info!("released lease {}/{}", lock.namespace, lock.name),
+            Err(e) => log::warn!("could not release the lease: {e}"),
+        }
+    }
+}
+
+/// LEADER_ELECTION=false: lead at once, until `wait` reports a signal.
+pub fn lead_unelected<L: Leadership>(
+    leader: &mut L,
+    wait: &dyn Fn(Duration) -> bool,
+) -> Result<(), L::Error> {
+    leader.start()?;
+    leader.api_answered(true);
+    while !wait(Duration::from_millis(500)) {
+        leader.tick();
+    }
+    log::info!("signal {} received: stopping", crate::signal::received());
+    leader.stop(false);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
