@@ -3,6 +3,8 @@
 //! input was invalid (validate/render) or the worker failed at run time, 2 bad
 //! usage or configuration.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;

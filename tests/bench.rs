@@ -27,6 +27,8 @@
 //! finished Jobs are removed while the bench runs; pods complete on kwok after
 //! about a second.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod support;
 
 use std::collections::HashMap;

@@ -11,6 +11,8 @@
 //!
 //! The YAML is converted to JSON by the test bed's venv python (PyYAML).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod support;
 
 use std::process::{Command, Stdio};

@@ -4,6 +4,8 @@
 //! the test bed; every test has its own namespace, WORKER_INSTANCE, Redis key
 //! prefix and Lease. Timings are printed (eprintln) for the notes.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

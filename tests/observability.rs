@@ -8,6 +8,8 @@
 //! process (nothing kills it), so everything is checked in one function, each
 //! check with its own message.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

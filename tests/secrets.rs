@@ -4,6 +4,8 @@
 //! output, /metrics or /jobs/{id}. Also checks the callbacks' Standard Webhooks
 //! headers and verifies their signatures independently (ring + base64).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,6 @@
 //! Proves each part of the test bed is real (see testbed/README.md).
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
 mod support;
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,8 @@
 //!
 //! Every test should work in its own namespace (`bed().new_namespace("x")`) so
 //! the tests of one binary can run in parallel on the shared bed.
+
+#![allow(clippy::unwrap_used)] // test harness: may unwrap
 #![allow(dead_code)]
 
 pub mod worker;
