@@ -1,12 +1,12 @@
 //! Configuration from the environment (the seed's variable names where one
 //! exists). `Config::from_env` reads every variable once at start-up, applies the
-//! documented defaults and reports every invalid value at once. `Reader` is the
-//! one reader of variables (trimming, defaults, numbers, booleans, comma lists):
-//! `Policy` and `WebhookGuard` read their variables through it, and only the
-//! AWS credential chain reads the environment on its own (at each refresh).
+//! documented defaults and reports every invalid value at once. Every variable
+//! is read through `env::Reader` (here, in `Policy` and in `WebhookGuard`); only
+//! the AWS credential chain reads the environment on its own (at each refresh).
 
 use std::time::Duration;
 
+use crate::env::Reader;
 use crate::kube::KubeConfig;
 use crate::message::Limits;
 use crate::policy::Policy;
@@ -71,151 +71,25 @@ pub struct Config {
     pub webhook_guard: WebhookGuard,
 }
 
-/// Splits a comma list, trimming entries and dropping empty ones.
-pub fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Reads variables through `get` and collects every problem, so that all of
-/// them are reported at once.
-pub(crate) struct Reader<'a> {
-    get: &'a dyn Fn(&str) -> Option<String>,
-    errors: Vec<String>,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Reader<'a> {
-        Reader {
-            get,
-            errors: Vec::new(),
-        }
-    }
-
-    /// `value` when nothing was wrong, else every problem.
-    pub(crate) fn finish<T>(self, value: T) -> Result<T, Vec<String>> {
-        if self.errors.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.errors)
-        }
-    }
-
-    pub(crate) fn error(&mut self, problem: String) {
-        self.errors.push(problem);
-    }
-
-    /// The trimmed value; unset and empty are the same.
-    pub(crate) fn str(&self, name: &str) -> Option<String> {
-        (self.get)(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    }
-
-    pub(crate) fn string(&self, name: &str, default: &str) -> String {
-        self.str(name).unwrap_or_else(|| default.to_string())
-    }
-
-    fn required(&mut self, name: &str, why: &str) -> String {
-        match self.str(name) {
-            Some(v) => v,
-            None => {
-                self.errors.push(format!("{name} is required {why}"));
-                String::new()
-            }
-        }
-    }
-
-    pub(crate) fn num<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
-        match self.str(name) {
-            None => default,
-            Some(v) => match v.parse() {
-                Ok(n) => n,
-                Err(_) => {
-                    self.errors
-                        .push(format!("{name}={v:?} is not a valid number"));
-                    default
-                }
-            },
-        }
-    }
-
-    fn secs(&mut self, name: &str, default: f64) -> Duration {
-        let v: f64 = self.num(name, default);
-        if !(v.is_finite() && (0.0..1e9).contains(&v)) {
-            self.errors
-                .push(format!("{name} must be a non-negative number of seconds"));
-            return Duration::from_secs_f64(default);
-        }
-        Duration::from_secs_f64(v)
-    }
-
-    pub(crate) fn bool(&mut self, name: &str, default: bool) -> bool {
-        match self.str(name) {
-            None => default,
-            Some(v) if ["1", "true", "yes", "on"].contains(&v.to_ascii_lowercase().as_str()) => {
-                true
-            }
-            Some(v) if ["0", "false", "no", "off"].contains(&v.to_ascii_lowercase().as_str()) => {
-                false
-            }
-            Some(v) => {
-                self.errors
-                    .push(format!("{name}={v:?} is not a boolean (true/false)"));
-                default
-            }
-        }
-    }
-
-    /// A comma list; `-` is the empty list, unset is `default`.
-    pub(crate) fn list(&self, name: &str, default: &[&str]) -> Vec<String> {
-        match self.str(name) {
-            None => default.iter().map(|s| s.to_string()).collect(),
-            Some(v) if v == "-" => Vec::new(),
-            Some(v) => split_list(&v),
-        }
-    }
-
-    fn pair(&mut self, name: &str, default: Option<(&str, &str)>) -> Option<(String, String)> {
-        match self.str(name) {
-            None => default.map(|(k, v)| (k.to_string(), v.to_string())),
-            Some(v) if v == "-" || v.eq_ignore_ascii_case("none") => None,
-            Some(v) => match v.split_once('=') {
-                Some((k, val)) if !k.is_empty() => Some((k.to_string(), val.to_string())),
-                _ => {
-                    self.errors
-                        .push(format!("{name}={v:?} must be key=value (or \"none\")"));
-                    None
-                }
-            },
-        }
-    }
-}
-
-impl Reader<'_> {
-    /// The settings that shape every Job (WORKER_INSTANCE, GPU_*, ISTIO_*),
-    /// with their defaults; the token-mounting accounts come from `policy`.
-    fn render(&mut self, policy: &Policy) -> RenderConfig {
-        RenderConfig {
-            instance: self.string("WORKER_INSTANCE", "default"),
-            gpu_node_selector: self.pair(
-                "GPU_NODE_SELECTOR",
-                Some(("nvidia.com/gpu.present", "true")),
-            ),
-            gpu_toleration: self.pair("GPU_TOLERATION", Some(("nvidia.com/gpu", "present"))),
-            istio_inject_false: self.bool("ISTIO_SIDECAR_INJECT_FALSE", true),
-            automount_service_accounts: policy.automount_service_accounts(),
-        }
+/// The settings that shape every Job (WORKER_INSTANCE, GPU_*, ISTIO_*),
+/// with their defaults; the token-mounting accounts come from `policy`.
+fn read_render(r: &mut Reader, policy: &Policy) -> RenderConfig {
+    RenderConfig {
+        instance: r.string("WORKER_INSTANCE", "default"),
+        gpu_node_selector: r.pair(
+            "GPU_NODE_SELECTOR",
+            Some(("nvidia.com/gpu.present", "true")),
+        ),
+        gpu_toleration: r.pair("GPU_TOLERATION", Some(("nvidia.com/gpu", "present"))),
+        istio_inject_false: r.bool("ISTIO_SIDECAR_INJECT_FALSE", true),
+        automount_service_accounts: policy.automount_service_accounts(),
     }
 }
 
 /// The render settings of an empty environment: every default, from the same
 /// reader `Config::from_env` uses (for tests, fuzzing and offline commands).
 pub fn default_render() -> RenderConfig {
-    Reader::new(&|_| None).render(&Policy::default())
+    read_render(&mut Reader::new(&|_| None), &Policy::default())
 }
 
 impl Config {
@@ -239,8 +113,7 @@ impl Config {
                     .or_else(|| region_from_sqs_url(&url))
                     .unwrap_or_default();
                 if region.is_empty() {
-                    r.errors
-                        .push("AWS_SQS_REGION is required when QUEUE_TYPE=sqs".into());
+                    r.error("AWS_SQS_REGION is required when QUEUE_TYPE=sqs".into());
                 }
                 QueueConfig::Sqs {
                     url,
@@ -249,8 +122,7 @@ impl Config {
                 }
             }
             other => {
-                r.errors
-                    .push(format!("QUEUE_TYPE={other:?} must be redis or sqs"));
+                r.error(format!("QUEUE_TYPE={other:?} must be redis or sqs"));
                 QueueConfig::Redis {
                     endpoint: String::new(),
                     db: 0,
@@ -262,7 +134,7 @@ impl Config {
         let kube = match KubeConfig::from_env(get) {
             Ok(k) => k,
             Err(e) => {
-                r.errors.push(e);
+                r.error(e);
                 KubeConfig {
                     api_url: String::new(),
                     token_file: None,
@@ -292,15 +164,14 @@ impl Config {
             && !(lease.lease_duration > lease.renew_deadline
                 && lease.renew_deadline > lease.retry_period.mul_f64(1.2))
         {
-            r.errors.push(format!(
+            r.error(format!(
                 "leader election needs LEASE_DURATION > RENEW_DEADLINE > 1.2 × RETRY_PERIOD (got {:?}, {:?}, {:?})",
                 lease.lease_duration, lease.renew_deadline, lease.retry_period
             ));
         }
         let active_deadline_max: i64 = r.num("ACTIVE_DEADLINE_SECONDS_MAX", 86_400);
         if active_deadline_max < 60 {
-            r.errors
-                .push("ACTIVE_DEADLINE_SECONDS_MAX must be at least 60".into());
+            r.error("ACTIVE_DEADLINE_SECONDS_MAX must be at least 60".into());
         }
         let limits = Limits {
             active_deadline_max,
@@ -308,9 +179,9 @@ impl Config {
         };
         let policy = Policy::read(&mut r);
         let webhook_guard = WebhookGuard::read(&mut r, &kube.api_url);
-        let render = r.render(&policy);
+        let render = read_render(&mut r, &policy);
         if !is_label_value(&render.instance) || render.instance.is_empty() {
-            r.errors.push(format!(
+            r.error(format!(
                 "WORKER_INSTANCE={:?} must be a valid label value",
                 render.instance
             ));
@@ -339,11 +210,7 @@ impl Config {
             policy,
             webhook_guard,
         };
-        if r.errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(r.errors.join("; "))
-        }
+        r.finish(cfg).map_err(|errors| errors.join("; "))
     }
 
     /// Reads the process environment.

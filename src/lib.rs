@@ -30,6 +30,7 @@ pub mod worker;
 pub mod clock;
 pub mod config;
 pub mod encode;
+pub mod env;
 pub mod logging;
 pub mod metrics;
 pub mod signal;

@@ -22,7 +22,7 @@
 //! A message without ttlSecondsAfterFinished, resources or GPUs is not affected
 //! by the corresponding bounds (except the CPU/memory limit requirement above).
 
-use crate::config::Reader;
+use crate::env::Reader;
 use crate::message::{EnvRefKind, Message};
 use crate::quantity;
 

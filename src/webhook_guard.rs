@@ -34,7 +34,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-use crate::config::Reader;
+use crate::env::Reader;
 
 /// Where callbacks may go. `Default` allows any host and refuses only the
 /// always-refused addresses.
@@ -159,7 +159,7 @@ impl WebhookGuard {
         let mut guard = WebhookGuard::default();
         // Not `r.list`: a lone `-` is an entry here (one that matches no host).
         let hosts = r.str("WEBHOOK_ALLOWED_HOSTS").unwrap_or_default();
-        for entry in crate::config::split_list(&hosts) {
+        for entry in crate::env::split_list(&hosts) {
             match normalize_allowed(&entry) {
                 Ok(e) => guard.allowed_hosts.push(e),
                 Err(e) => r.error(format!("WEBHOOK_ALLOWED_HOSTS entry {entry:?} {e}")),

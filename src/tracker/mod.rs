@@ -22,56 +22,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, select, tick};
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub use board::{Board, JobView, LiveJobs};
-pub use state::Tracker;
+pub use state::{Action, Tracker, TrackerMsg};
 
 use crate::callbacks::{Callback, CallbackMsg, JobRef};
-use crate::contract::{ANN_DELIVERED, FINALIZER, LABEL_JOB_NAME, Status};
+use crate::contract::{ANN_DELIVERED, FINALIZER, LABEL_JOB_NAME};
 use crate::kube::Client;
 use crate::kube::watch::Event;
-use crate::webhook_guard::WebhookUrl;
-
-/// Messages into the tracker thread (closed set).
-#[derive(Debug)]
-pub enum TrackerMsg {
-    /// A Job intake created or adopted (the API server's copy).
-    Created {
-        job: Value,
-        received_at: Instant,
-    },
-    Jobs(Event),
-    Pods(Event),
-    /// A message intake refused (its 99 is on its way); shown by /jobs/{id}.
-    Rejected {
-        id: String,
-        code: crate::contract::ErrorCode,
-    },
-}
-
-/// What the tracker asks its thread to do.
-#[derive(Debug, PartialEq)]
-pub enum Action {
-    Callback {
-        message_id: String,
-        status: Status,
-        detail: Value,
-        url: Option<WebhookUrl>,
-        job: (String, String),
-    },
-    /// Delete a Job (background propagation), e.g. after POD_START_TIMEOUT.
-    DeleteJob { namespace: String, name: String },
-    /// Remove our finalizer from a Job whose terminal status an earlier leader
-    /// already settled (it died before releasing the Job).
-    Release {
-        namespace: String,
-        name: String,
-        status: Status,
-    },
-    /// List the pods of a Job to learn about a pod the watch has not shown.
-    FetchPods { namespace: String, name: String },
-}
 
 /// Converts tracker actions' callbacks into callback-thread messages.
 pub fn callback_msg(a: &Action) -> Option<CallbackMsg> {

@@ -12,11 +12,50 @@ use serde_json::Value;
 
 use super::board::{self, Board, JobView, LiveJobs};
 use super::observe::{self, JobObject, PodInfo, Terminal};
-use super::{Action, TrackerMsg};
 use crate::contract::{ErrorCode, Status, detail};
 use crate::kube::watch::Event;
 use crate::metrics;
 use crate::webhook_guard::WebhookUrl;
+
+/// Messages into the tracker thread (closed set).
+#[derive(Debug)]
+pub enum TrackerMsg {
+    /// A Job intake created or adopted (the API server's copy).
+    Created {
+        job: Value,
+        received_at: Instant,
+    },
+    Jobs(Event),
+    Pods(Event),
+    /// A message intake refused (its 99 is on its way); shown by /jobs/{id}.
+    Rejected {
+        id: String,
+        code: crate::contract::ErrorCode,
+    },
+}
+
+/// What the tracker asks its thread to do.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    Callback {
+        message_id: String,
+        status: Status,
+        detail: Value,
+        url: Option<WebhookUrl>,
+        job: (String, String),
+    },
+    /// Delete a Job (background propagation), e.g. after POD_START_TIMEOUT.
+    DeleteJob { namespace: String, name: String },
+    /// Remove our finalizer from a Job whose terminal status an earlier leader
+    /// already settled (it died before releasing the Job).
+    Release {
+        namespace: String,
+        name: String,
+        status: Status,
+    },
+    /// List the pods of a Job to learn about a pod the watch has not shown.
+    FetchPods { namespace: String, name: String },
+}
 
 /// How long a terminal status waits for the pod details it should carry.
 pub(super) const POD_INFO_GRACE: Duration = Duration::from_secs(3);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::state::POD_INFO_GRACE;
 use super::*;
-use crate::contract::{ANN_MESSAGE_ID, ANN_WEBHOOK_URL};
+use crate::contract::{ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, Status};
 
 fn tracker() -> Tracker {
     Tracker::new(
