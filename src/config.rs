@@ -169,13 +169,16 @@ impl Config {
                 lease.lease_duration, lease.renew_deadline, lease.retry_period
             ));
         }
-        let active_deadline_max: i64 = r.num("ACTIVE_DEADLINE_SECONDS_MAX", 86_400);
+        // Limits::default() holds the documented defaults (86400 s, 256 KiB).
+        let defaults = Limits::default();
+        let active_deadline_max: i64 =
+            r.num("ACTIVE_DEADLINE_SECONDS_MAX", defaults.active_deadline_max);
         if active_deadline_max < 60 {
             r.error("ACTIVE_DEADLINE_SECONDS_MAX must be at least 60".into());
         }
         let limits = Limits {
             active_deadline_max,
-            max_message_bytes: r.num("MAX_MESSAGE_BYTES", 256 * 1024),
+            max_message_bytes: r.num("MAX_MESSAGE_BYTES", defaults.max_message_bytes),
         };
         let policy = Policy::read(&mut r);
         let webhook_guard = WebhookGuard::read(&mut r, &kube.api_url);
