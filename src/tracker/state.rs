@@ -574,3 +574,48 @@ impl Tracker {
         self.live.remove(key);
     }
 }
+
+#[cfg(test)]
+mod stage_tests {
+    use super::*;
+
+    #[test]
+    fn stages_only_move_forward() {
+        use Status::*;
+        let settled = |status| Stage::Settled {
+            status,
+            released: false,
+        };
+        // What the `delivered` annotation can do to each stage.
+        for (from, recorded, to) in [
+            (Stage::New, Created, Stage::Created),
+            (Stage::New, Running, Stage::Running),
+            (Stage::Created, Created, Stage::Created),
+            (Stage::Running, Created, Stage::Running),
+            (Stage::Finished, Running, Stage::Finished),
+            (Stage::New, Complete, settled(Complete)),
+            (Stage::Finished, Exception, settled(Exception)),
+            (
+                Stage::Settled {
+                    status: Failed,
+                    released: true,
+                },
+                Failed,
+                Stage::Settled {
+                    status: Failed,
+                    released: true,
+                },
+            ),
+        ] {
+            assert_eq!(
+                from.recorded(recorded),
+                to,
+                "{from:?} + recorded {recorded}"
+            );
+        }
+        assert_eq!(Stage::New.sent(Created), Stage::Created);
+        assert_eq!(Stage::Created.sent(Exception), Stage::Finished);
+        assert!(Stage::Finished.is_done() && settled(Complete).is_done());
+        assert!(!Stage::Running.is_done());
+    }
+}
