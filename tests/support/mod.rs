@@ -10,6 +10,7 @@
 //! the tests of one binary can run in parallel on the shared bed.
 #![allow(dead_code)]
 
+pub mod container;
 pub mod worker;
 
 use std::collections::HashMap;
