@@ -74,13 +74,13 @@ for arch in $ARCHS; do
   files=$(cd "$tmp/root" && find . \( -type f -o -type l \) ! -empty -printf '%P\n' \
     | grep -vxE 'etc/(hosts|hostname|resolv\.conf)|run/\.containerenv' | sort)
   if [ "$files" = "$expected" ]; then
-    ok "$img files: exactly $(wc -l <<<"$files") ($(tr '\n' ' ' <<<"$files"))"
+    ok "$img files: exactly $(wc -l <<<"$files") ($(paste -sd ' ' <<<"$files"))"
   else
     bad "$img files differ from the expected set:"; diff <(echo "$expected") <(echo "$files") | sed 's/^/       /' || true
   fi
   found=$(cd "$tmp/root" && find . \( -type f -o -type l \) -printf '%f\n' \
     | grep -xE 'sh|ash|bash|dash|busybox|apk|apt|apt-get|dpkg|rpm|yum|dnf|microdnf|opkg|pip|pip3' || true)
-  [ -z "$found" ] && ok "$img: no shell or package manager" || bad "$img contains: $(tr '\n' ' ' <<<"$found")"
+  [ -z "$found" ] && ok "$img: no shell or package manager" || bad "$img contains: $(paste -sd ' ' <<<"$found")"
   perm=$(stat -c '%a %u:%g' "$tmp/root/k8s-job-worker")
   [ "$perm" = "755 0:0" ] && ok "$img /k8s-job-worker: mode 755, owned by root (not writable by 65532)" \
     || bad "$img /k8s-job-worker: $perm"

@@ -100,10 +100,11 @@ else
   if [[ " $ARCHS " == *" $host "* ]]; then docker tag "$IMAGE-$host" "$IMAGE"; fi
 fi
 
-# Drop the images these tags pointed to before (vfs keeps a full copy of each).
-after=$(old_ids)
+# Drop the images these tags pointed to before (vfs keeps a full copy of
+# each), unless another tag still names them.
 for id in $before; do
-  grep -qx "$id" <<<"$after" || "${E[@]}" rmi "$id" >/dev/null 2>&1 || true
+  tags=$("${E[@]}" image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null || echo 1)
+  [ "$tags" = 0 ] && { "${E[@]}" rmi "$id" >/dev/null 2>&1 || true; }
 done
 
 for arch in $ARCHS; do
