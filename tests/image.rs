@@ -13,6 +13,9 @@
 //!   refuses an image with a shell in it that runs as root.
 //! - `arm64_binary_under_qemu_runs_seed_002`: the aarch64 static binary under
 //!   qemu-aarch64-static as the worker on the bed: 0, 1, 2.
+//! - `deployment_runs_the_image_make_image_builds`: mk/ship.mk's image name,
+//!   Cargo.toml's version and deploy/deployment.yaml agree; the Containerfile
+//!   stays COPY-only and non-root.
 //!
 //! Without podman (or qemu-aarch64-static) a test prints SKIP and passes,
 //! except under CI=true, where it fails.
@@ -328,5 +331,35 @@ fn arm64_binary_under_qemu_runs_seed_002_gives_0_1_2() {
             .is_empty()),
         "the arm64 worker kept the Lease after SIGTERM:\n{}",
         w.logs()
+    );
+}
+
+#[test]
+fn deployment_runs_the_image_make_image_builds() {
+    // mk/ship.mk's SHIP_IMAGE, Cargo.toml's version and deploy/deployment.yaml agree.
+    let mk = std::fs::read_to_string(repo_root().join("mk/ship.mk")).unwrap();
+    let ship = mk
+        .lines()
+        .find_map(|l| l.strip_prefix("SHIP_IMAGE"))
+        .and_then(|l| l.split("?=").nth(1))
+        .map(str::trim)
+        .expect("SHIP_IMAGE ?= in mk/ship.mk");
+    assert_eq!(
+        ship,
+        format!("k8s-job-worker:{}", env!("CARGO_PKG_VERSION"))
+    );
+    let deployment = std::fs::read_to_string(repo_root().join("deploy/deployment.yaml")).unwrap();
+    let images: Vec<&str> = deployment
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(images, vec![ship], "deploy/deployment.yaml's image");
+    let containerfile =
+        std::fs::read_to_string(repo_root().join("deploy/Containerfile.scratch")).unwrap();
+    assert!(containerfile.contains("USER 65532:65532"));
+    assert!(
+        !containerfile.lines().any(|l| l.starts_with("RUN")),
+        "Containerfile.scratch must stay COPY-only (it builds air-gapped for every platform)"
     );
 }
