@@ -6,8 +6,8 @@
 //!   KUBERNETES_SERVICE_HOST/PORT for the API server, `--read-only`,
 //!   `--cap-drop ALL`, no-new-privileges, uid 65532), RBAC exactly deploy/'s
 //!   Roles: seed 002 gives 0, 1, 2; SIGTERM releases the Lease within
-//!   SHUTDOWN_GRACE and the container exits 0. The first test of the
-//!   in-cluster configuration path.
+//!   SHUTDOWN_GRACE and the container exits 0; /healthz and /readyz answer
+//!   from inside it. The first test of the in-cluster configuration path.
 //! - `image_passes_check_image`: scripts/check-image.sh (size, user, files, no
 //!   shell, binary and SBOM, --version) on that image, and the same script
 //!   refuses an image with a shell in it that runs as root.
@@ -121,6 +121,26 @@ fn image_runs_in_cluster_style_seed_002_gives_0_1_2_and_sigterm_releases_the_lea
         d.holder(),
         c.logs()
     );
+
+    // Health and readiness answer from inside the read-only container.
+    let get = |path: &str| -> u16 {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        agent
+            .get(&format!("http://127.0.0.1:{http_port}{path}"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || get("/readyz") == 200),
+        "/readyz never answered 200:\n{}",
+        c.logs()
+    );
+    assert_eq!(get("/healthz"), 200);
 
     let (id, body) = message(&d, &hook, |_| {});
     d.send(&body);
