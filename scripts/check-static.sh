@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Checks the shipped binary: statically linked (no PT_INTERP, `file` says
-# static), at most MAX_BYTES (default 3 MB = 3,000,000 bytes), no aws-lc-rs in
-# the dependency tree, at most MAX_CRATES (120) crates in the normal tree.
+# Checks a shipped binary: statically linked (no PT_INTERP, `file` says
+# static), built for the architecture its target directory names (x86_64 or
+# aarch64), at most MAX_BYTES (default 3 MB = 3,000,000 bytes; the same budget
+# for every architecture), no aws-lc-rs in the dependency tree, at most
+# MAX_CRATES (120) crates in the normal tree of that target.
 #   scripts/check-static.sh [BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,16 @@ need readelf binutils
 [ -f "$BIN" ] || { echo "check-static: $BIN not found (make static)" >&2; exit 2; }
 
 desc=$(file -b "$BIN")
+case $BIN in
+  */aarch64-*) TARGET=aarch64-unknown-linux-musl; MACHINE=AArch64 ;;
+  *) TARGET=x86_64-unknown-linux-musl; MACHINE='Advanced Micro Devices X86-64' ;;
+esac
+machine=$(readelf -hW "$BIN" | sed -n 's/^ *Machine: *//p')
+if [ "$machine" = "$MACHINE" ]; then
+  echo "ok   architecture: $machine ($TARGET)"
+else
+  echo "FAIL architecture: $BIN is for '$machine', want '$MACHINE' ($TARGET)"; fail=1
+fi
 if readelf -lW "$BIN" | grep -q 'INTERP'; then
   echo "FAIL linkage: $BIN has a PT_INTERP (dynamically linked): $desc"; fail=1
 elif ! grep -qE 'static(-pie)? linked|statically linked' <<<"$desc"; then
@@ -45,7 +57,7 @@ else
 fi
 
 # `cargo tree -i X` exits non-zero ("did not match any packages") when X is absent.
-if out=$(cargo tree -i aws-lc-rs 2>&1); then
+if out=$(cargo tree --target "$TARGET" -i aws-lc-rs 2>&1); then
   echo "FAIL aws-lc-rs: it is in the dependency tree:"; echo "$out" | head -20; fail=1
 elif grep -q 'did not match any packages' <<<"$out"; then
   echo "ok   aws-lc-rs: not in the dependency tree"
@@ -53,12 +65,12 @@ else
   echo "FAIL aws-lc-rs: cargo tree failed: $out"; fail=1
 fi
 
-crates=$(cargo tree -e normal --prefix none --no-dedupe \
+crates=$(cargo tree --target "$TARGET" -e normal --prefix none --no-dedupe \
   | sed 's/ (\*)//; s/ (proc-macro)//' | sort -u | wc -l)
 if [ "$crates" -gt "$MAX_CRATES" ]; then
   echo "FAIL crates: $crates in the shipped tree > $MAX_CRATES"; fail=1
 else
-  echo "ok   crates: $crates in the shipped tree <= $MAX_CRATES"
+  echo "ok   crates: $crates in the shipped tree ($TARGET) <= $MAX_CRATES"
 fi
 
 exit $fail

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)] // test harness: may unwrap
 #![allow(dead_code)]
 
+pub mod container;
 pub mod worker;
 
 use std::collections::HashMap;
