@@ -33,9 +33,14 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, String> {
             key_prefix,
             ca_file,
         } => {
-            let q =
-                crate::queue::redis::RedisQueue::new(endpoint, *db, key_prefix, ca_file.as_deref())
-                    .map_err(|e| e.to_string())?;
+            let q = crate::queue::redis::RedisQueue::new(
+                endpoint,
+                *db,
+                key_prefix,
+                &cfg.lease.identity,
+                ca_file.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
             Ok(Box::new(q))
         }
         QueueConfig::Sqs {
@@ -278,6 +283,7 @@ impl Leading {
             live: live.clone(),
             max_concurrent_jobs: cfg.max_concurrent_jobs,
             polling_interval: cfg.polling_interval,
+            sweep_interval: cfg.lease.lease_duration,
             callback_horizon: cfg.callback_retry_horizon,
             stop: stop.clone(),
         };
