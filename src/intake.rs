@@ -41,6 +41,9 @@ pub struct Intake {
     pub live: Arc<LiveJobs>,
     pub max_concurrent_jobs: usize,
     pub polling_interval: Duration,
+    /// How often the leader takes back what other consumers hold (a former
+    /// leader's receive that returned after it lost the Lease).
+    pub sweep_interval: Duration,
     /// How long an SQS message stays hidden while its 99 callback is retried.
     pub callback_horizon: Duration,
     pub stop: Arc<AtomicBool>,
@@ -85,8 +88,19 @@ impl Intake {
             }
         }
         backoff.reset();
+        let mut last_sweep = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             self.settle(&mut pending);
+            if last_sweep.elapsed() >= self.sweep_interval {
+                last_sweep = Instant::now();
+                match self.queue.sweep() {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        log::info!("intake: took back {n} message(s) held by another consumer")
+                    }
+                    Err(e) => self.queue_error("sweep", &e),
+                }
+            }
             let room = self
                 .live
                 .wait_for_room(self.max_concurrent_jobs, Duration::from_millis(500));
@@ -109,6 +123,11 @@ impl Intake {
             };
             let mut acks = Vec::new();
             for m in batch {
+                // Leadership may have ended while the receive blocked: create
+                // nothing more; what is left goes back to the queue below.
+                if self.stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 metrics::inc(metrics::MESSAGES_RECEIVED, &[("queue", self.queue.kind())]);
                 match self.process(&m, &mut pending, &mut next_token) {
                     Outcome::Ack => acks.push(m.handle.clone()),
@@ -133,6 +152,11 @@ impl Intake {
             }
         }
         self.settle(&mut pending);
+        match self.queue.hand_back() {
+            Ok(0) => {}
+            Ok(n) => log::info!("intake: handed {n} unsettled message(s) back to the queue"),
+            Err(e) => self.queue_error("hand_back", &e),
+        }
         log::info!(
             "intake: stopped ({} rejected message(s) still waiting for their 99 callback)",
             pending.len()

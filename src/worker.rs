@@ -90,6 +90,7 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, StartError> {
                 endpoint,
                 *db,
                 key_prefix,
+                &cfg.lease.identity,
                 ca_file.as_deref(),
             )?;
             Ok(Box::new(q))
@@ -280,6 +281,7 @@ impl Leading {
             live: live.clone(),
             max_concurrent_jobs: cfg.max_concurrent_jobs,
             polling_interval: cfg.polling_interval,
+            sweep_interval: cfg.lease.lease_duration,
             callback_horizon: cfg.callback_retry_horizon,
             stop: stop.clone(),
             health,

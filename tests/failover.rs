@@ -236,10 +236,7 @@ fn two_workers_one_leader_and_failover_under_load() {
             .arg(format!("{}queue", spec.redis_prefix))
             .query(&mut c)
             .unwrap();
-        let p: i64 = redis::cmd("LLEN")
-            .arg(format!("{}processing", spec.redis_prefix))
-            .query(&mut c)
-            .unwrap();
+        let p = support::worker::redis_processing_len(&mut c, &spec.redis_prefix);
         q + p
     };
     let calls_before = hook.calls().len();
@@ -1052,4 +1049,114 @@ fn webhook_down_two_minutes_then_callbacks_in_order() {
             "message {id}: in order, once each"
         );
     }
+}
+
+// ------------------------------------- a cut-off leader's late Redis receive
+
+/// The leader is cut off from the API server but not from Redis, while its
+/// BLMOVE blocks for POLLING_INTERVAL (20 s, longer than LEASE_DURATION −
+/// RENEW_DEADLINE): it steps down, the standby takes the Lease and recovers,
+/// and then the old leader's receive returns with a message. That message must
+/// not be stranded (it went into the old leader's own processing list, which
+/// it hands back, and which the new leader sweeps), and the old leader must
+/// not create its Job. Every message ends with exactly one Job and one
+/// terminal status.
+#[test]
+fn cut_off_leader_late_receive_strands_nothing() {
+    let hook = WebhookReceiver::start();
+    let api: std::net::SocketAddr = bed()
+        .api_url
+        .trim_start_matches("https://")
+        .parse()
+        .expect("api_url is https://127.0.0.1:PORT");
+    let mut proxy = Proxy::start(api);
+    let spec = spec("fo-strand", &[("POLLING_INTERVAL", "20")]).deploy();
+    let (a, b) = (
+        format!("{}-a", spec.instance),
+        format!("{}-b", spec.instance),
+    );
+    let mut cut_off = spec.clone();
+    cut_off.kube_url = format!("https://127.0.0.1:{}", proxy.port);
+    let wa = cut_off.spawn(&a);
+    assert!(
+        wait_holder(&spec, Duration::from_secs(60), |h| h == a).is_some(),
+        "{a} leads first"
+    );
+    let wb = spec.spawn(&b);
+    let statuses = |id: &str| delivered_by_id(&hook).get(id).cloned().unwrap_or_default();
+    // A first message restarts a's 20 s BLMOVE just before the cut.
+    let (warm, body) = message(&spec, &hook.url(), |_| {});
+    spec.send(&body);
+    assert!(
+        wait_for(Duration::from_secs(60), || statuses(&warm).contains(&0)),
+        "the first message is created by {a}"
+    );
+    proxy.cut();
+    let t = Instant::now();
+    assert!(
+        wait_holder(&spec, Duration::from_secs(60), |h| h == b).is_some(),
+        "{b} takes over\n{}",
+        wa.logs()
+    );
+    let took_over = t.elapsed();
+    // a is still inside its BLMOVE and, blocked longest, gets the first of these.
+    let mut ids = vec![warm];
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        let (id, body) = message(&spec, &hook.url(), |_| {});
+        ids.push(id);
+        bodies.push(body);
+    }
+    spec.send_all(&bodies);
+    eprintln!(
+        "[strand] {b} led {:.1}s after the cut; 20 messages sent at {:.1}s",
+        took_over.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+    wait_all_terminal(
+        &hook,
+        ids.iter(),
+        Duration::from_secs(180),
+        "messages without a terminal status",
+    );
+    eprintln!(
+        "[strand] all 21 terminal {:.1}s after the cut",
+        t.elapsed().as_secs_f64()
+    );
+    let m = delivered_by_id(&hook);
+    // The first message's 0 and 1 may come again from the new leader (the old
+    // one could not record them on the Job): one terminal status all the same.
+    let first = m.get(&ids[0]).cloned().unwrap_or_default();
+    assert_eq!(
+        first
+            .iter()
+            .filter(|s| is_terminal(**s))
+            .collect::<Vec<_>>(),
+        vec![&2],
+        "one terminal status for the first message: {first:?}"
+    );
+    for id in &ids[1..] {
+        check_sequence(id, m.get(id).map(Vec::as_slice).unwrap_or(&[]), 2)
+            .unwrap_or_else(|e| panic!("{e}\n{}\n{}", wa.logs(), wb.logs()));
+    }
+    let jobs = spec.jobs();
+    let mut owners: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| annotation(j, "k8s-job-worker.io/message-id"))
+        .collect();
+    owners.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(owners, want, "exactly one Job per message");
+    assert!(
+        wait_for(Duration::from_secs(30), || spec.queued() == 0),
+        "nothing left in the queue or any processing list: {}",
+        spec.queued()
+    );
+    assert!(
+        wa.logs().contains("handed") || wb.logs().contains("took back"),
+        "the late receive went back to the queue (handed back by {a} or swept by {b})\n{}",
+        wa.logs()
+    );
+    drop(proxy);
 }

@@ -20,6 +20,8 @@
 //! Without podman (or qemu-aarch64-static) a test prints SKIP and passes,
 //! except under CI=true, where it fails.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The Redis queue against the bed's real redis-server: a message stays in the
-//! processing list until settled, retries count up, recovery returns stranded
-//! entries, dead letters keep their reason.
+//! consumer's own processing list until settled, retries count up, recovery
+//! returns stranded entries, dead letters keep their reason, and a former
+//! leader's late receive can be swept back or handed back.
 
 mod support;
 
@@ -21,7 +22,7 @@ fn len(key: &str) -> i64 {
 fn receive_retry_ack_recover_and_dead_letter() {
     let prefix = format!("{}-", unique("rq"));
     let endpoint = format!("127.0.0.1:{}", bed().redis_port);
-    let mut q = RedisQueue::new(&endpoint, 0, &prefix, None).expect("queue");
+    let mut q = RedisQueue::new(&endpoint, 0, &prefix, "w-a", None).expect("queue");
     q.send(b"one").expect("send");
     let got = q.receive(10, Duration::from_secs(1)).expect("receive");
     assert_eq!(got.len(), 1);
@@ -30,9 +31,9 @@ fn receive_retry_ack_recover_and_dead_letter() {
         (&b"one"[..], 1)
     );
     assert_eq!(
-        len(&format!("{prefix}processing")),
+        len(&format!("{prefix}processing:w-a")),
         1,
-        "held while unsettled"
+        "held in the consumer's own list while unsettled"
     );
 
     // Each retry hands the message out again with a growing count.
@@ -44,23 +45,79 @@ fn receive_retry_ack_recover_and_dead_letter() {
         assert_eq!(again[0].receive_count, want);
     }
     q.ack(&[got[0].handle.clone()]).expect("ack");
-    assert_eq!(len(&format!("{prefix}processing")), 0);
+    assert_eq!(len(&format!("{prefix}processing:w-a")), 0);
 
     // A consumer that died with a message in processing: the next one recovers it.
     q.send(b"two").expect("send");
     let stranded = q.receive(1, Duration::from_secs(1)).expect("receive");
     assert_eq!(stranded.len(), 1);
-    let mut next = RedisQueue::new(&endpoint, 0, &prefix, None).expect("queue");
+    let mut next = RedisQueue::new(&endpoint, 0, &prefix, "w-b", None).expect("queue");
     assert_eq!(next.recover().expect("recover"), 1);
     let back = next.receive(1, Duration::from_secs(1)).expect("receive");
     assert_eq!(back[0].body, b"two");
     next.dead_letter(&back[0].handle, &back[0].body, "INVALID_MESSAGE: test")
         .expect("dead letter");
-    assert_eq!(len(&format!("{prefix}processing")), 0);
+    assert_eq!(len(&format!("{prefix}processing:w-a")), 0);
+    assert_eq!(len(&format!("{prefix}processing:w-b")), 0);
     assert_eq!(len(&format!("{prefix}dead")), 1);
     assert!(
         next.receive(1, Duration::from_millis(200))
             .expect("receive")
             .is_empty()
     );
+}
+
+/// The stranding that per-consumer lists prevent: a former leader's blocking
+/// receive returns after the new leader already recovered. The new leader's
+/// sweep takes it back (the old one may be cut off), or the old one hands it
+/// back itself; neither touches the other's unsettled messages.
+#[test]
+fn late_receive_is_swept_or_handed_back() {
+    let prefix = format!("{}-", unique("rq"));
+    let endpoint = format!("127.0.0.1:{}", bed().redis_port);
+    let mut old = RedisQueue::new(&endpoint, 0, &prefix, "w-old", None).expect("queue");
+    let mut new = RedisQueue::new(&endpoint, 0, &prefix, "w-new", None).expect("queue");
+    assert_eq!(new.recover().expect("recover"), 0);
+    // The new leader holds one message of its own, unsettled.
+    new.send(b"mine").expect("send");
+    let mine = new.receive(1, Duration::from_secs(1)).expect("receive");
+    assert_eq!(mine.len(), 1);
+    // The old leader's receive returns late with another, retried in memory.
+    new.send(b"late").expect("send");
+    let late = old.receive(1, Duration::from_secs(1)).expect("receive");
+    assert_eq!(late[0].body, b"late");
+    old.retry_later(&late[0].handle, Duration::from_secs(60))
+        .expect("retry");
+    assert_eq!(len(&format!("{prefix}processing:w-old")), 1);
+    // A pre-0.2 worker's shared list is recovered too.
+    bed().redis_cmd(&["LPUSH", &format!("{prefix}processing"), "legacy"]);
+
+    assert_eq!(
+        new.sweep().expect("sweep"),
+        2,
+        "the late and the legacy entry"
+    );
+    assert_eq!(len(&format!("{prefix}processing:w-old")), 0);
+    assert_eq!(len(&format!("{prefix}processing")), 0);
+    assert_eq!(
+        len(&format!("{prefix}processing:w-new")),
+        1,
+        "a sweep never takes the sweeper's own"
+    );
+    let again = new.receive(10, Duration::from_secs(1)).expect("receive");
+    let mut bodies: Vec<&[u8]> = again.iter().map(|r| r.body.as_slice()).collect();
+    bodies.sort();
+    assert_eq!(bodies, vec![&b"late"[..], &b"legacy"[..]]);
+
+    // Handing back: everything this consumer holds, deferred ones included,
+    // returns to the queue, and its in-memory retries are forgotten.
+    new.retry_later(&again[0].handle, Duration::from_secs(60))
+        .expect("retry");
+    assert_eq!(new.hand_back().expect("hand back"), 3);
+    assert_eq!(len(&format!("{prefix}processing:w-new")), 0);
+    assert_eq!(len(&format!("{prefix}queue")), 3);
+    let all = old
+        .receive(10, Duration::from_millis(200))
+        .expect("receive");
+    assert_eq!(all.len(), 3);
 }

@@ -9,6 +9,8 @@
 //!   SPDX expression evaluator: OR needs one side, AND both, WITH its own line);
 //! - two runs give the same bytes.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -551,9 +551,6 @@ fn rediss_endpoint_with_a_private_ca() {
         .expect("LPUSH");
     let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(90));
     assert_eq!(statuses(&calls), vec![0, 1, 2]);
-    let left: i64 = redis::cmd("LLEN")
-        .arg(format!("{}processing", w.redis_prefix))
-        .query(&mut c)
-        .expect("LLEN");
+    let left = support::worker::redis_processing_len(&mut c, &w.redis_prefix);
     assert_eq!(left, 0);
 }

@@ -69,8 +69,22 @@ pub trait Queue: Send {
     fn dead_letter(&mut self, handle: &Handle, body: &[u8], reason: &str)
     -> Result<(), QueueError>;
     /// Called when this worker becomes the consumer: returns messages stranded by
-    /// a previous consumer to the queue. Returns how many were recovered.
+    /// any previous consumer (this one's own earlier life included) to the
+    /// queue. Returns how many were recovered.
     fn recover(&mut self) -> Result<usize, QueueError>;
+    /// Called by the leader periodically: returns to the queue what *other*
+    /// consumers hold, for example a former leader whose blocking receive
+    /// returned after it had lost the Lease. Never touches this consumer's own
+    /// unsettled messages. Returns how many were recovered.
+    fn sweep(&mut self) -> Result<usize, QueueError> {
+        Ok(0)
+    }
+    /// Called when this worker stops consuming (it lost the Lease or is shutting
+    /// down): every message it holds unsettled goes back to the queue, so the
+    /// next leader receives it at once. Returns how many were handed back.
+    fn hand_back(&mut self) -> Result<usize, QueueError> {
+        Ok(0)
+    }
     /// True when `dead_letter` keeps the message and its reason durably (so a
     /// rejected message can leave the queue at once); false when it only deletes
     /// and the 99 callback must be settled first.

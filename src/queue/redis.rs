@@ -1,9 +1,15 @@
 //! Redis list queue. Producers LPUSH onto `<prefix>queue`; the worker BLMOVEs
-//! the oldest entry (RIGHT) onto `<prefix>processing` (LEFT), so a received
-//! message stays durable in Redis until it is settled: LREM on ack, LPUSH to
-//! `<prefix>dead` (with the reason) plus LREM in one MULTI on dead-letter.
-//! Entries stranded in the processing list by a crashed consumer are moved back
-//! by `recover`. A broken connection is dropped and re-opened on the next call.
+//! the oldest entry (RIGHT) onto its own processing list
+//! `<prefix>processing:<consumer>` (LEFT; the consumer is POD_NAME), so a
+//! received message stays durable in Redis until it is settled: LREM on ack,
+//! LPUSH to `<prefix>dead` (with the reason) plus LREM in one MULTI on
+//! dead-letter. Each consumer has its own list, so a former leader whose BLMOVE
+//! returns after the new leader recovered cannot strand anything: `recover`
+//! (on taking the Lease) moves every consumer's list back to the queue, `sweep`
+//! (periodically, while leading) every other consumer's, and `hand_back` (on
+//! losing the Lease or stopping) this consumer's own. The pre-0.2 shared list
+//! `<prefix>processing` is recovered too. A broken connection is dropped and
+//! re-opened on the next call.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,6 +20,10 @@ pub struct RedisQueue {
     client: redis::Client,
     conn: Option<redis::Connection>,
     queue_key: String,
+    /// `<prefix>processing`: the shared list of earlier versions, and the stem
+    /// of every consumer's own list.
+    processing_stem: String,
+    /// This consumer's own list: `<prefix>processing:<consumer>`.
     processing_key: String,
     dead_key: String,
     /// Messages told to retry later: still in the processing list, handed out
@@ -61,13 +71,20 @@ fn classify(op: &str, e: redis::RedisError) -> QueueError {
 }
 
 impl RedisQueue {
+    /// `consumer`: this worker's name (POD_NAME), unique among the replicas;
     /// `ca_file`: PEM roots for `rediss://` (default: the built-in Mozilla roots).
     pub fn new(
         endpoint: &str,
         db: i64,
         key_prefix: &str,
+        consumer: &str,
         ca_file: Option<&std::path::Path>,
     ) -> Result<RedisQueue, QueueError> {
+        if consumer.is_empty() {
+            return Err(QueueError::Permanent(
+                "redis: the consumer name (POD_NAME) is empty".into(),
+            ));
+        }
         let url = connection_url(endpoint, db)?;
         let bad = |e: redis::RedisError| {
             QueueError::Permanent(format!("redis endpoint {}: {e}", redact(&url)))
@@ -89,7 +106,8 @@ impl RedisQueue {
             client,
             conn: None,
             queue_key: format!("{key_prefix}queue"),
-            processing_key: format!("{key_prefix}processing"),
+            processing_stem: format!("{key_prefix}processing"),
+            processing_key: format!("{key_prefix}processing:{consumer}"),
             dead_key: format!("{key_prefix}dead"),
             deferred: Vec::new(),
             attempts: HashMap::new(),
@@ -126,6 +144,63 @@ impl RedisQueue {
                 Err(classify(op, e))
             }
         }
+    }
+
+    /// The processing lists of every other consumer (and the legacy shared one).
+    fn other_lists(&mut self) -> Result<Vec<String>, QueueError> {
+        let pattern = format!("{}:*", glob_escape(&self.processing_stem));
+        let mut keys = vec![self.processing_stem.clone()];
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                self.with("SCAN", Duration::from_secs(5), |c| {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query(c)
+                })?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| *k != self.processing_key);
+        Ok(keys)
+    }
+
+    /// Moves every entry of `list` back to the head of the queue (the end
+    /// consumers take from), keeping their order.
+    fn drain(&mut self, list: &str) -> Result<usize, QueueError> {
+        let q = self.queue_key.clone();
+        let mut n = 0;
+        loop {
+            let got: Option<Vec<u8>> = self.with("LMOVE", Duration::from_secs(5), |c| {
+                redis::cmd("LMOVE")
+                    .arg(list)
+                    .arg(&q)
+                    .arg("LEFT")
+                    .arg("RIGHT")
+                    .query(c)
+            })?;
+            if got.is_none() {
+                return Ok(n);
+            }
+            n += 1;
+        }
+    }
+
+    fn drain_others(&mut self) -> Result<usize, QueueError> {
+        let mut n = 0;
+        for list in self.other_lists()? {
+            n += self.drain(&list)?;
+        }
+        Ok(n)
     }
 
     fn received(raw: Vec<u8>) -> Received {
@@ -267,24 +342,19 @@ impl Queue for RedisQueue {
     }
 
     fn recover(&mut self) -> Result<usize, QueueError> {
+        let own = self.hand_back()?;
+        Ok(own + self.drain_others()?)
+    }
+
+    fn sweep(&mut self) -> Result<usize, QueueError> {
+        self.drain_others()
+    }
+
+    fn hand_back(&mut self) -> Result<usize, QueueError> {
         self.deferred.clear();
         self.attempts.clear();
-        let (q, p) = (self.queue_key.clone(), self.processing_key.clone());
-        let mut n = 0;
-        loop {
-            let got: Option<Vec<u8>> = self.with("LMOVE", Duration::from_secs(5), |c| {
-                redis::cmd("LMOVE")
-                    .arg(&p)
-                    .arg(&q)
-                    .arg("LEFT")
-                    .arg("RIGHT")
-                    .query(c)
-            })?;
-            if got.is_none() {
-                return Ok(n);
-            }
-            n += 1;
-        }
+        let own = self.processing_key.clone();
+        self.drain(&own)
     }
 
     fn send(&mut self, body: &[u8]) -> Result<(), QueueError> {
@@ -296,9 +366,27 @@ impl Queue for RedisQueue {
     }
 }
 
+/// `s` with Redis glob metacharacters escaped, for SCAN MATCH.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(glob_escape("jobs-"), "jobs-");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
 
     #[test]
     fn endpoints_become_urls_with_the_database() {

@@ -341,10 +341,11 @@ impl Deployment {
         match self.q {
             Q::Redis => {
                 let mut c = self.redis_conn();
-                let mut len =
-                    |k: String| redis::cmd("LLEN").arg(k).query::<i64>(&mut c).unwrap_or(-1);
-                len(format!("{}queue", self.redis_prefix))
-                    + len(format!("{}processing", self.redis_prefix))
+                let queued = redis::cmd("LLEN")
+                    .arg(format!("{}queue", self.redis_prefix))
+                    .query::<i64>(&mut c)
+                    .unwrap_or(-1);
+                queued + redis_processing_len(&mut c, &self.redis_prefix)
             }
             Q::Sqs => {
                 let r = bed()
@@ -630,4 +631,16 @@ pub fn make_pvc(ns: &str) {
                 "volumeName": pv, "storageClassName": ""}}),
     );
     assert_eq!(c, 201, "{v}");
+}
+
+/// Entries in every processing list of a Redis key prefix: each consumer's
+/// `<prefix>processing:<pod>` and the legacy shared `<prefix>processing`.
+pub fn redis_processing_len(c: &mut redis::Connection, prefix: &str) -> i64 {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}processing*"))
+        .query(c)
+        .unwrap_or_default();
+    keys.iter()
+        .map(|k| redis::cmd("LLEN").arg(k).query::<i64>(c).unwrap_or(0))
+        .sum()
 }
