@@ -1,9 +1,10 @@
 //! SSRF guard for webhook URLs taken from untrusted messages: which hosts and
-//! addresses the worker may POST callbacks to. `check_url` is static (no I/O)
-//! and lets intake refuse a message up front; `check_resolved` resolves the host
-//! and checks every address the connection could use, and should be called
-//! right before each delivery, connecting only to the addresses it returns (so a
-//! DNS answer that changes between check and connect cannot slip through).
+//! addresses the worker may POST callbacks to. `check` is static (no I/O) and
+//! lets intake refuse a message up front; `resolve` resolves the host and
+//! checks every address the connection could use. `PinnedResolver` is that
+//! resolution as ureq's resolver: the callback agent connects only to the
+//! addresses the guard just checked, from the same lookup, so a DNS answer that
+//! changes between check and connect (rebinding) cannot slip through.
 //!
 //! | Variable | Default | Meaning |
 //! |---|---|---|
@@ -33,6 +34,9 @@
 //! are all 169.254.169.254).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 
 use crate::env::Reader;
 
@@ -142,6 +146,86 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// Resolves a host name and port to socket addresses.
+pub type Lookup = dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync;
+
+/// The system resolver (getaddrinfo).
+pub fn system_lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// ureq's resolver for webhook connections: one lookup, every address checked
+/// by the guard, and only those addresses handed to the connector. A refusal
+/// comes back as `ureq::Error::Io` carrying the `Refusal` (see `refusal_of`).
+pub struct PinnedResolver {
+    guard: Arc<WebhookGuard>,
+    lookup: Arc<Lookup>,
+}
+
+impl PinnedResolver {
+    /// Resolves through the system resolver.
+    pub fn new(guard: Arc<WebhookGuard>) -> PinnedResolver {
+        PinnedResolver::with_lookup(guard, Arc::new(system_lookup))
+    }
+
+    /// Resolves through `lookup` (tests: a name whose answer changes).
+    pub fn with_lookup(guard: Arc<WebhookGuard>, lookup: Arc<Lookup>) -> PinnedResolver {
+        PinnedResolver { guard, lookup }
+    }
+}
+
+impl std::fmt::Debug for PinnedResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedResolver").finish_non_exhaustive()
+    }
+}
+
+impl Resolver for PinnedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let refused = |r: Refusal| {
+            let kind = match r {
+                Refusal::Refused(_) => std::io::ErrorKind::PermissionDenied,
+                Refusal::Unresolved(_) => std::io::ErrorKind::NotFound,
+            };
+            ureq::Error::Io(std::io::Error::new(kind, r))
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(refused(Refusal::Refused(
+                "the webhook URL has no scheme or host".into(),
+            )));
+        };
+        let url = WebhookUrl::parse(&format!("{scheme}://{}/", authority.as_str()))
+            .map_err(|why| refused(Refusal::Refused(why)))?;
+        let addrs = self
+            .guard
+            .resolve_with(&url, &*self.lookup)
+            .map_err(refused)?;
+        let mut out = self.empty();
+        for a in addrs {
+            // ureq keeps at most 16 addresses; the rest were checked too.
+            if out.try_push(a).is_err() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The guard's refusal inside an error from a `PinnedResolver` agent.
+pub fn refusal_of(e: &ureq::Error) -> Option<&Refusal> {
+    match e {
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Refusal>()),
+        _ => None,
+    }
+}
+
 impl WebhookGuard {
     /// Reads WEBHOOK_ALLOWED_HOSTS and WEBHOOK_DENY_PRIVATE through `get`, and
     /// denies the API server at `api_url` (and KUBERNETES_SERVICE_HOST/PORT).
@@ -222,16 +306,22 @@ impl WebhookGuard {
     /// `check`, then resolves the host and refuses the URL if ANY address
     /// is refused. Returns the addresses to connect to.
     pub fn resolve(&self, url: &WebhookUrl) -> Result<Vec<SocketAddr>, Refusal> {
+        self.resolve_with(url, &system_lookup)
+    }
+
+    /// `resolve` through `lookup` instead of the system resolver.
+    pub fn resolve_with(
+        &self,
+        url: &WebhookUrl,
+        lookup: &Lookup,
+    ) -> Result<Vec<SocketAddr>, Refusal> {
         self.check(url)?;
         let t = &url.target;
         let addrs: Vec<SocketAddr> = match &t.host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, t.port)],
-            Host::Name(name) => (name.as_str(), t.port)
-                .to_socket_addrs()
-                .map_err(|e| {
-                    Refusal::Unresolved(format!("webhook host {name:?} does not resolve: {e}"))
-                })?
-                .collect(),
+            Host::Name(name) => lookup(name.as_str(), t.port).map_err(|e| {
+                Refusal::Unresolved(format!("webhook host {name:?} does not resolve: {e}"))
+            })?,
         };
         if addrs.is_empty() {
             return Err(Refusal::Unresolved(format!(

@@ -180,7 +180,7 @@ impl Leading {
         cfg: &Config,
         kube: Client,
         queue: Box<dyn Queue>,
-        cb_agent: ureq::Agent,
+        cb_agent: ureq::config::Config,
         health: Arc<Health>,
     ) -> Result<Leading, StartError> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -333,9 +333,12 @@ fn join(h: JoinHandle<()>) {
     }
 }
 
-/// The agent for webhooks: built-in Mozilla roots (or exactly WEBHOOK_CA_FILE's
-/// certificates), no redirects, status codes as values.
-pub fn webhook_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, StartError> {
+/// The configuration of the webhook agent: built-in Mozilla roots (or exactly
+/// WEBHOOK_CA_FILE's certificates), no redirects, status codes as values. The
+/// callback thread builds the agent from it with the guard's resolver.
+pub fn webhook_agent(
+    ca_file: Option<&std::path::Path>,
+) -> Result<ureq::config::Config, StartError> {
     let mut b = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -349,7 +352,7 @@ pub fn webhook_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, S
             }
         })?);
     }
-    Ok(b.build().new_agent())
+    Ok(b.build())
 }
 
 fn start_leading(cfg: &Config, kube: &Client, health: &Arc<Health>) -> Result<Leading, StartError> {

@@ -1,12 +1,13 @@
 //! End-to-end tests of the callback thread against real HTTP receivers on
 //! 127.0.0.1: ordering per message, retries on 503 (with Retry-After), a dead
 //! and a hanging webhook not delaying a healthy one, final 4xx/3xx answers,
-//! Standard Webhooks signatures checked independently with ring, and
-//! callbacks without a webhook settling as Skipped.
+//! Standard Webhooks signatures checked independently with ring, callbacks
+//! without a webhook settling as Skipped, and a DNS name that rebinds between
+//! check and connect reaching only the address the guard checked.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use k8s_job_worker::callbacks::{self, Callback, CallbackMsg, Config, Hooks, Outcome, SigningKey};
 use k8s_job_worker::contract::Status;
-use k8s_job_worker::webhook_guard::WebhookUrl;
+use k8s_job_worker::webhook_guard::{PinnedResolver, WebhookGuard, WebhookUrl};
 use serde_json::{Value, json};
 
 // ---- receivers ----
@@ -197,14 +198,19 @@ struct Running {
 
 impl Running {
     fn start(cfg: Config) -> Running {
+        Running::start_resolving(cfg, None)
+    }
+
+    /// With `resolver` instead of the guard's system-resolver one.
+    fn start_resolving(cfg: Config, resolver: Option<PinnedResolver>) -> Running {
         let (tx, rx) = unbounded();
         let (stx, settled) = unbounded();
-        let handle = callbacks::spawn(
-            cfg,
-            ureq::Agent::new_with_defaults(),
-            rx,
-            Arc::new(ChannelHooks(stx)),
-        )
+        let agent = ureq::Agent::config_builder().build();
+        let hooks = Arc::new(ChannelHooks(stx));
+        let handle = match resolver {
+            Some(r) => callbacks::spawn_resolving(cfg, agent, r, rx, hooks),
+            None => callbacks::spawn(cfg, agent, rx, hooks),
+        }
         .expect("spawn");
         Running {
             tx,
@@ -571,5 +577,79 @@ fn no_webhook_settles_as_skipped_immediately() {
         vec![(0, Outcome::Skipped), (2, Outcome::Skipped)]
     );
     assert!(got[1].3.duration_since(sent) < Duration::from_secs(1));
+    run.stop();
+}
+
+/// DNS rebinding: `rebind.test` resolves to an allowed receiver the first time
+/// and to a refused address afterwards (the "API server", refused on its
+/// loopback port). The callback agent resolves once and connects only to the
+/// address the guard checked, so the allowed receiver gets the callback and the
+/// refused one nothing (a check followed by a second resolution at connect
+/// time would have sent it to the refused address). A name that resolves to a
+/// refused address, alone or among allowed ones, is final and nothing is sent.
+#[test]
+fn a_rebinding_dns_name_reaches_only_the_checked_address() {
+    let good = HttpReceiver::start("127.0.0.1:0", always_ok());
+    let api = HttpReceiver::start("127.0.0.1:0", always_ok());
+    let mut guard = WebhookGuard::default();
+    guard.deny_api_server(api.addr.ip(), api.addr.port());
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let (n, good_addr, api_addr) = (Arc::clone(&lookups), good.addr, api.addr);
+    let lookup = move |host: &str, _port: u16| -> std::io::Result<Vec<SocketAddr>> {
+        match host {
+            "rebind.test" => {
+                let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+                Ok(vec![if first { good_addr } else { api_addr }])
+            }
+            "evil.test" => Ok(vec![api_addr]),
+            "mixed.test" => Ok(vec![good_addr, api_addr]),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such host",
+            )),
+        }
+    };
+    let resolver = PinnedResolver::with_lookup(Arc::new(guard.clone()), Arc::new(lookup));
+    let cfg = Config {
+        guard: Some(guard),
+        ..fast_cfg()
+    };
+    let run = Running::start_resolving(cfg, Some(resolver));
+    let port = good.addr.port();
+    run.send(
+        "rebind",
+        0,
+        Some(&format!("http://rebind.test:{port}/hook")),
+        json!({}),
+    );
+    let mut aside = Vec::new();
+    let got = run.wait("rebind", 1, Duration::from_secs(10), &mut aside);
+    assert_eq!(statuses(&got), delivered(&[0]));
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        1,
+        "one lookup serves both the check and the connection"
+    );
+    assert_eq!(good.received().len(), 1);
+
+    for id in ["evil", "mixed"] {
+        run.send(
+            id,
+            0,
+            Some(&format!("http://{id}.test:{port}/hook")),
+            json!({}),
+        );
+        let got = run.wait(id, 1, Duration::from_secs(10), &mut aside);
+        assert!(
+            matches!(&got[0].2, Outcome::Abandoned(m) if m.contains("API server")),
+            "{id}: {got:?}"
+        );
+    }
+    assert!(api.received().is_empty(), "the refused address got nothing");
+    assert_eq!(
+        good.received().len(),
+        1,
+        "refused names are not retried elsewhere"
+    );
     run.stop();
 }

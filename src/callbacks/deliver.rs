@@ -19,8 +19,13 @@ pub(crate) struct HttpDeliverer {
     pub timeout: Duration,
     pub max_response_bytes: u64,
     pub key: Option<Arc<SigningKey>>,
-    /// SSRF rules checked against the resolved addresses before each attempt.
-    pub guard: Option<Arc<crate::webhook_guard::WebhookGuard>>,
+    /// SSRF rules: the static check before each attempt; the resolved
+    /// addresses are checked by the agent's `PinnedResolver` as it connects.
+    pub guard: Arc<crate::webhook_guard::WebhookGuard>,
+    /// The agent goes through a proxy (HTTPS_PROXY and friends), which
+    /// resolves the host itself: the addresses are checked before the attempt
+    /// instead, which a rebinding DNS name can race.
+    pub proxied: bool,
 }
 
 /// The JSON body of a callback.
@@ -33,18 +38,13 @@ impl HttpDeliverer {
         let Some(url) = cb.url.as_ref() else {
             return Attempt::Final("no webhook URL".into());
         };
-        if let Some(g) = &self.guard {
-            match g.resolve(url) {
-                Ok(_) => {}
-                // A name that does not resolve now may later; a refused address will not change.
-                Err(Refusal::Unresolved(why)) => {
-                    return Attempt::Retry {
-                        reason: why,
-                        retry_after: None,
-                    };
-                }
-                Err(Refusal::Refused(why)) => return Attempt::Final(why),
-            }
+        let checked = if self.proxied {
+            self.guard.resolve(url).map(drop)
+        } else {
+            self.guard.check(url)
+        };
+        if let Err(r) = checked {
+            return refused(r);
         }
         let body = body(cb);
         let id = webhook_id(&cb.message_id, cb.status);
@@ -104,8 +104,23 @@ pub(crate) fn classify(code: u16, retry_after: Option<Duration>) -> Attempt {
     }
 }
 
+/// A refusal of the guard: final, except a name that does not resolve now (it
+/// may later).
+fn refused(r: Refusal) -> Attempt {
+    match r {
+        Refusal::Unresolved(reason) => Attempt::Retry {
+            reason,
+            retry_after: None,
+        },
+        Refusal::Refused(why) => Attempt::Final(why),
+    }
+}
+
 fn classify_error(e: ureq::Error) -> Attempt {
     use ureq::Error as E;
+    if let Some(r) = crate::webhook_guard::refusal_of(&e) {
+        return refused(r.clone());
+    }
     match e {
         // The URL may carry a credential in its query: never echo it.
         E::BadUri(_) => Attempt::Final("request failed: the webhook URL is not usable".into()),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, select, unbounded};
 
 use crate::contract::Status;
-use crate::webhook_guard::WebhookUrl;
+use crate::webhook_guard::{PinnedResolver, WebhookUrl};
 
 pub use sign::{SigningKey, webhook_id};
 
@@ -124,19 +124,40 @@ impl Default for Config {
 
 /// Starts the `callbacks` dispatcher thread. It returns once every sender of
 /// `rx` is dropped and everything queued is settled (or `shutdown_grace` ran
-/// out), after joining its workers.
+/// out), after joining its workers. The webhook agent is built here from
+/// `agent` (TLS roots, timeouts) with the guard's `PinnedResolver`, so every
+/// connection goes only to addresses the guard checked (without a guard in
+/// `cfg`, the always-refused addresses still are).
 pub fn spawn(
     cfg: Config,
-    agent: ureq::Agent,
+    agent: ureq::config::Config,
     rx: Receiver<CallbackMsg>,
     hooks: Arc<dyn Hooks>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let guard = Arc::new(cfg.guard.clone().unwrap_or_default());
+    spawn_resolving(cfg, agent, PinnedResolver::new(guard), rx, hooks)
+}
+
+/// `spawn` with a given resolver (tests: a DNS name whose answer changes).
+pub fn spawn_resolving(
+    cfg: Config,
+    agent: ureq::config::Config,
+    resolver: PinnedResolver,
+    rx: Receiver<CallbackMsg>,
+    hooks: Arc<dyn Hooks>,
+) -> std::io::Result<JoinHandle<()>> {
+    let proxied = agent.proxy().is_some();
     let http = HttpDeliverer {
-        agent,
+        agent: ureq::Agent::with_parts(
+            agent,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            resolver,
+        ),
         timeout: cfg.request_timeout,
         max_response_bytes: cfg.max_response_bytes,
         key: cfg.signing_secret.clone().map(Arc::new),
-        guard: cfg.guard.clone().map(Arc::new),
+        guard: Arc::new(cfg.guard.clone().unwrap_or_default()),
+        proxied,
     };
     let deliver: Deliver = Arc::new(move |cb: &Callback| http.deliver(cb));
     spawn_with(cfg, deliver, rx, hooks, random_source())
