@@ -33,6 +33,24 @@ pub const ANN_DELIVERED: &str = "k8s-job-worker.io/delivered";
 /// Finalizer holding a finished Job until its terminal callback is settled.
 pub const FINALIZER: &str = "k8s-job-worker.io/result";
 
+/// Environment variable naming the message id, set in every Job's container.
+pub const ENV_MESSAGE_ID: &str = "JOB_WORKER_MESSAGE_ID";
+/// Environment variable naming the payload file (Jobs of messages with a payload).
+pub const ENV_PAYLOAD: &str = "JOB_WORKER_PAYLOAD";
+/// Variables the worker sets itself; a message's `job.env` may not name them.
+pub const RESERVED_ENV: [&str; 2] = [ENV_MESSAGE_ID, ENV_PAYLOAD];
+/// Directory the payload Secret is mounted at (read-only).
+pub const PAYLOAD_DIR: &str = "/etc/k8s-job-worker";
+/// Key of the payload Secret, and so the file name under PAYLOAD_DIR.
+pub const PAYLOAD_KEY: &str = "payload.json";
+/// Largest payload: the data of one Secret is at most 1 MiB.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Path of the payload file in the container (`PAYLOAD_DIR/PAYLOAD_KEY`).
+pub fn payload_path() -> String {
+    format!("{PAYLOAD_DIR}/{PAYLOAD_KEY}")
+}
+
 /// `<prefixName>-<10 hex of sha256(id)>`: the same id always names the same Job.
 pub fn job_name(prefix: &str, id: &str) -> String {
     let hex = crate::encode::sha256_hex(id.as_bytes());

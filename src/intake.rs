@@ -20,6 +20,7 @@ use crate::contract::{self, ANN_MESSAGE_ID, ErrorCode, Status};
 use crate::kube::Client;
 use crate::message::{self, Limits};
 use crate::metrics;
+use crate::payload;
 use crate::queue::{Handle, Queue, QueueError, Received};
 use crate::render::{self, RenderConfig};
 use crate::tracker::{LiveJobs, TrackerMsg};
@@ -237,6 +238,9 @@ impl Intake {
                 next_token,
             );
         }
+        if let Err(e) = payload::precheck(&self.kube, &msg) {
+            return self.payload_refused(m, &msg, e, None, pending, next_token);
+        }
         let job = render::render(&msg, &self.render);
         let ns = msg.job.namespace.clone();
         let name = job
@@ -251,11 +255,8 @@ impl Intake {
                 log::info!("message {} job {key}: created", msg.id);
                 metrics::inc(metrics::JOBS_CREATED, &[]);
                 self.live.insert(&key);
-                let _ = self.tracker.send(TrackerMsg::Created {
-                    job: created,
-                    received_at: m.received_at,
-                });
-                Outcome::Ack
+                payload::fault_exit_after_job_create();
+                self.job_ready(m, &msg, created, &key, pending, next_token)
             }
             Err(e) if e.code() == Some(409) => self.adopt(m, &msg, &key, pending, next_token),
             Err(e) => {
@@ -308,11 +309,7 @@ impl Intake {
                 if owner == Some(msg.id.as_str()) {
                     log::info!("message {} job {key}: already exists, adopted", msg.id);
                     metrics::inc(metrics::JOBS_ADOPTED, &[]);
-                    let _ = self.tracker.send(TrackerMsg::Created {
-                        job: existing,
-                        received_at: m.received_at,
-                    });
-                    Outcome::Ack
+                    self.job_ready(m, msg, existing, key, pending, next_token)
                 } else {
                     let text = format!(
                         "Job {key} already exists for another message; choose another job.prefixName or id"
@@ -341,6 +338,89 @@ impl Intake {
                 )
             }
         }
+    }
+
+    /// The message's Job exists (created or adopted): its payload Secret next,
+    /// then the tracker hears of the Job and the message is acknowledged.
+    fn job_ready(
+        &mut self,
+        m: &Received,
+        msg: &message::Message,
+        job: Value,
+        key: &str,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) -> Outcome {
+        match payload::ensure(&self.kube, msg, &self.render, &job) {
+            Ok(true) => log::info!("message {} job {key}: payload Secret created", msg.id),
+            Ok(false) => {}
+            Err(e) => return self.payload_refused(m, msg, e, Some(key), pending, next_token),
+        }
+        let _ = self.tracker.send(TrackerMsg::Created {
+            job,
+            received_at: m.received_at,
+        });
+        Outcome::Ack
+    }
+
+    /// The payload Secret could not be made. Transient: the message stays
+    /// (a redelivery adopts the Job and tries again). Permanent before the Job
+    /// exists (`job` None): a 99 like a refused Job create. Permanent after:
+    /// the Job cannot run without its input, so it is deleted (the tracker
+    /// reports it, 99 JOB_DELETED, held by the finalizer until delivered) and
+    /// the message is dead-lettered with the reason.
+    fn payload_refused(
+        &mut self,
+        m: &Received,
+        msg: &message::Message,
+        e: payload::SecretError,
+        job: Option<&str>,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) -> Outcome {
+        metrics::inc(
+            metrics::PAYLOAD_SECRET_ERRORS,
+            &[("code", &e.metric_code())],
+        );
+        if e.is_transient() {
+            let d = retry_delay(m.receive_count);
+            log::warn!(
+                "message {}: payload Secret: {e}; retrying in {} s",
+                msg.id,
+                d.as_secs()
+            );
+            return Outcome::Later(d);
+        }
+        let code = match e {
+            payload::SecretError::Conflict { .. } => ErrorCode::JobNameConflict,
+            _ => ErrorCode::JobCreateFailed,
+        };
+        let text = format!("cannot create the payload Secret: {e}");
+        let Some(key) = job else {
+            return self.reject_msg(m, code, &text, msg, pending, next_token);
+        };
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        if let Err(de) = self.kube.delete(
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+            "Background",
+            &format!("delete job {key}"),
+        ) {
+            log::warn!("message {} job {key}: {text}; {de}; retrying", msg.id);
+            return Outcome::Later(retry_delay(m.receive_count));
+        }
+        log::error!("message {} job {key}: {text}; Job deleted", msg.id);
+        metrics::inc(metrics::MESSAGES_REJECTED, &[("reason", code.as_str())]);
+        match self
+            .queue
+            .dead_letter(&m.handle, &m.body, &format!("{code}: {text}"))
+        {
+            Ok(()) => metrics::inc(
+                metrics::MESSAGES_ACKNOWLEDGED,
+                &[("queue", self.queue.kind())],
+            ),
+            Err(qe) => self.queue_error("dead_letter", &qe),
+        }
+        Outcome::Rejected
     }
 
     /// `reject` for a message that parsed (its id and webhook are known).

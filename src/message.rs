@@ -8,7 +8,9 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::contract::{ErrorCode, RESERVED_LABELS, job_name};
+use crate::contract::{
+    ErrorCode, MAX_PAYLOAD_BYTES, PAYLOAD_DIR, RESERVED_ENV, RESERVED_LABELS, job_name,
+};
 use crate::quantity;
 use crate::webhook_guard::WebhookUrl;
 
@@ -123,6 +125,42 @@ pub struct Message {
     pub service: String,
     pub job: JobSpec,
     pub webhook_url: Option<WebhookUrl>,
+    /// The job's input (top-level `payload`); `None` when absent or null.
+    pub payload: Option<Payload>,
+}
+
+/// A message's `payload`: the JSON text exactly as the sender wrote it (any
+/// JSON value but null), at most MAX_PAYLOAD_BYTES. The sender may consider it
+/// secret, so its `Debug` shows only its size and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload(String);
+
+impl Payload {
+    /// The JSON text, byte for byte as in the message.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload(<{} bytes>)", self.0.len())
+    }
+}
+
+/// The top-level `payload` of a body, borrowed as raw JSON text.
+#[derive(serde::Deserialize)]
+struct RawPayload<'a> {
+    #[serde(borrow, default)]
+    payload: Option<&'a serde_json::value::RawValue>,
 }
 
 const MAX_ID_BYTES: usize = 1024;
@@ -196,7 +234,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     };
 
     let mut w = Walker::default();
-    w.unknown(root, "", &["id", "service", "job", "webhook"]);
+    w.unknown(root, "", &["id", "service", "job", "webhook", "payload"]);
     let id = w.id(root.get("id"));
     let webhook_url = w.webhook(root.get("webhook"));
     let service = w.opt_string(root.get("service"), "service");
@@ -204,6 +242,10 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
         w.check("service", label_value(service));
     }
     let job = w.job(root.get("job"), limits);
+    let payload = w.payload(body);
+    if let (Some(_), Some(job)) = (&payload, &job) {
+        w.payload_room(job);
+    }
 
     if let (Some(id), Some(job)) = (&id, &job) {
         let name = job_name(&job.prefix_name, id);
@@ -221,6 +263,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
             service: service.unwrap_or_else(|| job.prefix_name.clone()),
             job,
             webhook_url,
+            payload,
         }),
         (id, _) => Err(Rejection {
             code: ErrorCode::InvalidMessage,
@@ -443,6 +486,56 @@ impl Walker {
         }
     }
 
+    /// The top-level `payload`, read a second time from the body as raw JSON
+    /// text so that it reaches the pod byte for byte (numbers beyond f64, key
+    /// order and escapes kept). Null means no payload. Its content is never put
+    /// in a problem's message.
+    fn payload(&mut self, body: &[u8]) -> Option<Payload> {
+        match serde_json::from_slice::<RawPayload>(body) {
+            Ok(RawPayload { payload: None }) => None,
+            Ok(RawPayload { payload: Some(raw) }) => {
+                let text = raw.get();
+                if text.len() > MAX_PAYLOAD_BYTES {
+                    self.add(
+                        "payload",
+                        format!(
+                            "is {} bytes, over the {MAX_PAYLOAD_BYTES} bytes a Kubernetes Secret can hold",
+                            text.len()
+                        ),
+                    );
+                    return None;
+                }
+                Some(Payload(text.to_string()))
+            }
+            // The body is a JSON object (checked before), so the only way
+            // this fails is a second `payload` key.
+            Err(_) => {
+                self.add("payload", "appears more than once");
+                None
+            }
+        }
+    }
+
+    /// With a payload, PAYLOAD_DIR belongs to the worker: the message's
+    /// volume may not be mounted at or under it.
+    fn payload_room(&mut self, job: &JobSpec) {
+        if let Some(v) = &job.volume {
+            let segments = |p: &str| -> Vec<String> {
+                p.split('/')
+                    .filter(|s| !s.is_empty() && *s != ".")
+                    .map(str::to_string)
+                    .collect()
+            };
+            let (mount, dir) = (segments(&v.mount_path), segments(PAYLOAD_DIR));
+            if mount.starts_with(&dir) {
+                self.add(
+                    "job.volume.mountPath",
+                    format!("{PAYLOAD_DIR} is where the worker mounts the payload"),
+                );
+            }
+        }
+    }
+
     fn job(&mut self, v: Option<&Value>, limits: &Limits) -> Option<JobSpec> {
         let obj = match v {
             None | Some(Value::Null) => {
@@ -614,6 +707,10 @@ impl Walker {
                 }
             };
             let Some(name) = name else { continue };
+            if RESERVED_ENV.contains(&name.as_str()) {
+                self.add(&name_path, format!("{name} is set by the worker itself"));
+                continue;
+            }
             if let Some(first) = seen.get(&name) {
                 self.add(
                     &name_path,
@@ -1459,6 +1556,138 @@ mod tests {
                 "{what}: a problem names no field: {r}"
             );
         }
+    }
+
+    #[test]
+    fn payload_is_any_json_value_kept_byte_for_byte() {
+        let body = |payload: &str| {
+            let mut v = base();
+            remove(&mut v, "", "payload");
+            let text = v.to_string();
+            format!("{{\"payload\": {payload}, {}", &text[1..])
+        };
+        let parsed = |b: &str| parse(b.as_bytes(), &Limits::default());
+        // Absent and null: no payload.
+        assert_eq!(parse_value(&base()).map(|m| m.payload), Ok(None));
+        assert_eq!(parsed(&body("null")).map(|m| m.payload), Ok(None));
+        // Everything else is a payload, exactly as sent (big numbers, key
+        // order, escapes and inner whitespace kept).
+        for p in [
+            "{}",
+            "[]",
+            "\"\"",
+            "false",
+            "0",
+            "-1.50",
+            "123456789012345678901234567890",
+            "{\"b\": 1,  \"a\": [\"\\u00e9\", null]}",
+            "\"a secret\"",
+        ] {
+            let m = parsed(&body(p)).unwrap_or_else(|r| panic!("{p}: {r}"));
+            assert_eq!(m.payload.as_ref().map(Payload::as_str), Some(p));
+        }
+    }
+
+    #[test]
+    fn payload_rules() {
+        let big = Limits {
+            max_message_bytes: 3 * MAX_PAYLOAD_BYTES,
+            ..Limits::default()
+        };
+        // Exactly 1 MiB of JSON text fits a Secret; one byte more does not.
+        let fill = |n: usize| json!("x".repeat(n - 2));
+        let mut v = base();
+        set(&mut v, "", "payload", fill(MAX_PAYLOAD_BYTES));
+        let m = parse(v.to_string().as_bytes(), &big).expect("1 MiB payload");
+        assert_eq!(m.payload.map(|p| p.len()), Some(MAX_PAYLOAD_BYTES));
+        set(&mut v, "", "payload", fill(MAX_PAYLOAD_BYTES + 1));
+        let r = parse(v.to_string().as_bytes(), &big).expect_err("over 1 MiB");
+        assert_eq!(r.code, ErrorCode::InvalidMessage);
+        assert_eq!(r.problems.len(), 1, "{r}");
+        assert_eq!(r.problems[0].field, "payload");
+        assert_eq!(
+            r.problems[0].message,
+            "is 1048577 bytes, over the 1048576 bytes a Kubernetes Secret can hold"
+        );
+        assert!(r.id.is_some() && r.webhook_url.is_some());
+        // The payload counts in MAX_MESSAGE_BYTES like any other byte.
+        let r = parse(v.to_string().as_bytes(), &Limits::default()).expect_err("too large");
+        assert_eq!(r.code, ErrorCode::MessageTooLarge);
+
+        // A second `payload` key is ambiguous.
+        let text = base().to_string();
+        let twice = format!("{{\"payload\": 1, \"payload\": 2, {}", &text[1..]);
+        let r = parse(twice.as_bytes(), &Limits::default()).expect_err("two payloads");
+        assert_eq!(r.problems_text(), "payload: appears more than once");
+
+        // The worker's variables cannot be set by the message.
+        for name in ["JOB_WORKER_PAYLOAD", "JOB_WORKER_MESSAGE_ID"] {
+            let mut v = base();
+            set(
+                &mut v,
+                "/job",
+                "env",
+                json!([{ "name": name, "value": "x" }]),
+            );
+            let r = rejected(&v);
+            assert_eq!(
+                r.problems_text(),
+                format!("job.env[0].name: {name} is set by the worker itself")
+            );
+        }
+
+        // With a payload, /etc/k8s-job-worker is the worker's; without, free.
+        for path in [
+            "/etc/k8s-job-worker",
+            "etc/k8s-job-worker/",
+            "/etc//k8s-job-worker/./x",
+        ] {
+            let mut v = base();
+            set(&mut v, "/job/volume", "mountPath", json!(path));
+            assert!(parse_value(&v).is_ok(), "{path} without a payload");
+            set(&mut v, "", "payload", json!({"k": 1}));
+            let r = rejected(&v);
+            assert_eq!(
+                r.problems_text(),
+                "job.volume.mountPath: /etc/k8s-job-worker is where the worker mounts the payload",
+                "{path}"
+            );
+        }
+        let mut v = base();
+        set(
+            &mut v,
+            "/job/volume",
+            "mountPath",
+            json!("/etc/k8s-job-worker2"),
+        );
+        set(&mut v, "", "payload", json!({"k": 1}));
+        assert!(parse_value(&v).is_ok());
+    }
+
+    #[test]
+    fn the_payload_never_shows_in_debug_or_problems() {
+        let canary = "payload-canary-3f9a1c";
+        let mut v = base();
+        set(&mut v, "", "payload", json!({ "secret": canary }));
+        let m = parse_value(&v).expect("valid");
+        assert!(!format!("{m:?}").contains(canary), "{m:?}");
+        assert!(format!("{m:?}").contains("Payload(<"));
+        // Refused messages name the field, never its content.
+        set(&mut v, "/job", "image", json!(""));
+        let r = rejected(&v);
+        assert!(!format!("{r} {r:?}").contains(canary));
+        let big = Limits {
+            max_message_bytes: 3 * MAX_PAYLOAD_BYTES,
+            ..Limits::default()
+        };
+        set(
+            &mut v,
+            "",
+            "payload",
+            json!(canary.repeat(MAX_PAYLOAD_BYTES / 10)),
+        );
+        let r = parse(v.to_string().as_bytes(), &big).expect_err("too big");
+        assert!(!format!("{r} {r:?}").contains(canary));
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub const QUEUE_ERRORS: Metric = Metric("queue_errors_total");
 pub const JOBS_CREATED: Metric = Metric("jobs_created_total");
 pub const JOBS_ADOPTED: Metric = Metric("jobs_adopted_total");
 pub const JOB_CREATE_ERRORS: Metric = Metric("job_create_errors_total");
+pub const PAYLOAD_SECRET_ERRORS: Metric = Metric("payload_secret_errors_total");
 pub const JOBS_FINISHED: Metric = Metric("jobs_finished_total");
 pub const JOBS_IN_FLIGHT: Metric = Metric("jobs_in_flight");
 pub const CALLBACKS_SENT: Metric = Metric("callbacks_sent_total");
@@ -88,6 +89,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         JOB_CREATE_ERRORS.0,
         Kind::Counter,
         "Job create errors, by HTTP status code or transport error.",
+    ),
+    (
+        PAYLOAD_SECRET_ERRORS.0,
+        Kind::Counter,
+        "Payload Secret errors, by HTTP status code, transport, conflict or stale.",
     ),
     (
         JOBS_FINISHED.0,

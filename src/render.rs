@@ -1,12 +1,15 @@
 //! Job rendering: a validated `Message` plus operator settings become the
-//! batch/v1 Job the worker creates. Pure: no I/O, no clock; the same message
-//! always renders the same Job (that is what makes redelivery idempotent).
+//! batch/v1 Job the worker creates, and, for a message with a `payload`, the
+//! Secret that carries it into the pod (`render_secret`). Pure: no I/O, no
+//! clock; the same message always renders the same Job (that is what makes
+//! redelivery idempotent).
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::contract::{
-    ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED_BY,
-    MANAGER, job_name,
+    ANN_MESSAGE_ID, ANN_WEBHOOK_URL, ENV_MESSAGE_ID, ENV_PAYLOAD, FINALIZER, LABEL_APP,
+    LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, PAYLOAD_DIR, PAYLOAD_KEY, job_name, payload_path,
 };
 use crate::message::{EnvRefKind, Message, ResourceList};
 
@@ -34,16 +37,56 @@ pub const CONTAINER_NAME: &str = "job";
 pub const VOLUME_NAME: &str = "data";
 /// Extended resource requested per GPU.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// The volume name of the payload Secret.
+pub const PAYLOAD_VOLUME_NAME: &str = "job-worker-payload";
+
+/// The labels of the Job (and of its payload Secret).
+fn labels(msg: &Message, cfg: &RenderConfig) -> Map<String, Value> {
+    let mut labels = Map::new();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    labels.insert(LABEL_APP.into(), msg.service.clone().into());
+    labels.insert(LABEL_INSTANCE.into(), cfg.instance.clone().into());
+    labels
+}
+
+/// The payload Secret of a message's Job, or `None` without a payload: named
+/// like the Job, labelled like it, annotated with the message id, owned by the
+/// Job `job_uid` (so the garbage collector deletes it with the Job), immutable,
+/// holding the payload as `payload.json`. `blockOwnerDeletion` is not set: it
+/// would need `update` on `jobs/finalizers` where the
+/// OwnerReferencesPermissionEnforcement admission plugin runs, and nothing
+/// needs the Job to wait for its Secret's deletion.
+pub fn render_secret(msg: &Message, cfg: &RenderConfig, job_uid: &str) -> Option<Value> {
+    let payload = msg.payload.as_ref()?;
+    let name = job_name(&msg.job.prefix_name, &msg.id);
+    let data = base64::engine::general_purpose::STANDARD.encode(payload.as_str());
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": msg.job.namespace,
+            "labels": labels(msg, cfg),
+            "annotations": { ANN_MESSAGE_ID: msg.id },
+            "ownerReferences": [{
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": job_uid,
+            }],
+        },
+        "type": "Opaque",
+        "immutable": true,
+        "data": { PAYLOAD_KEY: data },
+    }))
+}
 
 /// The Job object (apiVersion batch/v1) for a validated message.
 pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     let job = &msg.job;
     let gpu = job.gpus.is_some();
 
-    let mut labels = Map::new();
-    labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
-    labels.insert(LABEL_APP.into(), msg.service.clone().into());
-    labels.insert(LABEL_INSTANCE.into(), cfg.instance.clone().into());
+    let labels = labels(msg, cfg);
 
     let mut annotations = Map::new();
     annotations.insert(ANN_MESSAGE_ID.into(), msg.id.clone().into());
@@ -73,14 +116,16 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     if !job.args.is_empty() {
         container.insert("args".into(), job.args.clone().into());
     }
-    if !job.env.is_empty() {
-        let env: Vec<Value> = job
-            .env
-            .iter()
-            .map(|e| json!({ "name": e.name, "value": e.value }))
-            .collect();
-        container.insert("env".into(), env.into());
+    let mut env: Vec<Value> = job
+        .env
+        .iter()
+        .map(|e| json!({ "name": e.name, "value": e.value }))
+        .collect();
+    env.push(json!({ "name": ENV_MESSAGE_ID, "value": msg.id }));
+    if msg.payload.is_some() {
+        env.push(json!({ "name": ENV_PAYLOAD, "value": payload_path() }));
     }
+    container.insert("env".into(), env.into());
     if !job.env_refs.is_empty() {
         let env_from: Vec<Value> = job
             .env_refs
@@ -105,11 +150,19 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
         resources.insert("requests".into(), requests.into());
     }
     container.insert("resources".into(), resources.into());
+    let mut mounts = Vec::new();
     if let Some(v) = &job.volume {
-        container.insert(
-            "volumeMounts".into(),
-            json!([{ "name": VOLUME_NAME, "mountPath": v.mount_path }]),
-        );
+        mounts.push(json!({ "name": VOLUME_NAME, "mountPath": v.mount_path }));
+    }
+    if msg.payload.is_some() {
+        mounts.push(json!({
+            "name": PAYLOAD_VOLUME_NAME,
+            "mountPath": PAYLOAD_DIR,
+            "readOnly": true
+        }));
+    }
+    if !mounts.is_empty() {
+        container.insert("volumeMounts".into(), mounts.into());
     }
     container.insert(
         "securityContext".into(),
@@ -133,14 +186,22 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
         }
     }
     pod_spec.insert("containers".into(), json!([container]));
+    let mut volumes = Vec::new();
     if let Some(v) = &job.volume {
-        pod_spec.insert(
-            "volumes".into(),
-            json!([{
-                "name": VOLUME_NAME,
-                "persistentVolumeClaim": { "claimName": v.pvc }
-            }]),
-        );
+        volumes.push(json!({
+            "name": VOLUME_NAME,
+            "persistentVolumeClaim": { "claimName": v.pvc }
+        }));
+    }
+    if msg.payload.is_some() {
+        // Created right after the Job; until then the kubelet retries the mount.
+        volumes.push(json!({
+            "name": PAYLOAD_VOLUME_NAME,
+            "secret": { "secretName": job_name(&job.prefix_name, &msg.id) }
+        }));
+    }
+    if !volumes.is_empty() {
+        pod_spec.insert("volumes".into(), volumes.into());
     }
     let mut node_selector = Map::new();
     if let Some(ns) = &job.node_selector {
@@ -313,6 +374,68 @@ mod tests {
             job["spec"]["template"]["spec"]["automountServiceAccountToken"],
             false
         );
+    }
+
+    #[test]
+    fn payload_mounts_its_secret_and_every_job_gets_its_message_id() {
+        let plain = msg(json!({ "id": "m-1", "job": { "prefixName": "p", "image": "i" } }));
+        assert_eq!(render_secret(&plain, &default_render(), "u"), None);
+        let job = render(&plain, &default_render());
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["containers"][0]["env"],
+            json!([{ "name": "JOB_WORKER_MESSAGE_ID", "value": "m-1" }])
+        );
+        assert!(pod["containers"][0].get("volumeMounts").is_none());
+        assert!(pod.get("volumes").is_none());
+
+        let m = msg(json!({
+            "id": "m-1",
+            "payload": { "b": [1, 2], "a": "x" },
+            "job": { "prefixName": "p", "image": "i", "env": [{ "name": "A", "value": "1" }],
+                     "volume": { "mountPath": "/data", "pvc": "c" } }
+        }));
+        let job = render(&m, &default_render());
+        let name = job["metadata"]["name"].as_str().unwrap_or_default();
+        let pod = &job["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["env"],
+            json!([
+                { "name": "A", "value": "1" },
+                { "name": "JOB_WORKER_MESSAGE_ID", "value": "m-1" },
+                { "name": "JOB_WORKER_PAYLOAD", "value": "/etc/k8s-job-worker/payload.json" }
+            ])
+        );
+        assert_eq!(
+            c["volumeMounts"][1],
+            json!({ "name": PAYLOAD_VOLUME_NAME, "mountPath": "/etc/k8s-job-worker", "readOnly": true })
+        );
+        assert_eq!(
+            pod["volumes"][1],
+            json!({ "name": PAYLOAD_VOLUME_NAME, "secret": { "secretName": name } })
+        );
+        // The payload is in the Secret only, never in the Job.
+        assert!(!job.to_string().contains("\"b\""), "{job}");
+
+        let secret = render_secret(&m, &default_render(), "uid-1").expect("a Secret");
+        assert_eq!(secret["metadata"]["name"], name);
+        assert_eq!(secret["metadata"]["labels"], job["metadata"]["labels"]);
+        assert_eq!(
+            secret["metadata"]["annotations"],
+            json!({ ANN_MESSAGE_ID: "m-1" })
+        );
+        assert_eq!(
+            secret["metadata"]["ownerReferences"],
+            json!([{ "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "uid-1" }])
+        );
+        assert_eq!(secret["immutable"], true);
+        let data = secret["data"]["payload.json"].as_str().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap_or_default();
+        // (json! sorted the keys before the message was serialized)
+        assert_eq!(bytes, br#"{"a":"x","b":[1,2]}"#);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Golden tests: every `tests/golden/<name>.input.json` is parsed with the
 //! default limits and rendered with the default configuration; the result must
-//! equal `<name>.job.json` (compared as JSON values). A message that is refused
-//! is compared with `<name>.rejection.json` instead. With `UPDATE_GOLDEN=1` the
-//! expected files are (re)written rather than compared.
+//! equal `<name>.job.json` (compared as JSON values); a message with a
+//! `payload` also renders its Secret (owner uid `GOLDEN_JOB_UID`), compared with
+//! `<name>.secret.json`. A message that is refused is compared with
+//! `<name>.rejection.json` instead. With `UPDATE_GOLDEN=1` the expected files
+//! are (re)written rather than compared.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,32 @@ use k8s_job_worker::config::default_render;
 use k8s_job_worker::message::{self, Limits, Rejection};
 use k8s_job_worker::render;
 use serde_json::{Value, json};
+
+/// The Job uid the golden Secrets are owned by.
+const GOLDEN_JOB_UID: &str = "00000000-0000-4000-8000-000000000000";
+
+/// Compares (or, updating, writes) one expected file.
+fn check(update: bool, name: &str, actual: &Value, path: &Path, failures: &mut Vec<String>) {
+    if update {
+        let text = serde_json::to_string_pretty(actual).expect("serializable") + "\n";
+        fs::write(path, text).expect("writable golden file");
+        return;
+    }
+    let expected: Value = match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).expect("golden file is JSON"),
+        Err(e) => {
+            failures.push(format!("{name}: {}: {e}", path.display()));
+            return;
+        }
+    };
+    if *actual != expected {
+        failures.push(format!(
+            "{name}: output differs from {}:\n{}",
+            path.display(),
+            serde_json::to_string_pretty(actual).unwrap_or_default()
+        ));
+    }
+}
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -55,7 +83,24 @@ fn golden() {
         let file = input.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let name = file.trim_end_matches(".input.json");
         let body = fs::read(input).expect("readable input");
-        let (actual, expected_path, other_path) = match message::parse(&body, &Limits::default()) {
+        let parsed = message::parse(&body, &Limits::default());
+        let secret_path = dir.join(format!("{name}.secret.json"));
+        match parsed
+            .as_ref()
+            .ok()
+            .and_then(|m| render::render_secret(m, &default_render(), GOLDEN_JOB_UID))
+        {
+            Some(secret) => check(update, name, &secret, &secret_path, &mut failures),
+            None if update => {
+                let _ = fs::remove_file(&secret_path);
+            }
+            None if secret_path.exists() => failures.push(format!(
+                "{name}: renders no Secret, but {} exists",
+                secret_path.display()
+            )),
+            None => {}
+        }
+        let (actual, expected_path, other_path) = match parsed {
             Ok(msg) => (
                 render::render(&msg, &default_render()),
                 dir.join(format!("{name}.job.json")),

@@ -43,6 +43,15 @@ fuzz_target!(|data: &[u8]| {
     );
     // The Job serializes (the client sends it as JSON).
     let _ = serde_json::to_vec(&job);
+    // A Secret exactly when there is a payload, within a Secret's limit.
+    match (&msg.payload, render::render_secret(&msg, &cfg, "uid")) {
+        (None, None) => {}
+        (Some(p), Some(secret)) => {
+            assert!(p.len() <= k8s_job_worker::contract::MAX_PAYLOAD_BYTES);
+            assert!(secret["data"]["payload.json"].is_string());
+        }
+        _ => panic!("a payload Secret without a payload, or the reverse"),
+    }
     let _ = Policy::default().check(&msg);
     if let Err(e) = strict().check(&msg) {
         // Every denial names its rule.
