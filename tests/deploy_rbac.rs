@@ -216,11 +216,13 @@ fn start(n: &Names, token: &str) -> Worker {
 }
 
 /// The seed example for the jobs namespace (scheduling constraints and
-/// volume dropped: the bed has no such node or PVC); returns its id.
+/// volume dropped: the bed has no such node or PVC), with a payload (so its
+/// Secret is created under the same Roles); returns its id.
 fn send_seed(w: &Worker, n: &Names, hook: &WebhookReceiver) -> String {
     let mut m: Value = serde_json::from_str(SEED_002).expect("seed parses");
     let id = unique("msg");
     m["id"] = json!(id);
+    m["payload"] = json!({"rows": [1, 2, 3]});
     m["job"]["namespace"] = json!(n.jobs);
     m["webhook"]["url"] = json!(format!("{}/hook/{id}", hook.url()));
     let job = m["job"].as_object_mut().unwrap();
@@ -341,14 +343,54 @@ fn manifests_run_the_worker_with_least_privilege() {
         403,
         "no cluster-wide Jobs"
     );
+    // Secrets: create and get (the payload Secret) in the Job namespace, nothing
+    // more, nowhere else.
+    let secrets = |ns: &str| format!("/api/v1/namespaces/{ns}/secrets");
+    let probe = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "rbac-probe"}, "immutable": true, "data": {"k": "dg=="}});
+    assert_eq!(
+        can("POST", &secrets(&n.jobs), Some(&probe)),
+        201,
+        "Secret create in the Job namespace"
+    );
+    assert_eq!(
+        can("GET", &format!("{}/rbac-probe", secrets(&n.jobs)), None),
+        200
+    );
+    assert_eq!(can("GET", &secrets(&n.jobs), None), 403, "no Secret list");
+    assert_eq!(
+        can("GET", &format!("{}?watch=1", secrets(&n.jobs)), None),
+        403,
+        "no Secret watch"
+    );
+    assert_eq!(
+        can("DELETE", &format!("{}/rbac-probe", secrets(&n.jobs)), None),
+        403,
+        "no Secret delete"
+    );
     assert_eq!(
         can(
-            "GET",
-            &format!("/api/v1/namespaces/{}/secrets", n.jobs),
-            None
+            "PUT",
+            &format!("{}/rbac-probe", secrets(&n.jobs)),
+            Some(&probe)
         ),
         403,
-        "no Secrets"
+        "no Secret update"
+    );
+    assert_eq!(
+        can("GET", &format!("{}/rbac-probe", secrets(&n.worker)), None),
+        403,
+        "no Secrets in its own namespace"
+    );
+    assert_eq!(
+        can("POST", &secrets(&n.worker), Some(&probe)),
+        403,
+        "no Secret create in its own namespace"
+    );
+    assert_eq!(
+        can("GET", &format!("{}/rbac-probe", secrets("default")), None),
+        403,
+        "no Secrets elsewhere"
     );
     assert_eq!(
         can(
@@ -406,6 +448,14 @@ fn manifests_run_the_worker_with_least_privilege() {
             recorded(&job)
         }),
         "delivered annotation not recorded or finalizer kept: {job}"
+    );
+    // The payload Secret was created with those Roles, owned by the Job.
+    let name = job["metadata"]["name"].as_str().unwrap();
+    let (code, secret) = b.kube_get(&format!("{}/{name}", secrets(&n.jobs)));
+    assert_eq!(code, 200, "payload Secret {name}: {secret}");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        job["metadata"]["uid"]
     );
 }
 

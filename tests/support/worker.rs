@@ -297,6 +297,17 @@ impl Deployment {
         }
     }
 
+    /// `spawn` with another worker binary and extra variables (the
+    /// fault-injection build of tests/payload.rs).
+    pub fn spawn_with(&self, pod: &str, bin: &std::path::Path, extra: &[(&str, &str)]) -> Worker {
+        let mut d = self.clone();
+        d.launcher.bin = bin.to_path_buf();
+        for (k, v) in extra {
+            d.launcher.env.push(((*k).into(), Some((*v).into())));
+        }
+        d.spawn(pod)
+    }
+
     /// A new connection to the deployment's Redis.
     pub fn redis_conn(&self) -> redis::Connection {
         redis::Client::open(format!("redis://127.0.0.1:{}/0", self.redis_port).as_str())
