@@ -1,7 +1,8 @@
 //! The secret-grep test: full flows with every secret the worker holds (the
 //! API server token, static AWS credentials, a Standard Webhooks signing
-//! secret) and RUST_LOG at trace; nothing secret may appear in the worker's
-//! output, /metrics or /jobs/{id}. Also checks the callbacks' Standard Webhooks
+//! secret, a message payload carrying a canary) and RUST_LOG at trace; nothing
+//! secret may appear in the worker's output, /metrics or /jobs/{id}, and the
+//! payload canary not in callbacks or the Job (annotations included) either. Also checks the callbacks' Standard Webhooks
 //! headers and verifies their signatures independently (ring + base64).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
@@ -15,8 +16,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use ring::rand::SecureRandom as _;
 use ring::{digest, hmac};
-use support::worker::{Launcher, Q, Worker, complete_fail_invalid, make_pvc};
-use support::{Call, WebhookReceiver, bed};
+use serde_json::json;
+use support::worker::{
+    Launcher, Q, Worker, calls_for, complete_fail_invalid, make_pvc, message, statuses,
+    wait_terminal,
+};
+use support::{Call, WebhookReceiver, bed, unique};
 
 /// The worker of a test: namespace `sec-*`, stdout and stderr to separate
 /// files, the default environment plus `extra` (see tests/support/worker.rs).
@@ -129,10 +134,14 @@ struct Flow {
     w: Worker,
     hook: WebhookReceiver,
     ids: Vec<String>,
+    /// The payload text of the canary messages (`{"canary": "<canary>"}`).
+    payload: String,
+    canary: String,
 }
 
 /// Starts a worker and runs one completing, one failing and one invalid message
-/// through it, to their terminal callbacks.
+/// through it, then one completing and one invalid message carrying a payload
+/// canary, to their terminal callbacks.
 fn run_flow(q: Q, rust_log: &str, secret: &str) -> Flow {
     let hook = WebhookReceiver::start();
     let w = start(
@@ -140,8 +149,69 @@ fn run_flow(q: Q, rust_log: &str, secret: &str) -> Flow {
         &[("RUST_LOG", rust_log), ("WEBHOOK_SIGNING_SECRET", secret)],
     );
     make_pvc(&w.ns);
-    let ids = complete_fail_invalid(&w, &hook).to_vec();
-    Flow { w, hook, ids }
+    let mut ids = complete_fail_invalid(&w, &hook).to_vec();
+    let canary = unique("payload-canary-7c1e");
+    let payload = json!({ "canary": canary });
+    let (ok_id, ok) = message(&w, &hook, |m| m["payload"] = payload.clone());
+    let (bad_id, bad) = message(&w, &hook, |m| {
+        m["payload"] = payload.clone();
+        m["job"]["image"] = json!("");
+    });
+    assert!(
+        ok.contains(&payload.to_string()),
+        "the payload text as sent"
+    );
+    w.send(&ok);
+    w.send(&bad);
+    assert_eq!(
+        statuses(&wait_terminal(
+            &w,
+            &hook,
+            &ok_id,
+            std::time::Duration::from_secs(90)
+        )),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        statuses(&wait_terminal(
+            &w,
+            &hook,
+            &bad_id,
+            std::time::Duration::from_secs(60)
+        )),
+        vec![99]
+    );
+    // The payload did reach its Secret (the canary is not just unused).
+    let b = bed();
+    let name = k8s_job_worker::contract::job_name("bb", &ok_id);
+    let (code, secret) = b.kube_get(&format!("/api/v1/namespaces/{}/secrets/{name}", w.ns));
+    assert_eq!(code, 200, "{secret}");
+    assert_eq!(
+        secret["data"]["payload.json"],
+        json!(STANDARD.encode(payload.to_string()))
+    );
+    // ... and nowhere in its Job.
+    let (code, job) = b.kube_get(&format!("/apis/batch/v1/namespaces/{}/jobs/{name}", w.ns));
+    assert_eq!(code, 200, "{job}");
+    assert!(
+        !job.to_string().contains(&canary),
+        "payload in the Job: {job}"
+    );
+    for id in [&ok_id, &bad_id] {
+        for c in calls_for(&hook, id) {
+            let raw = String::from_utf8_lossy(&c.raw_body);
+            assert!(!raw.contains(&canary), "payload in a callback: {raw}");
+        }
+    }
+    ids.push(ok_id);
+    ids.push(bad_id);
+    Flow {
+        w,
+        hook,
+        ids,
+        payload: payload.to_string(),
+        canary,
+    }
 }
 
 #[test]
@@ -170,10 +240,20 @@ fn no_secret_reaches_logs_metrics_or_jobs() {
         needles.insert(format!("the signing key (form {i})"), f);
     }
     for flow in [&sqs, &redis] {
+        needles.insert(
+            format!("the payload canary ({})", flow.w.instance),
+            flow.canary.clone(),
+        );
+        for (i, f) in forms_of_key(flow.payload.as_bytes())
+            .into_iter()
+            .enumerate()
+        {
+            needles.insert(format!("the payload ({}, form {i})", flow.w.instance), f);
+        }
         let delivered = flow.hook.delivered();
         assert!(
-            delivered.len() >= 7,
-            "0,1,2 + 0,1,3 + 99: {}",
+            delivered.len() >= 11,
+            "0,1,2 + 0,1,3 + 99 + 0,1,2 + 99: {}",
             delivered.len()
         );
         for call in &delivered {
