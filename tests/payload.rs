@@ -2,7 +2,9 @@
 //! Secret of its name holding the payload byte for byte, owned by the Job (the
 //! garbage collector deletes it with the Job); every Job gets
 //! JOB_WORKER_MESSAGE_ID; a redelivery adopts Job and Secret; a foreign Secret
-//! of the Job's name is JOB_NAME_CONFLICT with no Job created; a worker killed
+//! of the Job's name is JOB_NAME_CONFLICT with no Job created; a Secret refused
+//! after the Job exists deletes the Job (99 JOB_DELETED) and dead-letters the
+//! message with the reason; a worker killed
 //! between the Job's create and its Secret's leaves the message queued and
 //! the next leader completes it (the kill test: a `fault-injection` build of
 //! the worker SIGKILLs itself at that point).
@@ -409,4 +411,96 @@ fn killed_between_job_and_secret_the_next_leader_completes_it() {
         at(t_secret),
         at(t_done)
     );
+}
+
+/// A Secret create refused for good after the Job exists (here by a
+/// ValidatingAdmissionPolicy on Secrets in the test namespace; the name check
+/// before the Job is a GET, which it lets through): the Job is deleted, the
+/// sender gets 0 then 99 JOB_DELETED (exactly one terminal status), and the
+/// message is dead-lettered with the reason.
+#[test]
+fn a_secret_refused_after_the_job_deletes_the_job_and_dead_letters() {
+    let b = bed();
+    let hook = WebhookReceiver::start();
+    let d = spec(Q::Redis, "plvap").deploy();
+    let policy = format!("deny-secrets-{}", d.ns);
+    let (code, v) = b.kube_post(
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+        &json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {"failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["secrets"]}]},
+                "validations": [{"expression": "false", "message": "no Secrets here (test)"}]}}),
+    );
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = b.kube_post(
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
+        &json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {"policyName": policy, "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels":
+                    {"kubernetes.io/metadata.name": d.ns}}}}}),
+    );
+    assert_eq!(code, 201, "{v}");
+    let probe = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "probe"}});
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let (c, _) = b.kube_post(&format!("/api/v1/namespaces/{}/secrets", d.ns), &probe);
+            if c == 201 {
+                b.kube_delete(&format!("/api/v1/namespaces/{}/secrets/probe", d.ns), None);
+            }
+            c != 201
+        }),
+        "the policy never denied a Secret"
+    );
+
+    let w = d.spawn(&format!("{}-pod", d.instance));
+    let (id, body) = payload_message(&w, &hook, Some(r#"{"n": 1}"#), |_| {});
+    let name = name_of(&id);
+    w.send(&body);
+    wait_statuses(&w, &hook, &id, &[0, 99]);
+    let call = &calls_for(&hook, &id)[1];
+    assert_eq!(call.body["detail"]["error"]["errorCode"], "JOB_DELETED");
+    assert!(
+        wait_for(Duration::from_secs(30), || get_job(&w.ns, &name).0 == 404),
+        "the Job was not deleted: {}",
+        get_job(&w.ns, &name).1
+    );
+    assert_eq!(get_secret(&w.ns, &name).0, 404);
+    assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
+    let dead: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}dead", w.redis_prefix))
+        .arg(0)
+        .arg(-1)
+        .query(&mut w.redis_conn())
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let record: Value = serde_json::from_str(&dead[0]).unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("JOB_CREATE_FAILED: cannot create the payload Secret: ")
+            && reason.contains("no Secrets here (test)"),
+        "{reason}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        statuses(&calls_for(&hook, &id)),
+        vec![0, 99],
+        "one terminal status"
+    );
+    assert!(
+        w.metric("job_worker_payload_secret_errors_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    for kind in [
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicies",
+    ] {
+        b.kube_delete(
+            &format!("/apis/admissionregistration.k8s.io/v1/{kind}/{policy}"),
+            None,
+        );
+    }
 }
