@@ -504,3 +504,18 @@ fn a_secret_refused_after_the_job_deletes_the_job_and_dead_letters() {
         );
     }
 }
+
+#[test]
+fn sqs_payload_message_gets_its_secret_and_leaves_the_queue() {
+    let hook = WebhookReceiver::start();
+    let w = spec(Q::Sqs, "plsqs").start();
+    let (id, body) = payload_message(&w, &hook, Some(RAW_PAYLOAD), |_| {});
+    w.send(&body);
+    wait_statuses(&w, &hook, &id, &[0, 1, 2]);
+    check_secret(&w.ns, &name_of(&id), &id, RAW_PAYLOAD);
+    assert!(
+        wait_for(Duration::from_secs(20), || w.queued() == 0),
+        "acknowledged once Job and Secret exist:\n{}",
+        w.logs()
+    );
+}
