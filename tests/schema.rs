@@ -760,7 +760,8 @@ fn valid_table() -> Vec<(&'static str, Value)> {
             json!({ "id": "m", "service": null, "webhook": null, "job": {
                 "prefixName": "p", "image": "busybox", "namespace": "", "serviceAccount": "",
                 "command": null, "args": null, "env": null, "envRef": null, "envFrom": null,
-                "ttlSecondsAfterFinished": null, "backoffLimit": null, "activeDeadlineSeconds": null,
+                "ttlSecondsAfterFinished": null, "backoffLimit": null,
+                "activeDeadlineSeconds": null,
                 "gpuEnable": null, "gpuNumber": null, "resources": {}, "nodeSelector": {},
                 "toleration": null, "fargate": { "key": "", "value": null },
                 "volume": { "mountPath": null, "pvc": "" }, "volume:": null } }),
@@ -799,9 +800,10 @@ fn valid_table() -> Vec<(&'static str, Value)> {
                 (
                     "/job",
                     "envFrom",
-                    Some(
-                        json!([{ "name": "a", "type": "ConfigMap" }, { "name": "b.c", "type": "SECRET" }]),
-                    ),
+                    Some(json!([
+                        { "name": "a", "type": "ConfigMap" },
+                        { "name": "b.c", "type": "SECRET" }
+                    ])),
                 ),
             ]),
         ),
@@ -969,7 +971,7 @@ fn schemas_are_draft_2020_12_with_id_and_title() {
         assert!(s["title"].is_string() && s["description"].is_string());
         // validate.py checks the schema against the 2020-12 meta-schema first.
         let errs = validate(name, &[json!({})]);
-        assert_eq!(errs.len(), 1);
+        assert!(!errs[0].is_empty(), "{name}: {{}} lacks the required fields");
     }
 }
 
@@ -1350,8 +1352,14 @@ fn tracker_callbacks(url: &str) -> Vec<CallbackMsg> {
         now,
         t0,
     );
-    let done = json!({ "startTime": "2026-12-01T07:00:01Z", "completionTime": "2026-12-01T07:00:31Z",
-        "conditions": [{ "type": "SuccessCriteriaMet", "status": "True" }, { "type": "Complete", "status": "True" }] });
+    let done = json!({
+        "startTime": "2026-12-01T07:00:01Z",
+        "completionTime": "2026-12-01T07:00:31Z",
+        "conditions": [
+            { "type": "SuccessCriteriaMet", "status": "True" },
+            { "type": "Complete", "status": "True" }
+        ]
+    });
     feed(
         &mut tracker,
         TrackerMsg::Jobs(Event::Applied(api_job(&ok, done.clone()))),
@@ -1374,7 +1382,8 @@ fn tracker_callbacks(url: &str) -> Vec<CallbackMsg> {
     let failed = json!({ "startTime": "2026-12-01T07:00:01Z", "conditions": [
         { "type": "FailureTarget", "status": "True" },
         { "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-          "message": "Job has reached the specified backoff limit", "lastTransitionTime": "2026-12-01T07:00:09Z" }] });
+          "message": "Job has reached the specified backoff limit",
+          "lastTransitionTime": "2026-12-01T07:00:09Z" }] });
     feed(
         &mut tracker,
         TrackerMsg::Jobs(Event::Applied(api_job(&fail, failed))),
@@ -1479,7 +1488,8 @@ fn intake_callbacks(url: &str) -> Vec<CallbackMsg> {
             &seed.id,
             "JOB_NAME_CONFLICT",
             format!(
-                "Job default/{name} already exists for another message; choose another job.prefixName or id"
+                "Job default/{name} already exists for another message; \
+                 choose another job.prefixName or id"
             ),
         ),
     ]
@@ -1560,32 +1570,38 @@ fn callback_bodies_the_worker_sends_match_the_callback_schema() {
 
 #[test]
 fn callback_schema_refuses_malformed_bodies() {
+    let body = |status: u8, detail: Value| json!({ "id": "m", "status": status, "detail": detail });
+    let error =
+        |code: &str, message: &str| json!({ "error": { "errorCode": code, "message": message } });
     let bad = [
-        json!({ "id": "m", "status": 4, "detail": {} }),
+        body(4, json!({})),
         json!({ "id": "m", "status": 0 }),
         json!({ "id": "", "status": 2, "detail": { "duration": 1 } }),
-        json!({ "id": "m", "status": 0, "detail": { "jobId": "u" } }),
-        json!({ "id": "m", "status": 0, "detail": { "jobId": "u", "jobName": "Bad_Name" } }),
-        json!({ "id": "m", "status": 1, "detail": { "duration": 3 } }),
-        json!({ "id": "m", "status": 2, "detail": { "duration": -1 } }),
-        json!({ "id": "m", "status": 2, "detail": { "duration": "3" } }),
-        json!({ "id": "m", "status": 3, "detail": { "error": { "errorCode": "backoff", "message": "x" } } }),
-        json!({ "id": "m", "status": 3, "detail": { "error": { "errorCode": "X" } } }),
-        json!({ "id": "m", "status": 99, "detail": { "error": { "errorCode": "BACKOFF_LIMIT_EXCEEDED", "message": "x" } } }),
-        json!({ "id": "m", "status": 99, "detail": { "error": "INVALID_MESSAGE" } }),
+        body(0, json!({ "jobId": "u" })),
+        body(0, json!({ "jobId": "u", "jobName": "Bad_Name" })),
+        body(1, json!({ "duration": 3 })),
+        body(2, json!({ "duration": -1 })),
+        body(2, json!({ "duration": "3" })),
+        body(3, error("backoff", "x")),
+        body(3, json!({ "error": { "errorCode": "X" } })),
+        body(99, error("BACKOFF_LIMIT_EXCEEDED", "x")),
+        body(99, json!({ "error": "INVALID_MESSAGE" })),
         json!({ "id": "m", "status": 2, "detail": { "duration": 1 }, "extra": 1 }),
-        json!({ "id": "m", "status": 2, "detail": { "duration": 1, "undocumented": 1 } }),
+        body(2, json!({ "duration": 1, "undocumented": 1 })),
     ];
     for (b, errs) in bad.iter().zip(validate("callback", &bad)) {
         assert!(!errs.is_empty(), "{b} should be refused");
     }
     // The README's documented examples are valid.
     let good = [
-        json!({ "id": "m", "status": 0, "detail": { "jobId": "6f1c", "jobName": "bb-fbe70e5993" } }),
-        json!({ "id": "m", "status": 1, "detail": { "podId": "0b2e", "podName": "bb-fbe70e5993-ww7g2" } }),
-        json!({ "id": "m", "status": 2, "detail": { "duration": 30 } }),
-        json!({ "id": "m", "status": 3, "detail": { "error": { "errorCode": "BACKOFF_LIMIT_EXCEEDED", "message": "..." } } }),
-        json!({ "id": "m", "status": 99, "detail": { "error": { "errorCode": "INVALID_MESSAGE", "message": "..." } } }),
+        body(0, json!({ "jobId": "6f1c", "jobName": "bb-fbe70e5993" })),
+        body(
+            1,
+            json!({ "podId": "0b2e", "podName": "bb-fbe70e5993-ww7g2" }),
+        ),
+        body(2, json!({ "duration": 30 })),
+        body(3, error("BACKOFF_LIMIT_EXCEEDED", "...")),
+        body(99, error("INVALID_MESSAGE", "...")),
     ];
     for (b, errs) in good.iter().zip(validate("callback", &good)) {
         assert!(errs.is_empty(), "{b}:\n{}", show(&errs));
