@@ -28,6 +28,7 @@ USAGE:
     k8s-job-worker render FILE    print the Job the worker would create for a message
     k8s-job-worker enqueue FILE   push a message onto the configured Redis list or SQS queue
     k8s-job-worker cleanup        remove the worker's finalizer from all its Jobs (before uninstalling)
+    k8s-job-worker schema [message|callback]  print the message (default) or callback JSON Schema
     k8s-job-worker --help | --version
 
 EXIT CODES:
@@ -241,6 +242,19 @@ fn cleanup_cmd() -> ExitCode {
     }
 }
 
+/// `schema [message|callback]`: prints a published JSON Schema (schema/ in the repository).
+fn schema_cmd(which: Option<&str>) -> ExitCode {
+    match which {
+        None | Some("message") => print!("{}", include_str!("../schema/message.schema.json")),
+        Some("callback") => print!("{}", include_str!("../schema/callback.schema.json")),
+        Some(other) => {
+            eprintln!("error: unknown schema {other:?} (message or callback)");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn run() -> ExitCode {
     let cfg = match Config::from_process_env() {
         Ok(c) => c,
@@ -304,6 +318,7 @@ fn main() -> ExitCode {
         Some("render") => validate_cmd(args.get(2), true),
         Some("enqueue") => enqueue_cmd(args.get(2)),
         Some("cleanup") => cleanup_cmd(),
+        Some("schema") => schema_cmd(args.get(2).map(String::as_str)),
         Some(other) => {
             eprintln!("error: unknown command {other:?}\n\n{HELP}");
             ExitCode::from(2)
