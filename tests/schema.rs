@@ -21,11 +21,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::unbounded;
 use k8s_job_worker::callbacks::{self, Callback, CallbackMsg, Hooks, Outcome};
+use k8s_job_worker::config::default_render;
+use k8s_job_worker::contract::{self, Status};
 use k8s_job_worker::kube::watch::Event;
 use k8s_job_worker::message::{self, Limits};
 use k8s_job_worker::policy::Policy;
-use k8s_job_worker::render::{self, RenderConfig};
+use k8s_job_worker::render;
 use k8s_job_worker::tracker::{Board, LiveJobs, Tracker, TrackerMsg, callback_msg};
+use k8s_job_worker::webhook_guard::WebhookUrl;
 use serde_json::{Value, json};
 
 // ---- the validator ----
@@ -122,6 +125,8 @@ fn numeric_policy() -> Policy {
         allowed_service_accounts: vec!["*".into()],
         allowed_env_refs: vec!["configmap/*".into(), "secret/*".into()],
         allowed_pvcs: vec!["*".into()],
+        allowed_priority_classes: vec!["*".into()],
+        allowed_image_pull_secrets: vec!["*".into()],
         ..Policy::default()
     }
 }
@@ -137,7 +142,7 @@ fn worker(v: &Value) -> Result<(), (String, Vec<String>, String)> {
         )),
         Ok(m) => numeric_policy()
             .check(&m)
-            .map_err(|denied| ("POLICY_DENIED".to_string(), Vec::new(), denied)),
+            .map_err(|denied| ("POLICY_DENIED".to_string(), Vec::new(), denied.to_string())),
     }
 }
 
@@ -714,6 +719,16 @@ fn invalid_table() -> Vec<(&'static str, Value, &'static str)> {
             "webhook.url",
         ),
         (
+            "webhook url userinfo",
+            with("/webhook", "url", json!("http://user:pw@host/x")),
+            "webhook.url",
+        ),
+        (
+            "webhook url two @",
+            with("/webhook", "url", json!("http://a@b@c")),
+            "webhook.url",
+        ),
+        (
             "webhook url userinfo, port only",
             with("/webhook", "url", json!("http://a@:80")),
             "webhook.url",
@@ -743,6 +758,125 @@ fn invalid_table() -> Vec<(&'static str, Value, &'static str)> {
             with("/webhook", "url", json!(5)),
             "webhook.url",
         ),
+        // Job spec fields (issue 9 §4).
+        (
+            "priorityClass with capitals",
+            with("/job", "priorityClass", json!("High")),
+            "job.priorityClass",
+        ),
+        (
+            "completions 0",
+            with("/job", "completions", json!(0)),
+            "job.completions",
+        ),
+        (
+            "completions a string",
+            with("/job", "completions", json!("3")),
+            "job.completions",
+        ),
+        (
+            "parallelism 0",
+            with("/job", "parallelism", json!(0)),
+            "job.parallelism",
+        ),
+        (
+            "parallelism over MAX_JOB_PARALLELISM",
+            with("/job", "parallelism", json!(33)),
+            "job.parallelism",
+        ),
+        (
+            "completionMode lower case",
+            with("/job", "completionMode", json!("indexed")),
+            "job.completionMode",
+        ),
+        (
+            "Indexed without completions",
+            with("/job", "completionMode", json!("Indexed")),
+            "job.completions",
+        ),
+        (
+            "imagePullSecrets a string",
+            with("/job", "imagePullSecrets", json!("regcred")),
+            "job.imagePullSecrets",
+        ),
+        (
+            "imagePullSecret bad name",
+            with("/job", "imagePullSecrets", json!(["Reg_Cred"])),
+            "job.imagePullSecrets[0]",
+        ),
+        (
+            "podFailurePolicy a list",
+            with("/job", "podFailurePolicy", json!([])),
+            "job.podFailurePolicy",
+        ),
+        (
+            "podFailurePolicy no rules",
+            with("/job", "podFailurePolicy", json!({"rules": []})),
+            "job.podFailurePolicy.rules",
+        ),
+        (
+            "rule action unknown",
+            with(
+                "/job",
+                "podFailurePolicy",
+                json!({"rules": [{"action": "Retry", "onExitCodes": {"operator": "In", "values": [1]}}]}),
+            ),
+            "job.podFailurePolicy.rules[0].action",
+        ),
+        (
+            "rule without matcher",
+            with(
+                "/job",
+                "podFailurePolicy",
+                json!({"rules": [{"action": "Ignore"}]}),
+            ),
+            "job.podFailurePolicy.rules[0]",
+        ),
+        (
+            "exit codes operator unknown",
+            with(
+                "/job",
+                "podFailurePolicy",
+                json!({"rules": [{"action": "FailJob", "onExitCodes": {"operator": "Equals", "values": [1]}}]}),
+            ),
+            "job.podFailurePolicy.rules[0].onExitCodes.operator",
+        ),
+        (
+            "exit code 0 with In",
+            with(
+                "/job",
+                "podFailurePolicy",
+                json!({"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [0]}}]}),
+            ),
+            "job.podFailurePolicy.rules[0].onExitCodes.values[0]",
+        ),
+        (
+            "exit codes empty",
+            with(
+                "/job",
+                "podFailurePolicy",
+                json!({"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": []}}]}),
+            ),
+            "job.podFailurePolicy.rules[0].onExitCodes.values",
+        ),
+        (
+            "other container",
+            with(
+                "/job",
+                "podFailurePolicy",
+                json!({"rules": [{"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [1]}}]}),
+            ),
+            "job.podFailurePolicy.rules[0].onExitCodes.containerName",
+        ),
+        (
+            "pod condition status Yes",
+            with(
+                "/job",
+                "podFailurePolicy",
+                json!({"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "Yes"}]}]}),
+            ),
+            "job.podFailurePolicy.rules[0].onPodConditions[0].status",
+        ),
     ]
 }
 
@@ -751,6 +885,29 @@ fn valid_table() -> Vec<(&'static str, Value)> {
     let long = |n: usize| "a".repeat(n);
     vec![
         ("the seed example", base()),
+        (
+            "every Job spec field",
+            edit(&[
+                ("/job", "priorityClass", Some(json!("batch-high"))),
+                ("/job", "completions", Some(json!(8))),
+                ("/job", "parallelism", Some(json!(4))),
+                ("/job", "completionMode", Some(json!("Indexed"))),
+                (
+                    "/job",
+                    "imagePullSecrets",
+                    Some(json!(["regcred", {"name": "mirror"}])),
+                ),
+                (
+                    "/job",
+                    "podFailurePolicy",
+                    Some(json!({"rules": [
+                        {"action": "FailIndex", "onExitCodes": {"containerName": "job", "operator": "In", "values": [42, 3]}},
+                        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                        {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [0]}}
+                    ]})),
+                ),
+            ]),
+        ),
         (
             "only id, prefixName and image",
             json!({ "id": "m", "job": { "prefixName": "p", "image": "busybox" } }),
@@ -930,14 +1087,6 @@ fn valid_table() -> Vec<(&'static str, Value)> {
             with("/webhook", "url", json!("HTTPS://example.com:8443/a?b#c")),
         ),
         (
-            "webhook url userinfo",
-            with("/webhook", "url", json!("http://user:pw@host/x")),
-        ),
-        (
-            "webhook url two @",
-            with("/webhook", "url", json!("http://a@b@c")),
-        ),
-        (
             "webhook url IPv6",
             with("/webhook", "url", json!("http://[::1]:8080/")),
         ),
@@ -971,7 +1120,10 @@ fn schemas_are_draft_2020_12_with_id_and_title() {
         assert!(s["title"].is_string() && s["description"].is_string());
         // validate.py checks the schema against the 2020-12 meta-schema first.
         let errs = validate(name, &[json!({})]);
-        assert!(!errs[0].is_empty(), "{name}: {{}} lacks the required fields");
+        assert!(
+            !errs[0].is_empty(),
+            "{name}: {{}} lacks the required fields"
+        );
     }
 }
 
@@ -1299,7 +1451,7 @@ fn example_message(file: &str, url: &str) -> message::Message {
 /// The Job as the API server returns it after creation: the rendered Job with
 /// a uid and a creationTimestamp, and `status`.
 fn api_job(msg: &message::Message, status: Value) -> Value {
-    let mut job = render::render(msg, &RenderConfig::default());
+    let mut job = render::render(msg, &default_render());
     job["metadata"]["uid"] = json!(format!("uid-{}", msg.id));
     job["metadata"]["creationTimestamp"] = json!("2026-12-01T07:00:00Z");
     job["status"] = status;
@@ -1460,9 +1612,9 @@ fn intake_callbacks(url: &str) -> Vec<CallbackMsg> {
     let cb = |id: &str, code: &str, text: String| {
         CallbackMsg::Send(Callback {
             message_id: id.to_string(),
-            status: 99,
+            status: Status::Exception,
             detail: json!({ "error": { "errorCode": code, "message": text } }),
-            url: Some(url.to_string()),
+            url: Some(WebhookUrl::parse(url).expect("a webhook URL")),
             job: None,
             token: None,
             queued_at: Instant::now(),
@@ -1475,10 +1627,10 @@ fn intake_callbacks(url: &str) -> Vec<CallbackMsg> {
     let denied = Policy::default()
         .check(&seed)
         .expect_err("the default policy denies its envRef");
-    let name = render::job_name(&seed.job.prefix_name, &seed.id);
+    let name = contract::job_name(&seed.job.prefix_name, &seed.id);
     vec![
-        cb(&id, r.code, r.to_string()),
-        cb(&seed.id, "POLICY_DENIED", denied),
+        cb(&id, r.code.as_str(), r.to_string()),
+        cb(&seed.id, "POLICY_DENIED", denied.to_string()),
         cb(
             &seed.id,
             "JOB_CREATE_FAILED",
@@ -1505,7 +1657,7 @@ fn callback_bodies_the_worker_sends_match_the_callback_schema() {
     let hooks = Arc::new(Settled(Mutex::new(Vec::new())));
     let handle = callbacks::spawn(
         callbacks::Config::default(),
-        ureq::Agent::new_with_defaults(),
+        ureq::Agent::config_builder().build(),
         rx,
         hooks.clone(),
     )
