@@ -15,6 +15,7 @@
 //! returns that same bed. Other binaries never start Kueue.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod worker;
 
 use std::collections::HashMap;
