@@ -787,6 +787,9 @@ def main():
                 print("export %s='%s'" % (k, v))
             print("# e.g. curl --cacert $TESTBED_CA_FILE -H \"Authorization: Bearer "
                   "$TESTBED_ADMIN_TOKEN\" $TESTBED_API_URL/api/v1/nodes")
+            if i.get("kueue"):
+                print("# Kueue %s: webhooks on https://127.0.0.1:%d, log %s/kueue.log"
+                      % (i["kueue"]["version"], i["kueue"]["webhook_port"], bed.dir))
             print("# logs: %s/*.log" % bed.dir)
         else:
             print(json.dumps(i, sort_keys=True))
