@@ -1,7 +1,7 @@
 //! Heartbeats: how /healthz sees a stuck thread. Each long-lived thread holds
 //! one `Heartbeat` and calls `beat` (or `beat_with`) once per iteration of its
-//! loop; the beat records the time (milliseconds since the process started)
-//! and whether the thread has work. A thread with work whose last beat is
+//! loop; the beat records the time (milliseconds since one process-wide
+//! `Instant`, taken at the first heartbeat) and whether the thread has work. A thread with work whose last beat is
 //! older than its `bound` (set from that thread's own timeouts, see
 //! `worker.rs`) is stuck; one without work may wait for it as long as it
 //! likes. `Beats` is the set /healthz reads (`http::Health::beats`).
