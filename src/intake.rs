@@ -49,6 +49,8 @@ pub struct Intake {
     pub stop: Arc<AtomicBool>,
     /// Where intake reports whether the queue answers (for /readyz).
     pub health: Arc<crate::http::Health>,
+    /// Beaten once per loop iteration and per message (for /healthz).
+    pub heartbeat: Arc<crate::heartbeat::Heartbeat>,
 }
 
 struct Pending {
@@ -72,6 +74,7 @@ impl Intake {
         let mut next_token: u64 = 1;
         // Take back what a previous consumer left half-done.
         while !self.stop.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
             match self.queue.recover() {
                 Ok(n) => {
                     if n > 0 {
@@ -90,6 +93,7 @@ impl Intake {
         backoff.reset();
         let mut last_sweep = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
             self.settle(&mut pending);
             if last_sweep.elapsed() >= self.sweep_interval {
                 last_sweep = Instant::now();
@@ -128,6 +132,7 @@ impl Intake {
                 if self.stop.load(Ordering::SeqCst) {
                     break;
                 }
+                self.heartbeat.beat();
                 metrics::inc(metrics::MESSAGES_RECEIVED, &[("queue", self.queue.kind())]);
                 match self.process(&m, &mut pending, &mut next_token) {
                     Outcome::Ack => acks.push(m.handle.clone()),

@@ -8,7 +8,6 @@
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use k8s_job_worker::config::Config;
 use k8s_job_worker::contract::{FINALIZER, job_name, selector};
@@ -277,7 +276,6 @@ fn run() -> ExitCode {
         }
     };
     let health = Arc::new(Health::default());
-    health.alive.store(true, Ordering::SeqCst);
     let port = match http::serve(cfg.http_port, health.clone()) {
         Ok((p, _)) => p,
         Err(e) => {
