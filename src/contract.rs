@@ -226,6 +226,14 @@ pub mod detail {
         json!({"duration": duration_secs})
     }
 
+    /// Adds `"succeeded"` and `"failed"` pod counts (a Job of several pods).
+    pub fn add_pod_counts(detail: &mut Value, (succeeded, failed): (u64, u64)) {
+        if let Some(obj) = detail.as_object_mut() {
+            obj.insert("succeeded".into(), succeeded.into());
+            obj.insert("failed".into(), failed.into());
+        }
+    }
+
     /// 3 and 99: `{"error": {"errorCode", "message"}}`.
     pub fn error(code: &ErrorCode, message: &str) -> Value {
         json!({"error": {"errorCode": code.as_str(), "message": message}})

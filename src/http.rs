@@ -1,5 +1,5 @@
-//! The HTTP endpoint (tiny_http, one port): /healthz (liveness: the process's
-//! threads are alive), /readyz (readiness: configuration loaded, API server
+//! The HTTP endpoint (tiny_http, one port): /healthz (liveness: no thread that
+//! has work is stuck, see `heartbeat`), /readyz (readiness: configuration loaded, API server
 //! reachable, and the queue loop or lease loop alive), /metrics (Prometheus
 //! text 0.0.4) and GET /jobs/{id} (what the worker knows of a message). Reads
 //! shared state only; never blocks on the API server or the queue.
@@ -8,13 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::heartbeat::Beats;
 use crate::tracker::Board;
 
 /// State the endpoint reports; written by the threads that own each fact.
 #[derive(Default)]
 pub struct Health {
-    /// False when a thread died or stopped making progress.
-    pub alive: AtomicBool,
+    /// The heartbeats of the long-lived threads running now (/healthz). A
+    /// thread that dies takes the process with it (release builds abort on
+    /// panic), so a heartbeat that stops moving means a stuck thread.
+    pub beats: Beats,
     /// Readiness (see module docs).
     pub ready: AtomicBool,
     pub leader: AtomicBool,
@@ -54,6 +57,34 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// /healthz: 503 when a thread with work has not moved within its bound,
+/// naming it on the first line; every thread's state on the lines after.
+fn healthz(beats: &Beats) -> (u16, String) {
+    let all = beats.snapshot();
+    let stuck: Vec<&str> = all.iter().filter(|h| h.stuck()).map(|h| h.name()).collect();
+    let mut body = if stuck.is_empty() {
+        "ok\n".to_string()
+    } else {
+        format!("stuck: {}\n", stuck.join(", "))
+    };
+    for h in &all {
+        let state = if h.stuck() {
+            "stuck"
+        } else if h.has_work() {
+            "fresh"
+        } else {
+            "idle"
+        };
+        body.push_str(&format!(
+            "{} {state} last beat {:.1}s ago, bound {}s\n",
+            h.name(),
+            h.age().as_secs_f64(),
+            h.bound().as_secs()
+        ));
+    }
+    (if stuck.is_empty() { 200 } else { 503 }, body)
+}
+
 /// Starts the server on `0.0.0.0:port` (port 0 picks a free one); returns the
 /// bound port and the thread.
 pub fn serve(port: u16, health: Arc<Health>) -> Result<(u16, JoinHandle<()>), String> {
@@ -75,11 +106,8 @@ pub fn serve(port: u16, health: Arc<Health>) -> Result<(u16, JoinHandle<()>), St
                 }
                 match path.as_str() {
                     "/healthz" => {
-                        if health.alive.load(Ordering::SeqCst) {
-                            respond(req, 200, "text/plain", "ok\n".into());
-                        } else {
-                            respond(req, 503, "text/plain", "a worker thread stopped\n".into());
-                        }
+                        let (code, body) = healthz(&health.beats);
+                        respond(req, code, "text/plain", body);
                     }
                     "/readyz" => {
                         let queue_ok = !health.leader.load(Ordering::SeqCst)
@@ -129,6 +157,33 @@ pub fn serve(port: u16, health: Arc<Health>) -> Result<(u16, JoinHandle<()>), St
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn healthz_names_the_stuck_thread_and_lists_the_others() {
+        let beats = crate::heartbeat::Beats::default();
+        let (code, body) = super::healthz(&beats);
+        assert_eq!((code, body.as_str()), (200, "ok\n"));
+        let add = |name: &str, bound: Duration| {
+            let hb = crate::heartbeat::Heartbeat::new(name, bound);
+            beats.insert(hb.clone());
+            hb
+        };
+        let stuck = add("tracker", Duration::from_millis(30));
+        let fresh = add("intake", Duration::from_secs(60));
+        let idle = add("callbacks", Duration::from_millis(30));
+        idle.beat_with(false);
+        std::thread::sleep(Duration::from_millis(60));
+        fresh.beat();
+        let (code, body) = super::healthz(&beats);
+        assert_eq!(code, 503, "{body}");
+        assert!(body.starts_with("stuck: tracker\n"), "{body}");
+        assert!(body.contains("intake fresh"), "{body}");
+        assert!(body.contains("callbacks idle"), "{body}");
+        stuck.beat();
+        assert_eq!(super::healthz(&beats).0, 200);
+    }
+
     #[test]
     fn ids_are_percent_decoded() {
         assert_eq!(super::decode("a%20b%2Fc"), "a b/c");

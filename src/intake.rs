@@ -50,6 +50,8 @@ pub struct Intake {
     pub stop: Arc<AtomicBool>,
     /// Where intake reports whether the queue answers (for /readyz).
     pub health: Arc<crate::http::Health>,
+    /// Beaten once per loop iteration and per message (for /healthz).
+    pub heartbeat: Arc<crate::heartbeat::Heartbeat>,
 }
 
 struct Pending {
@@ -73,6 +75,7 @@ impl Intake {
         let mut next_token: u64 = 1;
         // Take back what a previous consumer left half-done.
         while !self.stop.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
             match self.queue.recover() {
                 Ok(n) => {
                     if n > 0 {
@@ -91,6 +94,7 @@ impl Intake {
         backoff.reset();
         let mut last_sweep = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
             self.settle(&mut pending);
             if last_sweep.elapsed() >= self.sweep_interval {
                 last_sweep = Instant::now();
@@ -129,6 +133,7 @@ impl Intake {
                 if self.stop.load(Ordering::SeqCst) {
                     break;
                 }
+                self.heartbeat.beat();
                 metrics::inc(metrics::MESSAGES_RECEIVED, &[("queue", self.queue.kind())]);
                 match self.process(&m, &mut pending, &mut next_token) {
                     Outcome::Ack => acks.push(m.handle.clone()),

@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod encode;
 pub mod env;
+pub mod heartbeat;
 pub mod logging;
 pub mod metrics;
 pub mod signal;

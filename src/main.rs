@@ -8,7 +8,6 @@
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use k8s_job_worker::config::Config;
 use k8s_job_worker::contract::{FINALIZER, job_name, selector};
@@ -28,6 +27,7 @@ USAGE:
     k8s-job-worker render FILE    print the Job the worker would create for a message
     k8s-job-worker enqueue FILE   push a message onto the configured Redis list or SQS queue
     k8s-job-worker cleanup        remove the worker's finalizer from all its Jobs (before uninstalling)
+    k8s-job-worker schema [message|callback]  print the message (default) or callback JSON Schema
     k8s-job-worker --help | --version
 
 EXIT CODES:
@@ -241,6 +241,19 @@ fn cleanup_cmd() -> ExitCode {
     }
 }
 
+/// `schema [message|callback]`: prints a published JSON Schema (schema/ in the repository).
+fn schema_cmd(which: Option<&str>) -> ExitCode {
+    match which {
+        None | Some("message") => print!("{}", include_str!("../schema/message.schema.json")),
+        Some("callback") => print!("{}", include_str!("../schema/callback.schema.json")),
+        Some(other) => {
+            eprintln!("error: unknown schema {other:?} (message or callback)");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn run() -> ExitCode {
     let cfg = match Config::from_process_env() {
         Ok(c) => c,
@@ -263,7 +276,6 @@ fn run() -> ExitCode {
         }
     };
     let health = Arc::new(Health::default());
-    health.alive.store(true, Ordering::SeqCst);
     let port = match http::serve(cfg.http_port, health.clone()) {
         Ok((p, _)) => p,
         Err(e) => {
@@ -304,6 +316,7 @@ fn main() -> ExitCode {
         Some("render") => validate_cmd(args.get(2), true),
         Some("enqueue") => enqueue_cmd(args.get(2)),
         Some("cleanup") => cleanup_cmd(),
+        Some("schema") => schema_cmd(args.get(2).map(String::as_str)),
         Some(other) => {
             eprintln!("error: unknown command {other:?}\n\n{HELP}");
             ExitCode::from(2)

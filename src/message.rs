@@ -95,6 +95,67 @@ pub struct Volume {
     pub pvc: String,
 }
 
+/// `job.completionMode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionMode {
+    NonIndexed,
+    Indexed,
+}
+
+impl CompletionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompletionMode::NonIndexed => "NonIndexed",
+            CompletionMode::Indexed => "Indexed",
+        }
+    }
+}
+
+/// What a `job.podFailurePolicy` rule does with a matching pod failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureAction {
+    FailJob,
+    FailIndex,
+    Ignore,
+    Count,
+}
+
+impl FailureAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureAction::FailJob => "FailJob",
+            FailureAction::FailIndex => "FailIndex",
+            FailureAction::Ignore => "Ignore",
+            FailureAction::Count => "Count",
+        }
+    }
+}
+
+/// `onExitCodes` of a pod failure rule (the worker's one container).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnExitCodes {
+    /// `In` (true) or `NotIn` (false).
+    pub in_values: bool,
+    /// Ascending, without duplicates, 1 to 255 of them.
+    pub values: Vec<i32>,
+}
+
+/// One `onPodConditions` pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnPodCondition {
+    pub condition_type: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+}
+
+/// One rule of `job.podFailurePolicy`: exactly one of the two matchers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFailureRule {
+    pub action: FailureAction,
+    pub on_exit_codes: Option<OnExitCodes>,
+    pub on_pod_conditions: Vec<OnPodCondition>,
+}
+
 /// `job` of the message, validated, with defaults applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobSpec {
@@ -116,6 +177,15 @@ pub struct JobSpec {
     pub toleration: Option<KeyValue>,
     pub fargate: Option<KeyValue>,
     pub volume: Option<Volume>,
+    /// `job.priorityClass`: the pod's priorityClassName.
+    pub priority_class: Option<String>,
+    /// `job.podFailurePolicy.rules` (empty: no policy).
+    pub pod_failure_policy: Vec<PodFailureRule>,
+    pub completions: Option<i32>,
+    pub parallelism: Option<i32>,
+    pub completion_mode: Option<CompletionMode>,
+    /// `job.imagePullSecrets`: Secret names in the Job's namespace.
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// A validated message.
@@ -173,6 +243,12 @@ const MIN_DEADLINE: i64 = 60;
 const MIN_TTL_EXCLUSIVE: i64 = 30;
 const MAX_BACKOFF: i64 = 100;
 const MAX_GPUS: i64 = 64;
+/// Kubernetes' own bounds (batch/v1 validation).
+const MAX_COMPLETIONS: i64 = 100_000;
+const MAX_FAILURE_RULES: usize = 20;
+const MAX_EXIT_CODES: usize = 255;
+const MAX_POD_CONDITIONS: usize = 20;
+const MAX_PULL_SECRETS: usize = 20;
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -572,6 +648,12 @@ impl Walker {
                 "fargate",
                 "volume",
                 "volume:",
+                "priorityClass",
+                "podFailurePolicy",
+                "completions",
+                "parallelism",
+                "completionMode",
+                "imagePullSecrets",
             ],
         );
 
@@ -658,6 +740,57 @@ impl Walker {
         }
         let volume = self.volume(obj);
 
+        let priority_class = self
+            .opt_string(obj.get("priorityClass"), "job.priorityClass")
+            .filter(|p| self.check("job.priorityClass", dns_subdomain(p)));
+        let completions = self
+            .opt_int_in(
+                obj.get("completions"),
+                "job.completions",
+                1,
+                MAX_COMPLETIONS,
+            )
+            .and_then(|n| i32::try_from(n).ok());
+        let parallelism = self
+            .opt_int_in(
+                obj.get("parallelism"),
+                "job.parallelism",
+                1,
+                MAX_COMPLETIONS,
+            )
+            .and_then(|n| i32::try_from(n).ok());
+        let completion_mode = self
+            .opt_string(obj.get("completionMode"), "job.completionMode")
+            .and_then(|m| match m.as_str() {
+                "NonIndexed" => Some(CompletionMode::NonIndexed),
+                "Indexed" => Some(CompletionMode::Indexed),
+                _ => {
+                    self.add(
+                        "job.completionMode",
+                        format!("must be \"NonIndexed\" or \"Indexed\" (got {m:?})"),
+                    );
+                    None
+                }
+            });
+        if completion_mode == Some(CompletionMode::Indexed)
+            && completions.is_none()
+            && obj.get("completions").is_none_or(Value::is_null)
+        {
+            self.add("job.completions", "is required with completionMode Indexed");
+        }
+        let pod_failure_policy = self.pod_failure_policy(obj.get("podFailurePolicy"));
+        if completion_mode != Some(CompletionMode::Indexed)
+            && let Some(i) = pod_failure_policy
+                .iter()
+                .position(|r| r.action == FailureAction::FailIndex)
+        {
+            self.add(
+                format!("job.podFailurePolicy.rules[{i}].action"),
+                "FailIndex needs job.completionMode Indexed",
+            );
+        }
+        let image_pull_secrets = self.image_pull_secrets(obj.get("imagePullSecrets"));
+
         Some(JobSpec {
             prefix_name: prefix_name?,
             namespace,
@@ -676,7 +809,258 @@ impl Walker {
             toleration,
             fargate,
             volume,
+            priority_class,
+            pod_failure_policy,
+            completions,
+            parallelism,
+            completion_mode,
+            image_pull_secrets,
         })
+    }
+
+    /// `job.imagePullSecrets`: a list of Secret names (strings, or
+    /// `{"name": ...}` objects as in a pod spec), no duplicates.
+    fn image_pull_secrets(&mut self, v: Option<&Value>) -> Vec<String> {
+        let path = "job.imagePullSecrets";
+        let items = self.opt_array(v, path);
+        if items.len() > MAX_PULL_SECRETS {
+            self.add(
+                path,
+                format!(
+                    "must have at most {MAX_PULL_SECRETS} entries (got {})",
+                    items.len()
+                ),
+            );
+            return Vec::new();
+        }
+        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let name = match item {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => {
+                    self.unknown(o, &p, &["name"]);
+                    self.req_nonempty(o.get("name"), &format!("{p}.name"))
+                }
+                other => {
+                    self.add(
+                        &p,
+                        format!("expected a string or an object, got {}", kind(other)),
+                    );
+                    None
+                }
+            };
+            let Some(name) = name.filter(|n| self.check(&p, dns_subdomain(n))) else {
+                continue;
+            };
+            if out.contains(&name) {
+                self.add(&p, format!("duplicate name {name:?}"));
+                continue;
+            }
+            out.push(name);
+        }
+        out
+    }
+
+    /// `job.podFailurePolicy`: `{"rules": [...]}`, each rule validated as the
+    /// API server would (batch/v1), so a message never fails at create time.
+    fn pod_failure_policy(&mut self, v: Option<&Value>) -> Vec<PodFailureRule> {
+        let path = "job.podFailurePolicy";
+        let Some(obj) = self.opt_object(v, path) else {
+            return Vec::new();
+        };
+        self.unknown(obj, path, &["rules"]);
+        let rules_path = "job.podFailurePolicy.rules";
+        let items = self.opt_array(obj.get("rules"), rules_path);
+        if items.is_empty() {
+            self.add(rules_path, "must have at least one rule");
+            return Vec::new();
+        }
+        if items.len() > MAX_FAILURE_RULES {
+            self.add(
+                rules_path,
+                format!(
+                    "must have at most {MAX_FAILURE_RULES} rules (got {})",
+                    items.len()
+                ),
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{rules_path}[{i}]");
+            let Value::Object(rule) = item else {
+                self.add(&p, format!("expected an object, got {}", kind(item)));
+                continue;
+            };
+            self.unknown(rule, &p, &["action", "onExitCodes", "onPodConditions"]);
+            let action_path = format!("{p}.action");
+            let action = self
+                .req_nonempty(rule.get("action"), &action_path)
+                .and_then(|a| match a.as_str() {
+                    "FailJob" => Some(FailureAction::FailJob),
+                    "FailIndex" => Some(FailureAction::FailIndex),
+                    "Ignore" => Some(FailureAction::Ignore),
+                    "Count" => Some(FailureAction::Count),
+                    _ => {
+                        self.add(
+                            &action_path,
+                            format!("must be FailJob, FailIndex, Ignore or Count (got {a:?})"),
+                        );
+                        None
+                    }
+                });
+            let has = |k: &str| rule.get(k).is_some_and(|v| !v.is_null());
+            let (codes, conditions) = match (has("onExitCodes"), has("onPodConditions")) {
+                (true, true) => {
+                    self.add(&p, "give onExitCodes or onPodConditions, not both");
+                    continue;
+                }
+                (false, false) => {
+                    self.add(&p, "needs onExitCodes or onPodConditions");
+                    continue;
+                }
+                (true, false) => (
+                    self.on_exit_codes(rule.get("onExitCodes"), &format!("{p}.onExitCodes")),
+                    Vec::new(),
+                ),
+                (false, true) => (
+                    None,
+                    self.on_pod_conditions(
+                        rule.get("onPodConditions"),
+                        &format!("{p}.onPodConditions"),
+                    ),
+                ),
+            };
+            if let Some(action) = action
+                && (codes.is_some() || !conditions.is_empty())
+            {
+                out.push(PodFailureRule {
+                    action,
+                    on_exit_codes: codes,
+                    on_pod_conditions: conditions,
+                });
+            }
+        }
+        out
+    }
+
+    fn on_exit_codes(&mut self, v: Option<&Value>, path: &str) -> Option<OnExitCodes> {
+        let Some(Value::Object(obj)) = v else {
+            self.add(path, format!("expected an object, got {}", kind(v?)));
+            return None;
+        };
+        self.unknown(obj, path, &["containerName", "operator", "values"]);
+        let cn_path = join(path, "containerName");
+        if let Some(name) = self.opt_string(obj.get("containerName"), &cn_path)
+            && name != crate::render::CONTAINER_NAME
+        {
+            self.add(
+                &cn_path,
+                format!(
+                    "must be {:?}, the worker's container (got {name:?})",
+                    crate::render::CONTAINER_NAME
+                ),
+            );
+        }
+        let op_path = join(path, "operator");
+        let in_values = self
+            .req_nonempty(obj.get("operator"), &op_path)
+            .and_then(|op| match op.as_str() {
+                "In" => Some(true),
+                "NotIn" => Some(false),
+                _ => {
+                    self.add(&op_path, format!("must be In or NotIn (got {op:?})"));
+                    None
+                }
+            });
+        let values_path = join(path, "values");
+        let items = self.opt_array(obj.get("values"), &values_path);
+        if items.is_empty() || items.len() > MAX_EXIT_CODES {
+            self.add(
+                &values_path,
+                format!(
+                    "must have 1 to {MAX_EXIT_CODES} exit codes (got {})",
+                    items.len()
+                ),
+            );
+            return None;
+        }
+        let mut values: Vec<i32> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{values_path}[{i}]");
+            let Some(code) = self
+                .opt_int_in(Some(item), &p, i64::from(i32::MIN), i64::from(i32::MAX))
+                .and_then(|c| i32::try_from(c).ok())
+            else {
+                if item.is_null() {
+                    self.add(&p, "expected an integer, got null");
+                }
+                continue;
+            };
+            if in_values == Some(true) && code == 0 {
+                self.add(&p, "0 is not allowed with the In operator");
+                continue;
+            }
+            if values.contains(&code) {
+                self.add(&p, format!("duplicate exit code {code}"));
+                continue;
+            }
+            values.push(code);
+        }
+        values.sort_unstable();
+        Some(OnExitCodes {
+            in_values: in_values?,
+            values,
+        })
+    }
+
+    fn on_pod_conditions(&mut self, v: Option<&Value>, path: &str) -> Vec<OnPodCondition> {
+        let items = self.opt_array(v, path);
+        if items.is_empty() || items.len() > MAX_POD_CONDITIONS {
+            self.add(
+                path,
+                format!(
+                    "must have 1 to {MAX_POD_CONDITIONS} patterns (got {})",
+                    items.len()
+                ),
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let Value::Object(obj) = item else {
+                self.add(&p, format!("expected an object, got {}", kind(item)));
+                continue;
+            };
+            self.unknown(obj, &p, &["type", "status"]);
+            let type_path = format!("{p}.type");
+            let condition_type = self
+                .req_nonempty(obj.get("type"), &type_path)
+                .filter(|t| self.check(&type_path, qualified_name(t)));
+            let status_path = format!("{p}.status");
+            let status = match obj.get("status") {
+                None | Some(Value::Null) => Some("True".to_string()),
+                Some(Value::String(s)) if ["True", "False", "Unknown"].contains(&s.as_str()) => {
+                    Some(s.clone())
+                }
+                Some(other) => {
+                    self.add(
+                        &status_path,
+                        format!("must be \"True\", \"False\" or \"Unknown\" (got {other})"),
+                    );
+                    None
+                }
+            };
+            if let (Some(condition_type), Some(status)) = (condition_type, status) {
+                out.push(OnPodCondition {
+                    condition_type,
+                    status,
+                });
+            }
+        }
+        out
     }
 
     fn env(&mut self, v: Option<&Value>) -> Vec<EnvVar> {
@@ -1556,6 +1940,271 @@ mod tests {
                 "{what}: a problem names no field: {r}"
             );
         }
+    }
+
+    /// The Job-spec fields of issue 9 §4: priorityClass, podFailurePolicy,
+    /// completions, parallelism, completionMode, imagePullSecrets.
+    #[test]
+    fn job_spec_fields_are_validated_field_by_field() {
+        let rule = |r: Value| json!({ "rules": [r] });
+        let codes = |op: &str, values: Value| json!({ "action": "FailJob", "onExitCodes": { "operator": op, "values": values } });
+        let cases: Vec<(&str, &str, Value, &str)> = vec![
+            (
+                "priority class with capitals",
+                "priorityClass",
+                json!("High"),
+                "job.priorityClass",
+            ),
+            (
+                "priority class as number",
+                "priorityClass",
+                json!(1),
+                "job.priorityClass",
+            ),
+            ("completions 0", "completions", json!(0), "job.completions"),
+            (
+                "completions huge",
+                "completions",
+                json!(100_001),
+                "job.completions",
+            ),
+            (
+                "completions as string",
+                "completions",
+                json!("3"),
+                "job.completions",
+            ),
+            ("parallelism 0", "parallelism", json!(0), "job.parallelism"),
+            (
+                "parallelism fraction",
+                "parallelism",
+                json!(1.5),
+                "job.parallelism",
+            ),
+            (
+                "completion mode unknown",
+                "completionMode",
+                json!("indexed"),
+                "job.completionMode",
+            ),
+            (
+                "pull secrets as string",
+                "imagePullSecrets",
+                json!("regcred"),
+                "job.imagePullSecrets",
+            ),
+            (
+                "pull secret bad name",
+                "imagePullSecrets",
+                json!(["Reg_Cred"]),
+                "job.imagePullSecrets[0]",
+            ),
+            (
+                "pull secret duplicate",
+                "imagePullSecrets",
+                json!(["a", {"name": "a"}]),
+                "job.imagePullSecrets[1]",
+            ),
+            (
+                "pull secret object without name",
+                "imagePullSecrets",
+                json!([{}]),
+                "job.imagePullSecrets[0].name",
+            ),
+            (
+                "pull secrets too many",
+                "imagePullSecrets",
+                json!((0..21).map(|i| format!("s{i}")).collect::<Vec<_>>()),
+                "job.imagePullSecrets",
+            ),
+            (
+                "policy as list",
+                "podFailurePolicy",
+                json!([]),
+                "job.podFailurePolicy",
+            ),
+            (
+                "policy without rules",
+                "podFailurePolicy",
+                json!({ "rules": [] }),
+                "job.podFailurePolicy.rules",
+            ),
+            (
+                "policy with 21 rules",
+                "podFailurePolicy",
+                json!({ "rules": vec![codes("In", json!([1])); 21] }),
+                "job.podFailurePolicy.rules",
+            ),
+            (
+                "rule action unknown",
+                "podFailurePolicy",
+                rule(
+                    json!({ "action": "Retry", "onExitCodes": { "operator": "In", "values": [1] } }),
+                ),
+                "job.podFailurePolicy.rules[0].action",
+            ),
+            (
+                "rule without action",
+                "podFailurePolicy",
+                rule(json!({ "onExitCodes": { "operator": "In", "values": [1] } })),
+                "job.podFailurePolicy.rules[0].action",
+            ),
+            (
+                "rule without matcher",
+                "podFailurePolicy",
+                rule(json!({ "action": "Ignore" })),
+                "job.podFailurePolicy.rules[0]",
+            ),
+            (
+                "rule with both matchers",
+                "podFailurePolicy",
+                rule(
+                    json!({ "action": "Ignore", "onExitCodes": { "operator": "In", "values": [1] }, "onPodConditions": [{ "type": "DisruptionTarget" }] }),
+                ),
+                "job.podFailurePolicy.rules[0]",
+            ),
+            (
+                "operator unknown",
+                "podFailurePolicy",
+                rule(codes("Equals", json!([1]))),
+                "job.podFailurePolicy.rules[0].onExitCodes.operator",
+            ),
+            (
+                "no exit codes",
+                "podFailurePolicy",
+                rule(codes("In", json!([]))),
+                "job.podFailurePolicy.rules[0].onExitCodes.values",
+            ),
+            (
+                "256 exit codes",
+                "podFailurePolicy",
+                rule(codes("NotIn", json!((1..=256).collect::<Vec<_>>()))),
+                "job.podFailurePolicy.rules[0].onExitCodes.values",
+            ),
+            (
+                "exit code 0 with In",
+                "podFailurePolicy",
+                rule(codes("In", json!([0, 1]))),
+                "job.podFailurePolicy.rules[0].onExitCodes.values[0]",
+            ),
+            (
+                "exit code duplicate",
+                "podFailurePolicy",
+                rule(codes("In", json!([3, 3]))),
+                "job.podFailurePolicy.rules[0].onExitCodes.values[1]",
+            ),
+            (
+                "exit code as string",
+                "podFailurePolicy",
+                rule(codes("In", json!(["1"]))),
+                "job.podFailurePolicy.rules[0].onExitCodes.values[0]",
+            ),
+            (
+                "exit code beyond int32",
+                "podFailurePolicy",
+                rule(codes("In", json!([4_294_967_296_i64]))),
+                "job.podFailurePolicy.rules[0].onExitCodes.values[0]",
+            ),
+            (
+                "other container",
+                "podFailurePolicy",
+                rule(
+                    json!({ "action": "FailJob", "onExitCodes": { "containerName": "main", "operator": "In", "values": [1] } }),
+                ),
+                "job.podFailurePolicy.rules[0].onExitCodes.containerName",
+            ),
+            (
+                "no pod conditions",
+                "podFailurePolicy",
+                rule(json!({ "action": "Ignore", "onPodConditions": [] })),
+                "job.podFailurePolicy.rules[0].onPodConditions",
+            ),
+            (
+                "pod condition bad type",
+                "podFailurePolicy",
+                rule(
+                    json!({ "action": "Ignore", "onPodConditions": [{ "type": "no spaces allowed" }] }),
+                ),
+                "job.podFailurePolicy.rules[0].onPodConditions[0].type",
+            ),
+            (
+                "pod condition bad status",
+                "podFailurePolicy",
+                rule(
+                    json!({ "action": "Ignore", "onPodConditions": [{ "type": "DisruptionTarget", "status": "Yes" }] }),
+                ),
+                "job.podFailurePolicy.rules[0].onPodConditions[0].status",
+            ),
+            (
+                "FailIndex without Indexed",
+                "podFailurePolicy",
+                rule(
+                    json!({ "action": "FailIndex", "onExitCodes": { "operator": "In", "values": [42] } }),
+                ),
+                "job.podFailurePolicy.rules[0].action",
+            ),
+        ];
+        for (what, key, value, field) in cases {
+            let mut v = base();
+            set(&mut v, "/job", key, value);
+            let r = rejected(&v);
+            assert_eq!(r.code, ErrorCode::InvalidMessage, "{what}");
+            assert!(
+                r.problems.iter().any(|p| p.field == field),
+                "{what}: no problem for {field}: {r}"
+            );
+        }
+        // Indexed needs completions.
+        let mut v = base();
+        set(&mut v, "/job", "completionMode", json!("Indexed"));
+        assert!(
+            rejected(&v)
+                .problems
+                .iter()
+                .any(|p| p.field == "job.completions")
+        );
+
+        // Everything at once, accepted and normalised (exit codes sorted).
+        let mut v = base();
+        for (k, val) in [
+            ("priorityClass", json!("batch-high")),
+            ("completions", json!(4)),
+            ("parallelism", json!(2)),
+            ("completionMode", json!("Indexed")),
+            ("imagePullSecrets", json!(["regcred", { "name": "mirror" }])),
+            (
+                "podFailurePolicy",
+                json!({ "rules": [
+                    { "action": "FailIndex", "onExitCodes": { "containerName": "job", "operator": "In", "values": [42, 3] } },
+                    { "action": "Ignore", "onPodConditions": [{ "type": "DisruptionTarget" }] },
+                    { "action": "Count", "onExitCodes": { "operator": "NotIn", "values": [0] } }
+                ] }),
+            ),
+        ] {
+            set(&mut v, "/job", k, val);
+        }
+        let m = parse_value(&v).expect("valid");
+        let j = &m.job;
+        assert_eq!(j.priority_class.as_deref(), Some("batch-high"));
+        assert_eq!((j.completions, j.parallelism), (Some(4), Some(2)));
+        assert_eq!(j.completion_mode, Some(CompletionMode::Indexed));
+        assert_eq!(j.image_pull_secrets, vec!["regcred", "mirror"]);
+        assert_eq!(j.pod_failure_policy.len(), 3);
+        assert_eq!(j.pod_failure_policy[0].action, FailureAction::FailIndex);
+        assert_eq!(
+            j.pod_failure_policy[0].on_exit_codes,
+            Some(OnExitCodes {
+                in_values: true,
+                values: vec![3, 42]
+            })
+        );
+        assert_eq!(j.pod_failure_policy[1].on_pod_conditions[0].status, "True");
+        assert!(
+            !j.pod_failure_policy[2]
+                .on_exit_codes
+                .as_ref()
+                .is_some_and(|c| c.in_values)
+        );
     }
 
     #[test]

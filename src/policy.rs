@@ -18,6 +18,9 @@
 //! | `MAX_ENV_ENTRIES` | `100` | largest number of `job.env` entries |
 //! | `MIN_TTL_SECONDS_AFTER_FINISHED` | `31` | smallest ttlSecondsAfterFinished (when given) |
 //! | `MAX_TTL_SECONDS_AFTER_FINISHED` | `604800` | largest ttlSecondsAfterFinished (when given) |
+//! | `ALLOWED_PRIORITY_CLASSES` | none | comma list of priority class names a message may ask for (`job.priorityClass`); `*` = any. None by default: a priority can preempt other people's work |
+//! | `ALLOWED_IMAGE_PULL_SECRETS` | none | comma list of Secret names a message may use as `job.imagePullSecrets`; `*` = any |
+//! | `MAX_JOB_PARALLELISM` | `32` | largest `job.parallelism` (pods run at once; Kubernetes defaults it to 1) |
 //!
 //! A message without ttlSecondsAfterFinished, resources or GPUs is not affected
 //! by the corresponding bounds (except the CPU/memory limit requirement above).
@@ -75,6 +78,12 @@ pub struct Policy {
     pub min_ttl_seconds_after_finished: i64,
     /// MAX_TTL_SECONDS_AFTER_FINISHED.
     pub max_ttl_seconds_after_finished: i64,
+    /// ALLOWED_PRIORITY_CLASSES. `*` = any; empty = none.
+    pub allowed_priority_classes: Vec<String>,
+    /// ALLOWED_IMAGE_PULL_SECRETS. `*` = any; empty = none.
+    pub allowed_image_pull_secrets: Vec<String>,
+    /// MAX_JOB_PARALLELISM.
+    pub max_job_parallelism: i64,
 }
 
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -82,6 +91,7 @@ pub const DEFAULT_MAX_JOB_GPUS: u32 = 8;
 pub const DEFAULT_MAX_ENV_ENTRIES: usize = 100;
 pub const DEFAULT_MIN_TTL: i64 = 31;
 pub const DEFAULT_MAX_TTL: i64 = 604_800;
+pub const DEFAULT_MAX_JOB_PARALLELISM: i64 = 32;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -98,6 +108,9 @@ impl Default for Policy {
             max_env_entries: DEFAULT_MAX_ENV_ENTRIES,
             min_ttl_seconds_after_finished: DEFAULT_MIN_TTL,
             max_ttl_seconds_after_finished: DEFAULT_MAX_TTL,
+            allowed_priority_classes: Vec::new(),
+            allowed_image_pull_secrets: Vec::new(),
+            max_job_parallelism: DEFAULT_MAX_JOB_PARALLELISM,
         }
     }
 }
@@ -147,6 +160,8 @@ impl Policy {
                 .list("ALLOWED_SERVICE_ACCOUNTS", &[DEFAULT_SERVICE_ACCOUNT]),
             allowed_env_refs: r.list("ALLOWED_ENV_REFS", &[]),
             allowed_pvcs: r.list("ALLOWED_PVCS", &[]),
+            allowed_priority_classes: r.list("ALLOWED_PRIORITY_CLASSES", &[]),
+            allowed_image_pull_secrets: r.list("ALLOWED_IMAGE_PULL_SECRETS", &[]),
             ..Policy::default()
         };
         for e in &mut p.allowed_env_refs {
@@ -177,6 +192,7 @@ impl Policy {
         }
         p.max_job_gpus = r.num("MAX_JOB_GPUS", DEFAULT_MAX_JOB_GPUS);
         p.max_env_entries = r.num("MAX_ENV_ENTRIES", DEFAULT_MAX_ENV_ENTRIES);
+        p.max_job_parallelism = r.num("MAX_JOB_PARALLELISM", DEFAULT_MAX_JOB_PARALLELISM);
         p.min_ttl_seconds_after_finished = r.num("MIN_TTL_SECONDS_AFTER_FINISHED", DEFAULT_MIN_TTL);
         p.max_ttl_seconds_after_finished = r.num("MAX_TTL_SECONDS_AFTER_FINISHED", DEFAULT_MAX_TTL);
         if p.min_ttl_seconds_after_finished > p.max_ttl_seconds_after_finished {
@@ -338,6 +354,41 @@ impl Policy {
                     job.env.len(),
                     self.max_env_entries
                 ),
+            });
+        }
+        if let Some(pc) = &job.priority_class
+            && !in_list(&self.allowed_priority_classes, pc)
+        {
+            return Err(Denied {
+                rule: "ALLOWED_PRIORITY_CLASSES",
+                field: "job.priorityClass".into(),
+                message: format!(
+                    "{pc:?} is not one of {}",
+                    show(&self.allowed_priority_classes)
+                ),
+            });
+        }
+        for (i, name) in job.image_pull_secrets.iter().enumerate() {
+            if !in_list(&self.allowed_image_pull_secrets, name) {
+                return Err(Denied {
+                    rule: "ALLOWED_IMAGE_PULL_SECRETS",
+                    field: format!("job.imagePullSecrets[{i}]"),
+                    message: format!(
+                        "{name:?} is not one of {}",
+                        show(&self.allowed_image_pull_secrets)
+                    ),
+                });
+            }
+        }
+        // Kubernetes runs min(parallelism, completions) pods at once; parallelism
+        // defaults to 1 when not given.
+        if let Some(p) = job.parallelism
+            && i64::from(p) > self.max_job_parallelism
+        {
+            return Err(Denied {
+                rule: "MAX_JOB_PARALLELISM",
+                field: "job.parallelism".into(),
+                message: format!("{p} exceeds {}", self.max_job_parallelism),
             });
         }
         if let Some(ttl) = job.ttl_seconds_after_finished {
@@ -809,6 +860,62 @@ mod tests {
                 CPU,
                 res(json!({ "cpu": "1", "memory": "1Ei" }), json!({})),
                 None,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn priority_pull_secrets_and_parallelism() {
+        run(vec![
+            (
+                &[],
+                json!({ "priorityClass": "high" }),
+                Some("ALLOWED_PRIORITY_CLASSES: job.priorityClass \"high\" is not one of none"),
+            ),
+            (
+                &[("ALLOWED_PRIORITY_CLASSES", "low,high")],
+                json!({ "priorityClass": "high" }),
+                None,
+            ),
+            (
+                &[("ALLOWED_PRIORITY_CLASSES", "low")],
+                json!({ "priorityClass": "high" }),
+                Some("ALLOWED_PRIORITY_CLASSES: job.priorityClass \"high\" is not one of low"),
+            ),
+            (
+                &[("ALLOWED_PRIORITY_CLASSES", "*")],
+                json!({ "priorityClass": "anything" }),
+                None,
+            ),
+            (
+                &[],
+                json!({ "imagePullSecrets": ["regcred"] }),
+                Some(
+                    "ALLOWED_IMAGE_PULL_SECRETS: job.imagePullSecrets[0] \"regcred\" is not one of none",
+                ),
+            ),
+            (
+                &[("ALLOWED_IMAGE_PULL_SECRETS", "regcred")],
+                json!({ "imagePullSecrets": ["regcred", "other"] }),
+                Some(
+                    "ALLOWED_IMAGE_PULL_SECRETS: job.imagePullSecrets[1] \"other\" is not one of regcred",
+                ),
+            ),
+            (
+                &[("ALLOWED_IMAGE_PULL_SECRETS", "*")],
+                json!({ "imagePullSecrets": ["a", "b"] }),
+                None,
+            ),
+            (&[], json!({ "parallelism": 32, "completions": 1000 }), None),
+            (
+                &[],
+                json!({ "parallelism": 33 }),
+                Some("MAX_JOB_PARALLELISM: job.parallelism 33 exceeds 32"),
+            ),
+            (
+                &[("MAX_JOB_PARALLELISM", "2")],
+                json!({ "parallelism": 3 }),
+                Some("MAX_JOB_PARALLELISM: job.parallelism 3 exceeds 2"),
             ),
         ]);
     }

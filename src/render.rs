@@ -11,7 +11,7 @@ use crate::contract::{
     ANN_MESSAGE_ID, ANN_WEBHOOK_URL, ENV_MESSAGE_ID, ENV_PAYLOAD, FINALIZER, LABEL_APP,
     LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, PAYLOAD_DIR, PAYLOAD_KEY, job_name, payload_path,
 };
-use crate::message::{EnvRefKind, Message, ResourceList};
+use crate::message::{EnvRefKind, FailureAction, Message, PodFailureRule, ResourceList};
 
 /// Operator settings that shape every Job (read, with their defaults, by
 /// `config.rs`; `config::default_render` gives the defaults alone).
@@ -186,6 +186,17 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
         }
     }
     pod_spec.insert("containers".into(), json!([container]));
+    if let Some(pc) = &job.priority_class {
+        pod_spec.insert("priorityClassName".into(), pc.clone().into());
+    }
+    if !job.image_pull_secrets.is_empty() {
+        let secrets: Vec<Value> = job
+            .image_pull_secrets
+            .iter()
+            .map(|n| json!({ "name": n }))
+            .collect();
+        pod_spec.insert("imagePullSecrets".into(), secrets.into());
+    }
     let mut volumes = Vec::new();
     if let Some(v) = &job.volume {
         volumes.push(json!({
@@ -226,7 +237,30 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     }
 
     let mut spec = Map::new();
-    spec.insert("backoffLimit".into(), job.backoff_limit.into());
+    let per_index = job
+        .pod_failure_policy
+        .iter()
+        .any(|r| r.action == FailureAction::FailIndex);
+    if per_index {
+        // FailIndex needs a per-index retry budget; backoffLimit then applies
+        // to each index (the Job's own limit is left to its default).
+        spec.insert("backoffLimitPerIndex".into(), job.backoff_limit.into());
+    } else {
+        spec.insert("backoffLimit".into(), job.backoff_limit.into());
+    }
+    if let Some(n) = job.completions {
+        spec.insert("completions".into(), n.into());
+    }
+    if let Some(n) = job.parallelism {
+        spec.insert("parallelism".into(), n.into());
+    }
+    if let Some(m) = job.completion_mode {
+        spec.insert("completionMode".into(), m.as_str().into());
+    }
+    if !job.pod_failure_policy.is_empty() {
+        let rules: Vec<Value> = job.pod_failure_policy.iter().map(failure_rule).collect();
+        spec.insert("podFailurePolicy".into(), json!({ "rules": rules }));
+    }
     spec.insert(
         "activeDeadlineSeconds".into(),
         job.active_deadline_seconds.into(),
@@ -252,6 +286,31 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
         },
         "spec": spec,
     })
+}
+
+/// One `podFailurePolicy` rule as the API takes it.
+fn failure_rule(r: &PodFailureRule) -> Value {
+    let mut rule = Map::new();
+    rule.insert("action".into(), r.action.as_str().into());
+    if let Some(c) = &r.on_exit_codes {
+        rule.insert(
+            "onExitCodes".into(),
+            json!({
+                "containerName": CONTAINER_NAME,
+                "operator": if c.in_values { "In" } else { "NotIn" },
+                "values": c.values,
+            }),
+        );
+    }
+    if !r.on_pod_conditions.is_empty() {
+        let patterns: Vec<Value> = r
+            .on_pod_conditions
+            .iter()
+            .map(|p| json!({ "type": p.condition_type, "status": p.status }))
+            .collect();
+        rule.insert("onPodConditions".into(), patterns.into());
+    }
+    Value::Object(rule)
 }
 
 fn resource_map(list: &ResourceList) -> Map<String, Value> {

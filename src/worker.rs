@@ -5,14 +5,15 @@
 //! by typed crossbeam channels, and whose `stop` stops them in order: intake
 //! first (no new Jobs), then the tracker, then the callback thread, which
 //! flushes within the grace period (or aborts when the Lease was lost). Watch
-//! threads block in reads and are detached; they end with the process or at
-//! their next event after `stop`. No thread loop lives here.
+//! threads are interrupted (their connections closed) and joined first. It also
+//! sets each thread's heartbeat bound (`Bounds`), which /healthz checks. No
+//! thread loop lives here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, unbounded};
 use serde_json::json;
@@ -20,11 +21,13 @@ use serde_json::json;
 use crate::callbacks::{self, Callback, CallbackMsg, Hooks, Outcome};
 use crate::config::{Config, QueueConfig};
 use crate::contract::{ANN_DELIVERED, FINALIZER};
+use crate::heartbeat::Heartbeat;
 use crate::http::Health;
 use crate::intake::Intake;
 use crate::kube::Client;
+use crate::kube::client::CALL_TIMEOUT;
 use crate::kube::lease::{self, Leadership, LeaseLock};
-use crate::kube::watch::{self, RestApi};
+use crate::kube::watch::{self, RestApi, Watch};
 use crate::queue::{Queue, QueueError};
 use crate::tracker::{self, Board, LiveJobs, Tracker, TrackerMsg};
 use crate::{metrics, signal};
@@ -158,9 +161,52 @@ impl Hooks for Recorder {
     }
 }
 
+/// Server-side timeout of a watch; its per-read timeout is 30 s more.
+const WATCH_TIMEOUT_SECONDS: u64 = 290;
+/// Longest backoff of the watch and intake loops (`backoff::Backoff`).
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Added to every heartbeat bound (scheduling, logging, a slow machine).
+const SLACK: Duration = Duration::from_secs(10);
+
+/// How long each thread may go without a heartbeat while it has work: the
+/// longest its loop can legitimately take between two beats, from that loop's
+/// own timeouts (CALL_TIMEOUT is one API server request, 30 s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// One receive (POLLING_INTERVAL) or a backoff, then per message a create,
+    /// a get (on 409) and a queue call: POLLING_INTERVAL + 3 × CALL_TIMEOUT + slack.
+    pub intake: Duration,
+    /// One tick, then per action up to two API requests (a release reads and
+    /// patches): 5 × TICK + 2 × CALL_TIMEOUT.
+    pub tracker: Duration,
+    /// With callbacks pending it wakes at the next retry (≤ CALLBACK_BACKOFF_MAX)
+    /// or when an attempt ends (≤ CALLBACK_TIMEOUT), then records settled
+    /// statuses on Jobs: CALLBACK_BACKOFF_MAX + CALLBACK_TIMEOUT + 3 ×
+    /// CALL_TIMEOUT + slack. Without pending callbacks it is idle (no bound).
+    pub callbacks: Duration,
+    /// One read (the watch's per-read timeout, 320 s) or one list, then at
+    /// most one backoff: per-read timeout + 30 s + slack.
+    pub watch: Duration,
+}
+
+impl Bounds {
+    pub fn new(cfg: &Config) -> Bounds {
+        Bounds {
+            intake: cfg.polling_interval + 3 * CALL_TIMEOUT + SLACK,
+            tracker: 5 * tracker::TICK + 2 * CALL_TIMEOUT,
+            callbacks: cfg.callback_backoff_max + cfg.callback_timeout + 3 * CALL_TIMEOUT + SLACK,
+            watch: Duration::from_secs(WATCH_TIMEOUT_SECONDS + 30) + BACKOFF_MAX + SLACK,
+        }
+    }
+}
+
 /// The threads of a leading worker.
 pub struct Leading {
     stop: Arc<AtomicBool>,
+    watches: Vec<Watch>,
+    /// The heartbeats registered in `health` while leading.
+    beats: Vec<Arc<Heartbeat>>,
+    health: Arc<Health>,
     intake: Option<JoinHandle<()>>,
     tracker: Option<JoinHandle<()>>,
     callbacks: Option<JoinHandle<()>>,
@@ -184,6 +230,13 @@ impl Leading {
         health: Arc<Health>,
     ) -> Result<Leading, StartError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let bounds = Bounds::new(cfg);
+        let mut beats = Vec::new();
+        let mut beat = |name: &str, bound: Duration| {
+            let hb = Heartbeat::new(name, bound);
+            beats.push(hb.clone());
+            hb
+        };
         let live = Arc::new(LiveJobs::default());
         let board: Board = Arc::new(Mutex::new(HashMap::new()));
         let (cb_tx, cb_rx) = unbounded::<CallbackMsg>();
@@ -214,6 +267,7 @@ impl Leading {
                 .saturating_sub(cfg.polling_interval + Duration::from_secs(2))
                 .max(Duration::from_secs(1)),
             guard: Some(cfg.webhook_guard.clone()),
+            heartbeat: Some(beat("callbacks", bounds.callbacks)),
             ..callbacks::Config::default()
         };
         let hooks = Arc::new(Recorder {
@@ -238,6 +292,7 @@ impl Leading {
                 })
                 .collect()
         };
+        let mut watches = Vec::new();
         for (jobs, pods) in scopes {
             for (path, what, wrap) in [
                 (jobs, "jobs", TrackerMsg::Jobs as fn(_) -> _),
@@ -247,11 +302,14 @@ impl Leading {
                     client: kube.clone(),
                     path,
                     label_selector: sel.clone(),
-                    timeout_seconds: 290,
+                    timeout_seconds: WATCH_TIMEOUT_SECONDS,
                     what: what.into(),
                 };
-                watch::spawn(api, stop.clone(), tr_tx.clone(), wrap)
-                    .map_err(spawn_error("watch"))?;
+                let hb = beat(&format!("watch-{what}"), bounds.watch);
+                watches.push(
+                    watch::spawn(api, stop.clone(), tr_tx.clone(), wrap, hb)
+                        .map_err(spawn_error("watch"))?,
+                );
             }
         }
 
@@ -261,6 +319,7 @@ impl Leading {
                 rx: tr_rx,
                 me: tr_tx.clone(),
                 callbacks: cb_tx.clone(),
+                heartbeat: beat("tracker", bounds.tracker),
             },
             kube.clone(),
             stop.clone(),
@@ -284,11 +343,18 @@ impl Leading {
             sweep_interval: cfg.lease.lease_duration,
             callback_horizon: cfg.callback_retry_horizon,
             stop: stop.clone(),
-            health,
+            health: health.clone(),
+            heartbeat: beat("intake", bounds.intake),
         };
         let intake = spawn_named("intake", move || intake.run()).map_err(spawn_error("intake"))?;
+        for hb in &beats {
+            health.beats.insert(hb.clone());
+        }
         Ok(Leading {
             stop,
+            watches,
+            beats,
+            health,
             intake: Some(intake),
             tracker: Some(tracker),
             callbacks: Some(callbacks),
@@ -298,9 +364,23 @@ impl Leading {
         })
     }
 
-    /// Stops in order and joins: intake, tracker, then callbacks (which flush).
+    /// Stops in order and joins: the watches (interrupted in their reads),
+    /// intake, tracker, then callbacks (which flush).
     pub fn stop(mut self, abort: bool) {
+        let t0 = Instant::now();
         self.stop.store(true, Ordering::SeqCst);
+        for w in &self.watches {
+            w.interrupt();
+        }
+        let n = self.watches.len();
+        for w in self.watches.drain(..) {
+            w.join();
+        }
+        log::info!(
+            "{n} watch thread(s) joined {} ms after stop (per-read timeout {} s)",
+            t0.elapsed().as_millis(),
+            WATCH_TIMEOUT_SECONDS + 30
+        );
         for h in [self.intake.take(), self.tracker.take()]
             .into_iter()
             .flatten()
@@ -316,21 +396,17 @@ impl Leading {
         if let Some(h) = self.callbacks.take() {
             join(h);
         }
-    }
-
-    /// True while every thread is alive (for /healthz).
-    pub fn healthy(&self) -> bool {
-        [&self.intake, &self.tracker, &self.callbacks]
-            .iter()
-            .all(|h| h.as_ref().is_some_and(|h| !h.is_finished()))
+        for hb in &self.beats {
+            self.health.beats.remove(hb);
+        }
+        log::info!("stopped leading in {} ms", t0.elapsed().as_millis());
     }
 }
 
+/// Joins a thread. There is no `Err` to handle: a panic aborts the process
+/// (crash-only, `panic = "abort"`), it never ends just one thread.
 fn join(h: JoinHandle<()>) {
-    let name = h.thread().name().unwrap_or("?").to_string();
-    if h.join().is_err() {
-        log::error!("thread {name} panicked");
-    }
+    let _ = h.join();
 }
 
 /// The configuration of the webhook agent: built-in Mozilla roots (or exactly
@@ -402,9 +478,7 @@ impl Leadership for Worker<'_> {
     }
 
     fn tick(&mut self) {
-        if let Some(l) = &self.leading {
-            self.health.alive.store(l.healthy(), Ordering::SeqCst);
-        }
+        // Nothing to refresh: /healthz reads the threads' own heartbeats.
     }
 }
 

@@ -328,7 +328,17 @@ fn metrics_health_jobs_endpoint_and_json_logs() {
     }
 
     // ---- (b) health, after work
-    assert_eq!(w.get("/healthz"), (200, "ok\n".to_string()));
+    let (code, health) = w.get("/healthz");
+    assert_eq!(code, 200, "{health}");
+    assert!(health.starts_with("ok\n"), "{health}");
+    for t in ["intake", "tracker", "callbacks", "watch-jobs", "watch-pods"] {
+        assert!(
+            health
+                .lines()
+                .any(|l| l.starts_with(&format!("{t} ")) && !l.contains(" stuck ")),
+            "/healthz lists {t}, not stuck: {health}"
+        );
+    }
     assert_eq!(w.get("/readyz").0, 200);
 
     // ---- (c) /jobs/{id}

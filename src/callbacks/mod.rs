@@ -103,6 +103,9 @@ pub struct Config {
     pub worker_idle_timeout: Duration,
     /// SSRF rules (WEBHOOK_ALLOWED_HOSTS, link-local and API-server addresses).
     pub guard: Option<crate::webhook_guard::WebhookGuard>,
+    /// The dispatcher beats it once per loop iteration; it has work while
+    /// callbacks are pending.
+    pub heartbeat: Option<Arc<crate::heartbeat::Heartbeat>>,
 }
 
 impl Default for Config {
@@ -118,6 +121,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             worker_idle_timeout: Duration::from_secs(30),
             guard: None,
+            heartbeat: None,
         }
     }
 }
@@ -203,6 +207,9 @@ fn run(
     let mut closed_deadline: Option<Instant> = None;
 
     loop {
+        if let Some(hb) = &cfg.heartbeat {
+            hb.beat_with(sched.pending() > 0);
+        }
         let now = Instant::now();
         let wake = [sched.next_due(), pool.next_reap(), closed_deadline]
             .into_iter()
@@ -344,13 +351,9 @@ fn settle(cb: &Callback, verdict: Verdict, attempts: u32, hooks: &dyn Hooks) {
         crate::metrics::CALLBACKS_SENT,
         &[("status", &status), ("outcome", label)],
     );
-    let call = std::panic::AssertUnwindSafe(|| hooks.settled(cb, &outcome));
-    if std::panic::catch_unwind(call).is_err() {
-        log::error!(
-            "callbacks: settled hook panicked for message {} status {status}",
-            cb.message_id
-        );
-    }
+    // No catch_unwind: the shipped build aborts on panic (crash-only; the
+    // next leader resends what was not recorded as delivered).
+    hooks.settled(cb, &outcome);
 }
 
 /// A xorshift64* generator seeded from the system's secure random source

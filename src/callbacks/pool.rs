@@ -7,7 +7,6 @@
 //! workers get jobs on their own channel and report results on a shared one.
 
 use std::collections::{HashMap, VecDeque};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -103,27 +102,22 @@ impl Pool {
         let deliver = Arc::clone(&self.deliver);
         let results = self.results.clone();
         let dest_key = dest.to_string();
-        let spawned =
-            std::thread::Builder::new()
-                .name(format!("callback-{host}"))
-                .spawn(move || {
-                    for cb in rx {
-                        let attempt = catch_unwind(AssertUnwindSafe(|| deliver(&cb)))
-                            .unwrap_or_else(|_| Attempt::Retry {
-                                reason: "delivery attempt panicked".into(),
-                                retry_after: None,
-                            });
-                        let done = Done {
-                            dest: dest_key.clone(),
-                            worker: id,
-                            message_id: cb.message_id,
-                            attempt,
-                        };
-                        if results.send(done).is_err() {
-                            break;
-                        }
+        let spawned = std::thread::Builder::new()
+            .name(format!("callback-{host}"))
+            .spawn(move || {
+                for cb in rx {
+                    let attempt = deliver(&cb);
+                    let done = Done {
+                        dest: dest_key.clone(),
+                        worker: id,
+                        message_id: cb.message_id,
+                        attempt,
+                    };
+                    if results.send(done).is_err() {
+                        break;
                     }
-                });
+                }
+            });
         let d = self.dests.entry(dest.to_string()).or_default();
         match spawned {
             Ok(handle) => {

@@ -17,8 +17,8 @@ use crate::encode::percent_encode;
 
 /// How often the token file is re-read even without a 401.
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
-/// Timeout of an ordinary (non-watch) call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of an ordinary (non-watch) call (heartbeat bounds scale with it).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest body of an ordinary call we accept (lists are paginated).
 const MAX_BODY: u64 = 64 * 1024 * 1024;
 
@@ -210,6 +210,22 @@ impl Client {
         };
         client.token(false)?;
         Ok(client)
+    }
+
+    /// A client with a connection pool of its own (same API server, CA and
+    /// token), so that its `shutdown` interrupts only its own requests.
+    pub fn with_own_pool(&self) -> Client {
+        Client {
+            agent: ureq::Agent::new_with_config(self.agent.config().clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Closes every connection of this client's pool (shared with its clones):
+    /// a request blocked in a read, such as a watch, fails at once, and later
+    /// requests fail too.
+    pub fn shutdown(&self) {
+        self.agent.clone().shutdown();
     }
 
     /// The API server URL this client talks to.

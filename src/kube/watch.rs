@@ -266,25 +266,63 @@ impl WatchApi for RestApi {
     }
 }
 
-/// Starts the `watch-<what>` thread: runs the machine over `api` and sends
-/// each event, wrapped by `wrap`, to `to`. It blocks in reads, so it is
-/// detached: it ends when `to` is closed or at its next step after `stop`.
+/// A running `watch-<what>` thread.
+pub struct Watch {
+    thread: std::thread::JoinHandle<()>,
+    /// The thread's own client (its own connection pool).
+    client: Client,
+}
+
+impl Watch {
+    /// Interrupts the thread's blocking read by closing its connections; it
+    /// then ends at once if `stop` is set (else it re-watches, and fails).
+    pub fn interrupt(&self) {
+        self.client.shutdown();
+    }
+
+    /// Waits for the thread to end (after `stop` and `interrupt`).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Sleeps `d`, or less once `stop` is set.
+fn nap(stop: &AtomicBool, d: Duration) {
+    let until = std::time::Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// Starts the `watch-<what>` thread: runs the machine over `api` (on a
+/// connection pool of its own, so that `Watch::interrupt` cuts only its
+/// reads) and sends each event, wrapped by `wrap`, to `to`. It ends when `to`
+/// is closed, or at once after `stop` is set and `Watch::interrupt` called.
+/// It beats `heartbeat` once per step.
 pub fn spawn<T: Send + 'static>(
-    api: RestApi,
+    mut api: RestApi,
     stop: Arc<AtomicBool>,
     to: Sender<T>,
     wrap: fn(Event) -> T,
-) -> std::io::Result<()> {
+    heartbeat: Arc<crate::heartbeat::Heartbeat>,
+) -> std::io::Result<Watch> {
     let what = api.what.clone();
+    api.client = api.client.with_own_pool();
+    let client = api.client.clone();
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64)
         .unwrap_or(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("watch-{what}"))
         .spawn(move || {
             let mut m = Machine::new(api, seed);
             while !stop.load(Ordering::SeqCst) {
+                heartbeat.beat();
                 match m.step() {
                     Step::Event(ev) => {
                         if to.send(wrap(ev)).is_err() {
@@ -301,11 +339,11 @@ pub fn spawn<T: Send + 'static>(
                     Step::Continue => {}
                 }
                 if let Some(d) = m.take_delay() {
-                    std::thread::sleep(d);
+                    nap(&stop, d);
                 }
             }
         })?;
-    Ok(())
+    Ok(Watch { thread, client })
 }
 
 #[cfg(test)]

@@ -63,10 +63,15 @@ pub struct Channels {
     /// Its own inbox, for the pods a `FetchPods` lists.
     pub me: Sender<TrackerMsg>,
     pub callbacks: Sender<CallbackMsg>,
+    /// Beaten once per loop iteration and per action performed.
+    pub heartbeat: Arc<crate::heartbeat::Heartbeat>,
 }
 
+/// The tracker's tick: timeouts are checked, and `stop` is noticed, this often.
+pub const TICK: Duration = Duration::from_secs(1);
+
 /// Starts the `tracker` thread. It returns when every sender of `rx` is
-/// dropped, or at its next tick (1 s) after `stop` is set.
+/// dropped, or at its next tick (`TICK`) after `stop` is set.
 pub fn spawn(
     tracker: Tracker,
     ch: Channels,
@@ -79,8 +84,9 @@ pub fn spawn(
 }
 
 fn run(mut t: Tracker, ch: Channels, kube: Client, stop: Arc<AtomicBool>) {
-    let ticker = tick(Duration::from_secs(1));
+    let ticker = tick(TICK);
     loop {
+        ch.heartbeat.beat();
         let actions = select! {
             recv(ch.rx) -> m => match m {
                 Ok(m) => t.handle(m, Instant::now(), SystemTime::now()),
@@ -94,6 +100,7 @@ fn run(mut t: Tracker, ch: Channels, kube: Client, stop: Arc<AtomicBool>) {
             },
         };
         for a in actions {
+            ch.heartbeat.beat();
             perform(a, &ch, &kube);
         }
     }

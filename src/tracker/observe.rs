@@ -27,11 +27,14 @@ fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
 pub(super) enum Terminal {
     Complete {
         duration: u64,
+        /// (succeeded, failed) pods of a Job that runs several.
+        pods: Option<(u64, u64)>,
     },
     Failed {
         reason: String,
         message: String,
         duration: Option<u64>,
+        pods: Option<(u64, u64)>,
     },
 }
 
@@ -99,9 +102,24 @@ fn secs_between(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<u64> {
     Some(b?.duration_since(a?).ok()?.as_secs())
 }
 
+/// (succeeded, failed) pod counts of a Job with completions or parallelism
+/// above 1; `None` for a one-pod Job.
+fn pod_counts(job: &Value) -> Option<(u64, u64)> {
+    let n = |ptr: &str| job.pointer(ptr).and_then(Value::as_u64);
+    let several = n("/spec/completions").is_some_and(|c| c > 1)
+        || n("/spec/parallelism").is_some_and(|p| p > 1);
+    several.then(|| {
+        (
+            n("/status/succeeded").unwrap_or(0),
+            n("/status/failed").unwrap_or(0),
+        )
+    })
+}
+
 fn job_terminal(job: &Value) -> Option<Terminal> {
     let conds = job.pointer("/status/conditions")?.as_array()?;
     let start = s(job, "/status/startTime").and_then(crate::clock::parse_rfc3339);
+    let pods = pod_counts(job);
     for c in conds {
         if s(c, "/status") != Some("True") {
             continue;
@@ -111,6 +129,7 @@ fn job_terminal(job: &Value) -> Option<Terminal> {
                 let end = s(job, "/status/completionTime").and_then(crate::clock::parse_rfc3339);
                 return Some(Terminal::Complete {
                     duration: secs_between(start, end).unwrap_or(0),
+                    pods,
                 });
             }
             Some("Failed") => {
@@ -119,6 +138,7 @@ fn job_terminal(job: &Value) -> Option<Terminal> {
                     reason: s(c, "/reason").unwrap_or("Failed").to_string(),
                     message: s(c, "/message").unwrap_or("").to_string(),
                     duration: secs_between(start, end),
+                    pods,
                 });
             }
             _ => {}

@@ -482,13 +482,16 @@ impl Tracker {
                 Self::emit(t, Status::Running, detail, wall, out);
             }
             let result = match term {
-                Terminal::Complete { duration } => {
+                Terminal::Complete { duration, pods } => {
                     metrics::observe(
                         metrics::JOB_DURATION_SECONDS,
                         &[("result", "complete")],
                         duration as f64,
                     );
-                    let detail = detail::complete(duration);
+                    let mut detail = detail::complete(duration);
+                    if let Some(counts) = pods {
+                        detail::add_pod_counts(&mut detail, counts);
+                    }
                     Self::emit(t, Status::Complete, detail, wall, out);
                     "complete"
                 }
@@ -496,6 +499,7 @@ impl Tracker {
                     reason,
                     message,
                     duration,
+                    pods,
                 } => {
                     if let Some(d) = duration {
                         metrics::observe(
@@ -513,7 +517,14 @@ impl Tracker {
                     {
                         text.push_str(&format!("; container exited with code {code} ({why})"));
                     }
-                    let detail = detail::error(&ErrorCode::job_failed(&reason), &text);
+                    let mut detail = detail::error(&ErrorCode::job_failed(&reason), &text);
+                    if let Some(counts) = pods {
+                        // Several pods: say which one failed, and how many did.
+                        if let Some(p) = pod.as_ref().filter(|p| p.failed_container.is_some()) {
+                            detail["error"]["podName"] = p.name.clone().into();
+                        }
+                        detail::add_pod_counts(&mut detail, counts);
+                    }
                     Self::emit(t, Status::Failed, detail, wall, out);
                     "failed"
                 }

@@ -223,6 +223,13 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The same deployment, whose replicas spawned from it get one more variable.
+    pub fn with_env(&self, k: &str, v: &str) -> Deployment {
+        let mut d = self.clone();
+        d.launcher = d.launcher.env(k, v);
+        d
+    }
+
     /// Starts one replica with POD_NAME `pod`.
     pub fn spawn(&self, pod: &str) -> Worker {
         let b = bed();
