@@ -18,6 +18,7 @@
 //! | `MAX_ENV_ENTRIES` | `100` | largest number of `job.env` entries |
 //! | `MIN_TTL_SECONDS_AFTER_FINISHED` | `31` | smallest ttlSecondsAfterFinished (when given) |
 //! | `MAX_TTL_SECONDS_AFTER_FINISHED` | `604800` | largest ttlSecondsAfterFinished (when given) |
+//! | `ALLOWED_QUEUES` | empty = any | comma list of Kueue LocalQueue names a message may name in `job.queueName` (or get from DEFAULT_QUEUE_NAME); `*` = any. A message that is not queued is not affected |
 //!
 //! A message without ttlSecondsAfterFinished, resources or GPUs is not affected
 //! by the corresponding bounds (except the CPU/memory limit requirement above).
@@ -75,6 +76,8 @@ pub struct Policy {
     pub min_ttl_seconds_after_finished: i64,
     /// MAX_TTL_SECONDS_AFTER_FINISHED.
     pub max_ttl_seconds_after_finished: i64,
+    /// ALLOWED_QUEUES. Empty or `*` = any queue.
+    pub allowed_queues: Vec<String>,
 }
 
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -98,6 +101,7 @@ impl Default for Policy {
             max_env_entries: DEFAULT_MAX_ENV_ENTRIES,
             min_ttl_seconds_after_finished: DEFAULT_MIN_TTL,
             max_ttl_seconds_after_finished: DEFAULT_MAX_TTL,
+            allowed_queues: Vec::new(),
         }
     }
 }
@@ -147,8 +151,16 @@ impl Policy {
                 .list("ALLOWED_SERVICE_ACCOUNTS", &[DEFAULT_SERVICE_ACCOUNT]),
             allowed_env_refs: r.list("ALLOWED_ENV_REFS", &[]),
             allowed_pvcs: r.list("ALLOWED_PVCS", &[]),
+            allowed_queues: r.list("ALLOWED_QUEUES", &[]),
             ..Policy::default()
         };
+        for q in &p.allowed_queues {
+            if q != "*" && !is_dns_label(q) {
+                r.error(format!(
+                    "ALLOWED_QUEUES entry {q:?} must be a LocalQueue name (a DNS-1123 label) or *"
+                ));
+            }
+        }
         for e in &mut p.allowed_env_refs {
             match e.split_once('/') {
                 Some((kind, name))
@@ -356,8 +368,28 @@ impl Policy {
                 });
             }
         }
+        if let Some(q) = &job.queue_name
+            && !self.allowed_queues.is_empty()
+            && !in_list(&self.allowed_queues, q)
+        {
+            return Err(Denied {
+                rule: "ALLOWED_QUEUES",
+                field: "job.queueName".into(),
+                message: format!("{q:?} is not one of {}", self.allowed_queues.join(",")),
+            });
+        }
         Ok(())
     }
+}
+
+/// A DNS-1123 label: 1..=63 of `a-z0-9-`, alphanumeric at both ends.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// `*` in the list allows anything.
@@ -868,6 +900,28 @@ mod tests {
     }
 
     #[test]
+    fn queues() {
+        let queued = json!({ "queueName": "team-a", "resources": { "requests": { "cpu": "1" } } });
+        run(vec![
+            // Default: any queue.
+            (&[], queued.clone(), None),
+            (&[("ALLOWED_QUEUES", "team-a,team-b")], queued.clone(), None),
+            (&[("ALLOWED_QUEUES", "*")], queued.clone(), None),
+            (
+                &[("ALLOWED_QUEUES", "team-b")],
+                queued.clone(),
+                Some("ALLOWED_QUEUES: job.queueName \"team-a\" is not one of team-b"),
+            ),
+            // A message that is not queued is not affected.
+            (&[("ALLOWED_QUEUES", "team-b")], json!({}), None),
+        ]);
+        assert!(is_dns_label("a") && is_dns_label(&"q".repeat(63)));
+        for bad in ["", "A", "a.b", "-a", "a-", "a_b", &"q".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn invalid_settings_are_all_reported() {
         let m: HashMap<&str, &str> = [
             ("ALLOWED_ENV_REFS", "configmap/a,volume/b,secret/"),
@@ -878,6 +932,7 @@ mod tests {
             ("MAX_ENV_ENTRIES", "x"),
             ("MIN_TTL_SECONDS_AFTER_FINISHED", "100"),
             ("MAX_TTL_SECONDS_AFTER_FINISHED", "50"),
+            ("ALLOWED_QUEUES", "ok,Not_A_Label"),
         ]
         .into_iter()
         .collect();
@@ -892,9 +947,10 @@ mod tests {
             "MAX_JOB_GPUS=\"-1\"",
             "MAX_ENV_ENTRIES=\"x\"",
             "MIN_TTL_SECONDS_AFTER_FINISHED (100) must not exceed",
+            "ALLOWED_QUEUES entry \"Not_A_Label\"",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
-        assert_eq!(errors.len(), 8, "{text}");
+        assert_eq!(errors.len(), 9, "{text}");
     }
 }

@@ -184,7 +184,7 @@ impl Leading {
         health: Arc<Health>,
     ) -> Result<Leading, StartError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(LiveJobs::default());
+        let live = Arc::new(LiveJobs::new(cfg.max_queued_jobs));
         let board: Board = Arc::new(Mutex::new(HashMap::new()));
         let (cb_tx, cb_rx) = unbounded::<CallbackMsg>();
         let (tr_tx, tr_rx) = unbounded::<TrackerMsg>();
