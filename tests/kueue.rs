@@ -476,3 +476,32 @@ fn result_and_failure_come_back_from_the_container() {
         "termination message logged"
     );
 }
+
+/// MAX_QUEUED_JOBS bounds the suspended Jobs: with the ClusterQueue held and
+/// a bound of 2, four messages make two Jobs and two stay in the queue; once
+/// Kueue admits, the rest follow and all four end 0, 1, 2.
+#[test]
+fn max_queued_jobs_bounds_the_waiting_jobs() {
+    let b = kueue_bed();
+    let ns = b.new_namespace("kq-max");
+    let q = b.kueue_queues(&ns, "4", "Never");
+    hold(b, &q.cluster_queue);
+    let hook = WebhookReceiver::start();
+    let w = start(&ns, &[("MAX_QUEUED_JOBS", "2")]);
+    let msgs: Vec<(String, String)> = (0..4)
+        .map(|_| queued_message(&w, &hook, &q.local_queue))
+        .collect();
+    let bodies: Vec<String> = msgs.iter().map(|(_, b)| b.clone()).collect();
+    w.send_all(&bodies);
+    wait_jobs(&w, 2);
+    // A lower bound a slow machine cannot break: it stays at two.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(w.jobs().len(), 2, "MAX_QUEUED_JOBS=2 exceeded");
+    assert_eq!(w.queued(), 2, "two messages wait in the queue");
+    release(b, &q.cluster_queue);
+    for (id, _) in &msgs {
+        let c = wait_terminal(&w, &hook, id, Duration::from_secs(90));
+        assert_eq!(statuses(&c), vec![0, 1, 2], "{id}");
+    }
+    assert_eq!(w.jobs().len(), 4);
+}
