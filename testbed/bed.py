@@ -584,22 +584,29 @@ class Bed:
     def kueue_metrics_cert(self):
         """Kueue (cmd/kueue/main.go) opens /etc/kueue/metrics/certs/tls.{crt,key} at
         start-up when its internal certificate management is off, even with metrics
-        off. Any valid pair will do: made once per machine, atomically."""
+        off. Any valid pair will do: made once per machine, under a lock (two beds
+        starting at once must not mix one's key with the other's certificate)."""
+        import fcntl
         crt = os.path.join(KUEUE_METRICS_CERT_DIR, "tls.crt")
         key = os.path.join(KUEUE_METRICS_CERT_DIR, "tls.key")
         if os.path.exists(crt) and os.path.exists(key):
             return
         try:
             os.makedirs(KUEUE_METRICS_CERT_DIR, exist_ok=True)
-            tmp = tempfile.mkdtemp(dir=KUEUE_METRICS_CERT_DIR)
+            lock = open(os.path.join(KUEUE_METRICS_CERT_DIR, ".lock"), "w")
         except OSError as e:
             raise BedError("Kueue needs %s (a fixed path in its main.go) and it cannot be made: "
                            "%s" % (KUEUE_METRICS_CERT_DIR, e))
-        self_signed(os.path.join(tmp, "tls.key"), os.path.join(tmp, "tls.crt"),
-                    "k8s-job-worker-bed-kueue-metrics")
-        os.replace(os.path.join(tmp, "tls.key"), key)  # key first: crt marks "done"
-        os.replace(os.path.join(tmp, "tls.crt"), crt)
-        shutil.rmtree(tmp, ignore_errors=True)
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(crt) and os.path.exists(key):
+                return
+            tmp = tempfile.mkdtemp(dir=KUEUE_METRICS_CERT_DIR)
+            self_signed(os.path.join(tmp, "tls.key"), os.path.join(tmp, "tls.crt"),
+                        "k8s-job-worker-bed-kueue-metrics")
+            os.replace(os.path.join(tmp, "tls.key"), key)
+            os.replace(os.path.join(tmp, "tls.crt"), crt)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def kueue_ready(self):
         """Waits for the manager's /readyz (webhook server up), registers the Job and
@@ -787,6 +794,9 @@ def main():
                 print("export %s='%s'" % (k, v))
             print("# e.g. curl --cacert $TESTBED_CA_FILE -H \"Authorization: Bearer "
                   "$TESTBED_ADMIN_TOKEN\" $TESTBED_API_URL/api/v1/nodes")
+            if i.get("kueue"):
+                print("# Kueue %s: webhooks on https://127.0.0.1:%d, log %s/kueue.log"
+                      % (i["kueue"]["version"], i["kueue"]["webhook_port"], bed.dir))
             print("# logs: %s/*.log" % bed.dir)
         else:
             print(json.dumps(i, sort_keys=True))
