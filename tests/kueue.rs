@@ -379,14 +379,21 @@ fn a_preempted_job_waits_again_and_ends_once() {
 
 /// ALLOWED_QUEUES refuses a queue not listed (POLICY_DENIED naming
 /// job.queueName); a queued message without resources is INVALID_MESSAGE
-/// naming job.resources. Neither creates a Job.
+/// naming job.resources. Neither creates a Job. A message without a
+/// queueName goes to DEFAULT_QUEUE_NAME and runs through Kueue.
 #[test]
 fn queue_policy_and_resources_are_enforced() {
     let b = kueue_bed();
     let ns = b.new_namespace("kq-pol");
     let q = b.kueue_queues(&ns, "1", "Never");
     let hook = WebhookReceiver::start();
-    let w = start(&ns, &[("ALLOWED_QUEUES", &q.local_queue)]);
+    let w = start(
+        &ns,
+        &[
+            ("ALLOWED_QUEUES", &q.local_queue),
+            ("DEFAULT_QUEUE_NAME", &q.local_queue),
+        ],
+    );
     let (denied, body) = queued_message(&w, &hook, "someone-elses-queue");
     w.send(&body);
     let (bare, body) = queued_message_with(&w, &hook, &q.local_queue, |m| {
@@ -416,6 +423,28 @@ fn queue_policy_and_resources_are_enforced() {
         "{err}"
     );
     assert!(w.jobs().is_empty(), "{:?}", w.jobs());
+
+    let (defaulted, body) = queued_message_with(&w, &hook, &q.local_queue, |m| {
+        if let Some(job) = m["job"].as_object_mut() {
+            job.remove("queueName");
+        }
+    });
+    w.send(&body);
+    let c = wait_terminal(&w, &hook, &defaulted, Duration::from_secs(60));
+    assert_eq!(statuses(&c), vec![0, 1, 2]);
+    assert_eq!(c[0].body["detail"]["queueName"], q.local_queue);
+    let jobs = w.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0]["metadata"]["labels"][KUEUE_QUEUE_LABEL],
+        q.local_queue
+    );
+    // Kueue made a Workload for it and admitted it.
+    let admitted = b.kueue_workloads(&ns).iter().any(|wl| {
+        wl["metadata"]["ownerReferences"][0]["name"] == jobs[0]["metadata"]["name"]
+            && wl["status"]["admission"].is_object()
+    });
+    assert!(admitted, "no admitted Workload for the defaulted Job");
 }
 
 /// A success with a JSON termination message: status 2 with `result` parsed.
