@@ -22,7 +22,7 @@ use crate::message::{self, Limits};
 use crate::metrics;
 use crate::queue::{Handle, Queue, QueueError, Received};
 use crate::render::{self, RenderConfig};
-use crate::tracker::{LiveJobs, TrackerMsg};
+use crate::tracker::{LiveJobs, Slot, TrackerMsg};
 use crate::webhook_guard::WebhookUrl;
 
 /// Everything intake needs; built by `worker.rs`.
@@ -255,7 +255,7 @@ impl Intake {
             Ok(created) => {
                 log::info!("message {} job {key}: created", msg.id);
                 metrics::inc(metrics::JOBS_CREATED, &[]);
-                self.live.insert(&key);
+                self.live.insert(&key, Slot::of_job(&created));
                 let _ = self.tracker.send(TrackerMsg::Created {
                     job: created,
                     received_at: m.received_at,
