@@ -50,8 +50,10 @@ pub struct Config {
     pub render: RenderConfig,
     /// Upper bound of one blocking receive.
     pub polling_interval: Duration,
-    /// 0 = unlimited.
+    /// Admitted (not suspended) Jobs; 0 = unlimited.
     pub max_concurrent_jobs: usize,
+    /// Suspended Jobs waiting in a Kueue queue (MAX_QUEUED_JOBS); 0 = unlimited.
+    pub max_queued_jobs: usize,
     pub pod_start_timeout: Duration,
     pub callback_timeout: Duration,
     pub callback_retry_horizon: Duration,
@@ -179,8 +181,23 @@ impl Config {
         let limits = Limits {
             active_deadline_max,
             max_message_bytes: r.num("MAX_MESSAGE_BYTES", defaults.max_message_bytes),
+            default_queue_name: r.str("DEFAULT_QUEUE_NAME").filter(|q| !q.is_empty()),
         };
         let policy = Policy::read(&mut r);
+        if let Some(q) = &limits.default_queue_name {
+            if !crate::policy::is_dns_label(q) {
+                r.error(format!(
+                    "DEFAULT_QUEUE_NAME={q:?} must be a LocalQueue name (a DNS-1123 label)"
+                ));
+            } else if !policy.allowed_queues.is_empty()
+                && !policy.allowed_queues.iter().any(|a| a == "*" || a == q)
+            {
+                r.error(format!(
+                    "DEFAULT_QUEUE_NAME={q:?} is not one of ALLOWED_QUEUES ({})",
+                    policy.allowed_queues.join(",")
+                ));
+            }
+        }
         let webhook_guard = WebhookGuard::read(&mut r, &kube.api_url);
         let render = read_render(&mut r, &policy);
         if !is_label_value(&render.instance) || render.instance.is_empty() {
@@ -198,6 +215,7 @@ impl Config {
             render,
             polling_interval: polling_interval.max(Duration::from_millis(100)),
             max_concurrent_jobs: r.num("MAX_CONCURRENT_JOBS", 0),
+            max_queued_jobs: r.num("MAX_QUEUED_JOBS", 0),
             pod_start_timeout: r.secs("POD_START_TIMEOUT", 600.0),
             callback_timeout: r.secs("CALLBACK_TIMEOUT", 10.0),
             callback_retry_horizon: r.secs("CALLBACK_RETRY_HORIZON", 3600.0),
@@ -275,6 +293,47 @@ mod tests {
         assert_eq!(c.limits.active_deadline_max, 86_400);
         assert_eq!(c.lease.lease_duration, Duration::from_secs(15));
         assert_eq!(c.http_port, 8080);
+        assert_eq!(c.max_queued_jobs, 0);
+        assert_eq!(c.limits.default_queue_name, None);
+        assert!(c.policy.allowed_queues.is_empty());
+    }
+
+    #[test]
+    fn queue_settings_are_read_and_checked() {
+        let mut p = BASE.to_vec();
+        p.extend([
+            ("REDIS_ENDPOINT", "x:1"),
+            ("ALLOWED_QUEUES", "team-a,batch"),
+            ("DEFAULT_QUEUE_NAME", "batch"),
+            ("MAX_QUEUED_JOBS", "500"),
+        ]);
+        let c = cfg(&p).expect("valid");
+        assert_eq!(c.limits.default_queue_name.as_deref(), Some("batch"));
+        assert_eq!(c.policy.allowed_queues, vec!["team-a", "batch"]);
+        assert_eq!(c.max_queued_jobs, 500);
+        for (env, needle) in [
+            (
+                [("DEFAULT_QUEUE_NAME", "Batch"), ("ALLOWED_QUEUES", "")],
+                "DEFAULT_QUEUE_NAME=\"Batch\" must be a LocalQueue name",
+            ),
+            (
+                [
+                    ("DEFAULT_QUEUE_NAME", "other"),
+                    ("ALLOWED_QUEUES", "team-a"),
+                ],
+                "DEFAULT_QUEUE_NAME=\"other\" is not one of ALLOWED_QUEUES (team-a)",
+            ),
+            (
+                [("MAX_QUEUED_JOBS", "-1"), ("ALLOWED_QUEUES", "")],
+                "MAX_QUEUED_JOBS",
+            ),
+        ] {
+            let mut p = BASE.to_vec();
+            p.push(("REDIS_ENDPOINT", "x:1"));
+            p.extend(env);
+            let e = cfg(&p).unwrap_err();
+            assert!(e.contains(needle), "{needle} missing from {e}");
+        }
     }
 
     #[test]

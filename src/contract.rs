@@ -25,6 +25,13 @@ pub const RESERVED_LABELS: [&str; 3] = [LABEL_MANAGED_BY, LABEL_APP, LABEL_INSTA
 /// The Job controller's label naming a Pod's Job (and its legacy form).
 pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
 pub const LABEL_JOB_NAME_LEGACY: &str = "job-name";
+/// Kueue's label naming a Job's LocalQueue (`job.queueName`); such a Job is
+/// created suspended and Kueue unsuspends it when it admits it.
+pub const LABEL_KUEUE_QUEUE_NAME: &str = "kueue.x-k8s.io/queue-name";
+/// Kueue's WorkloadPriorityClass of a queued Job (`job.priorityClass` with a queue).
+pub const LABEL_KUEUE_PRIORITY_CLASS: &str = "kueue.x-k8s.io/priority-class";
+/// Longest `terminationMessage` a status 3 carries (and longest `result` read).
+pub const MAX_TERMINATION_MESSAGE_BYTES: usize = 4096;
 
 pub const ANN_MESSAGE_ID: &str = "k8s-job-worker.io/message-id";
 pub const ANN_WEBHOOK_URL: &str = "k8s-job-worker.io/webhook-url";
@@ -211,9 +218,13 @@ impl fmt::Display for ErrorCode {
 pub mod detail {
     use super::*;
 
-    /// 0: `{"jobId", "jobName"}`.
-    pub fn created(job_uid: &str, job_name: &str) -> Value {
-        json!({"jobId": job_uid, "jobName": job_name})
+    /// 0: `{"jobId", "jobName"}`, plus `"queueName"` when the Job was queued.
+    pub fn created(job_uid: &str, job_name: &str, queue_name: Option<&str>) -> Value {
+        let mut v = json!({"jobId": job_uid, "jobName": job_name});
+        if let Some(q) = queue_name {
+            v["queueName"] = json!(q);
+        }
+        v
     }
 
     /// 1: `{"podId", "podName"}`.
@@ -221,9 +232,16 @@ pub mod detail {
         json!({"podId": pod_uid, "podName": pod_name})
     }
 
-    /// 2: `{"duration": <seconds>}`.
-    pub fn complete(duration_secs: u64) -> Value {
-        json!({"duration": duration_secs})
+    /// 2: `{"duration": <seconds>}`, plus `"result"` (the container's
+    /// termination message: its JSON value when it parses as JSON, else the
+    /// string) when the message is not empty.
+    pub fn complete(duration_secs: u64, termination_message: &str) -> Value {
+        let mut v = json!({"duration": duration_secs});
+        if !termination_message.is_empty() {
+            v["result"] = serde_json::from_str::<Value>(termination_message)
+                .unwrap_or_else(|_| Value::String(termination_message.to_string()));
+        }
+        v
     }
 
     /// Adds `"succeeded"` and `"failed"` pod counts (a Job of several pods).
@@ -238,6 +256,41 @@ pub mod detail {
     pub fn error(code: &ErrorCode, message: &str) -> Value {
         json!({"error": {"errorCode": code.as_str(), "message": message}})
     }
+
+    /// How the failed container of a status 3 ended.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct ContainerEnd {
+        pub exit_code: i64,
+        pub reason: String,
+        /// Its termination message (at most MAX_TERMINATION_MESSAGE_BYTES).
+        pub termination_message: String,
+    }
+
+    /// 3: `error` plus the failed container's `exitCode`, `reason` and
+    /// `terminationMessage` (the last only when not empty).
+    pub fn failed(code: &ErrorCode, message: &str, container: Option<&ContainerEnd>) -> Value {
+        let mut v = error(code, message);
+        if let Some(c) = container {
+            v["error"]["exitCode"] = json!(c.exit_code);
+            v["error"]["reason"] = json!(c.reason);
+            if !c.termination_message.is_empty() {
+                v["error"]["terminationMessage"] = json!(c.termination_message);
+            }
+        }
+        v
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The JSON body POSTed to a webhook: `{"id", "status", "detail"}`.
@@ -289,6 +342,60 @@ mod tests {
         assert_eq!(code("DeadlineExceeded"), "DEADLINE_EXCEEDED");
         assert_eq!(code("PodFailurePolicy"), "POD_FAILURE_POLICY");
         assert_eq!(code(""), "JOB_FAILED");
+    }
+
+    #[test]
+    fn details_gain_queue_result_and_container_end() {
+        assert_eq!(
+            detail::created("u", "n", None),
+            json!({"jobId": "u", "jobName": "n"})
+        );
+        assert_eq!(
+            detail::created("u", "n", Some("lq")),
+            json!({"jobId": "u", "jobName": "n", "queueName": "lq"})
+        );
+        assert_eq!(detail::complete(3, ""), json!({"duration": 3}));
+        assert_eq!(
+            detail::complete(3, r#"{"rows": 7}"#),
+            json!({"duration": 3, "result": {"rows": 7}})
+        );
+        assert_eq!(
+            detail::complete(3, "42"),
+            json!({"duration": 3, "result": 42})
+        );
+        assert_eq!(
+            detail::complete(3, "done: 7 rows"),
+            json!({"duration": 3, "result": "done: 7 rows"})
+        );
+        let code = ErrorCode::job_failed("BackoffLimitExceeded");
+        assert_eq!(detail::failed(&code, "m", None), detail::error(&code, "m"));
+        let end = detail::ContainerEnd {
+            exit_code: 3,
+            reason: "Error".into(),
+            termination_message: "Traceback".into(),
+        };
+        assert_eq!(
+            detail::failed(&code, "m", Some(&end)),
+            json!({"error": {"errorCode": "BACKOFF_LIMIT_EXCEEDED", "message": "m",
+                             "exitCode": 3, "reason": "Error", "terminationMessage": "Traceback"}})
+        );
+        let quiet = detail::ContainerEnd {
+            termination_message: String::new(),
+            ..end
+        };
+        assert!(
+            detail::failed(&code, "m", Some(&quiet))["error"]
+                .get("terminationMessage")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate_utf8("abc", 5), "abc");
+        assert_eq!(truncate_utf8("abcdef", 3), "abc");
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("", 0), "");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::metrics;
 use crate::payload;
 use crate::queue::{Handle, Queue, QueueError, Received};
 use crate::render::{self, RenderConfig};
-use crate::tracker::{LiveJobs, TrackerMsg};
+use crate::tracker::{LiveJobs, Slot, TrackerMsg};
 use crate::webhook_guard::WebhookUrl;
 
 /// Everything intake needs; built by `worker.rs`.
@@ -259,7 +259,7 @@ impl Intake {
             Ok(created) => {
                 log::info!("message {} job {key}: created", msg.id);
                 metrics::inc(metrics::JOBS_CREATED, &[]);
-                self.live.insert(&key);
+                self.live.insert(&key, Slot::of_job(&created));
                 payload::fault_exit_after_job_create();
                 self.job_ready(m, &msg, created, &key, pending, next_token)
             }

@@ -39,6 +39,9 @@ pub struct Limits {
     pub active_deadline_max: i64,
     /// Largest accepted body in bytes (default 256 KiB).
     pub max_message_bytes: usize,
+    /// DEFAULT_QUEUE_NAME: the Kueue LocalQueue of a message without its own
+    /// `job.queueName` (default none: such a message is not queued).
+    pub default_queue_name: Option<String>,
 }
 
 impl Default for Limits {
@@ -46,6 +49,7 @@ impl Default for Limits {
         Limits {
             active_deadline_max: 86_400,
             max_message_bytes: 256 * 1024,
+            default_queue_name: None,
         }
     }
 }
@@ -186,6 +190,9 @@ pub struct JobSpec {
     pub completion_mode: Option<CompletionMode>,
     /// `job.imagePullSecrets`: Secret names in the Job's namespace.
     pub image_pull_secrets: Vec<String>,
+    /// `job.queueName` (or DEFAULT_QUEUE_NAME): the Kueue LocalQueue; the Job
+    /// is then created suspended with label `kueue.x-k8s.io/queue-name`.
+    pub queue_name: Option<String>,
 }
 
 /// A validated message.
@@ -393,6 +400,16 @@ impl Walker {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// A problem was already reported for `field` or a field under it.
+    fn has_problem(&self, field: &str) -> bool {
+        self.problems.iter().any(|p| {
+            p.field == field
+                || p.field
+                    .strip_prefix(field)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
     }
 
     fn check(&mut self, field: &str, result: Result<(), String>) -> bool {
@@ -654,6 +671,7 @@ impl Walker {
                 "parallelism",
                 "completionMode",
                 "imagePullSecrets",
+                "queueName",
             ],
         );
 
@@ -790,6 +808,32 @@ impl Walker {
             );
         }
         let image_pull_secrets = self.image_pull_secrets(obj.get("imagePullSecrets"));
+        let own_queue = self
+            .opt_string(obj.get("queueName"), "job.queueName")
+            .filter(|q| self.check("job.queueName", dns_label(q, 63)));
+        let queue_name = match (&own_queue, &limits.default_queue_name) {
+            (Some(q), _) => Some(q.clone()),
+            // A queueName that was refused is not replaced by the default.
+            (None, Some(d)) if !self.has_problem("job.queueName") => Some(d.clone()),
+            (None, _) => None,
+        };
+        // Kueue admits a Job by its containers' requests (limits stand in for
+        // missing requests): a queued Job must say what it needs.
+        if let Some(q) = &queue_name
+            && resources == Resources::default()
+            && gpus.is_none()
+            && !self.has_problem("job.resources")
+        {
+            let why = if own_queue.is_some() {
+                "job.queueName is set".to_string()
+            } else {
+                format!("DEFAULT_QUEUE_NAME queues this Job in {q:?}")
+            };
+            self.add(
+                "job.resources",
+                format!("requests or limits (cpu or memory) are required for a queued Job ({why})"),
+            );
+        }
 
         Some(JobSpec {
             prefix_name: prefix_name?,
@@ -815,6 +859,7 @@ impl Walker {
             parallelism,
             completion_mode,
             image_pull_secrets,
+            queue_name,
         })
     }
 
@@ -1925,6 +1970,52 @@ mod tests {
                 |v| set(v, "", "webhook", json!("http://x")),
                 "webhook",
             ),
+            (
+                "queueName as number",
+                |v| set(v, "/job", "queueName", json!(7)),
+                "job.queueName",
+            ),
+            (
+                "queueName upper case",
+                |v| set(v, "/job", "queueName", json!("Team-A")),
+                "job.queueName",
+            ),
+            (
+                "queueName with a dot",
+                |v| set(v, "/job", "queueName", json!("team.a")),
+                "job.queueName",
+            ),
+            (
+                "queueName too long",
+                |v| set(v, "/job", "queueName", json!("q".repeat(64))),
+                "job.queueName",
+            ),
+            (
+                "queueName leading dash",
+                |v| set(v, "/job", "queueName", json!("-q")),
+                "job.queueName",
+            ),
+            (
+                "queued without resources",
+                |v| {
+                    set(v, "/job", "queueName", json!("team-a"));
+                    remove(v, "/job", "resources");
+                },
+                "job.resources",
+            ),
+            (
+                "queued with empty resources",
+                |v| {
+                    set(v, "/job", "queueName", json!("team-a"));
+                    set(
+                        v,
+                        "/job",
+                        "resources",
+                        json!({"limits": {}, "requests": null}),
+                    );
+                },
+                "job.resources",
+            ),
         ];
         for (what, mutate, field) in cases {
             let mut v = base();
@@ -2337,6 +2428,64 @@ mod tests {
         );
         let r = parse(v.to_string().as_bytes(), &big).expect_err("too big");
         assert!(!format!("{r} {r:?}").contains(canary));
+    }
+
+    #[test]
+    fn queue_names_and_the_default_queue() {
+        let queued = |v: &Value, default: Option<&str>| {
+            let limits = Limits {
+                default_queue_name: default.map(str::to_string),
+                ..Limits::default()
+            };
+            parse(v.to_string().as_bytes(), &limits).map(|m| m.job.queue_name)
+        };
+        let mut v = base();
+        // Not queued: no queueName, no default.
+        assert_eq!(queued(&v, None), Ok(None));
+        // The default queue applies to a message without its own.
+        assert_eq!(queued(&v, Some("batch")), Ok(Some("batch".into())));
+        set(&mut v, "/job", "queueName", json!("team-a"));
+        assert_eq!(queued(&v, None), Ok(Some("team-a".into())));
+        assert_eq!(queued(&v, Some("batch")), Ok(Some("team-a".into())));
+        // null and "" mean absent.
+        set(&mut v, "/job", "queueName", json!(""));
+        assert_eq!(queued(&v, None), Ok(None));
+        set(&mut v, "/job", "queueName", Value::Null);
+        assert_eq!(queued(&v, Some("batch")), Ok(Some("batch".into())));
+        // A 63-character label is fine.
+        set(&mut v, "/job", "queueName", json!("q".repeat(63)));
+        assert_eq!(queued(&v, None), Ok(Some("q".repeat(63))));
+        // Limits alone, requests alone, or GPUs alone are enough for Kueue.
+        for resources in [
+            json!({"limits": {"cpu": "1"}}),
+            json!({"requests": {"memory": "64Mi"}}),
+        ] {
+            set(&mut v, "/job", "resources", resources);
+            assert!(queued(&v, None).is_ok());
+        }
+        remove(&mut v, "/job", "resources");
+        set(&mut v, "/job", "gpuEnable", json!(true));
+        assert!(queued(&v, None).is_ok());
+        set(&mut v, "/job", "gpuEnable", json!(false));
+        let r = queued(&v, None).expect_err("queued without resources");
+        assert_eq!(
+            r.to_string(),
+            "invalid message: job.resources: requests or limits (cpu or memory) are required for a queued Job (job.queueName is set)"
+        );
+        // Through the default queue, the message says which queue.
+        remove(&mut v, "/job", "queueName");
+        let r = queued(&v, Some("batch")).expect_err("default-queued without resources");
+        assert_eq!(
+            r.to_string(),
+            "invalid message: job.resources: requests or limits (cpu or memory) are required for a queued Job (DEFAULT_QUEUE_NAME queues this Job in \"batch\")"
+        );
+        // An unqueued message still needs no resources.
+        assert_eq!(queued(&v, None), Ok(None));
+        // A refused queueName is reported once, not replaced by the default.
+        set(&mut v, "/job", "queueName", json!("Bad"));
+        let r = queued(&v, Some("batch")).expect_err("bad queueName");
+        let fields: Vec<&str> = r.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["job.queueName"]);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | `ALLOWED_PRIORITY_CLASSES` | none | comma list of priority class names a message may ask for (`job.priorityClass`); `*` = any. None by default: a priority can preempt other people's work |
 //! | `ALLOWED_IMAGE_PULL_SECRETS` | none | comma list of Secret names a message may use as `job.imagePullSecrets`; `*` = any |
 //! | `MAX_JOB_PARALLELISM` | `32` | largest `job.parallelism` (pods run at once; Kubernetes defaults it to 1) |
+//! | `ALLOWED_QUEUES` | empty = any | comma list of Kueue LocalQueue names a message may name in `job.queueName` (or get from DEFAULT_QUEUE_NAME); `*` = any. A message that is not queued is not affected |
 //!
 //! A message without ttlSecondsAfterFinished, resources or GPUs is not affected
 //! by the corresponding bounds (except the CPU/memory limit requirement above).
@@ -84,6 +85,8 @@ pub struct Policy {
     pub allowed_image_pull_secrets: Vec<String>,
     /// MAX_JOB_PARALLELISM.
     pub max_job_parallelism: i64,
+    /// ALLOWED_QUEUES. Empty or `*` = any queue.
+    pub allowed_queues: Vec<String>,
 }
 
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -111,6 +114,7 @@ impl Default for Policy {
             allowed_priority_classes: Vec::new(),
             allowed_image_pull_secrets: Vec::new(),
             max_job_parallelism: DEFAULT_MAX_JOB_PARALLELISM,
+            allowed_queues: Vec::new(),
         }
     }
 }
@@ -162,8 +166,16 @@ impl Policy {
             allowed_pvcs: r.list("ALLOWED_PVCS", &[]),
             allowed_priority_classes: r.list("ALLOWED_PRIORITY_CLASSES", &[]),
             allowed_image_pull_secrets: r.list("ALLOWED_IMAGE_PULL_SECRETS", &[]),
+            allowed_queues: r.list("ALLOWED_QUEUES", &[]),
             ..Policy::default()
         };
+        for q in &p.allowed_queues {
+            if q != "*" && !is_dns_label(q) {
+                r.error(format!(
+                    "ALLOWED_QUEUES entry {q:?} must be a LocalQueue name (a DNS-1123 label) or *"
+                ));
+            }
+        }
         for e in &mut p.allowed_env_refs {
             match e.split_once('/') {
                 Some((kind, name))
@@ -407,8 +419,28 @@ impl Policy {
                 });
             }
         }
+        if let Some(q) = &job.queue_name
+            && !self.allowed_queues.is_empty()
+            && !in_list(&self.allowed_queues, q)
+        {
+            return Err(Denied {
+                rule: "ALLOWED_QUEUES",
+                field: "job.queueName".into(),
+                message: format!("{q:?} is not one of {}", self.allowed_queues.join(",")),
+            });
+        }
         Ok(())
     }
+}
+
+/// A DNS-1123 label: 1..=63 of `a-z0-9-`, alphanumeric at both ends.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// `*` in the list allows anything.
@@ -975,6 +1007,28 @@ mod tests {
     }
 
     #[test]
+    fn queues() {
+        let queued = json!({ "queueName": "team-a", "resources": { "requests": { "cpu": "1" } } });
+        run(vec![
+            // Default: any queue.
+            (&[], queued.clone(), None),
+            (&[("ALLOWED_QUEUES", "team-a,team-b")], queued.clone(), None),
+            (&[("ALLOWED_QUEUES", "*")], queued.clone(), None),
+            (
+                &[("ALLOWED_QUEUES", "team-b")],
+                queued.clone(),
+                Some("ALLOWED_QUEUES: job.queueName \"team-a\" is not one of team-b"),
+            ),
+            // A message that is not queued is not affected.
+            (&[("ALLOWED_QUEUES", "team-b")], json!({}), None),
+        ]);
+        assert!(is_dns_label("a") && is_dns_label(&"q".repeat(63)));
+        for bad in ["", "A", "a.b", "-a", "a-", "a_b", &"q".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn invalid_settings_are_all_reported() {
         let m: HashMap<&str, &str> = [
             ("ALLOWED_ENV_REFS", "configmap/a,volume/b,secret/"),
@@ -985,6 +1039,7 @@ mod tests {
             ("MAX_ENV_ENTRIES", "x"),
             ("MIN_TTL_SECONDS_AFTER_FINISHED", "100"),
             ("MAX_TTL_SECONDS_AFTER_FINISHED", "50"),
+            ("ALLOWED_QUEUES", "ok,Not_A_Label"),
         ]
         .into_iter()
         .collect();
@@ -999,9 +1054,10 @@ mod tests {
             "MAX_JOB_GPUS=\"-1\"",
             "MAX_ENV_ENTRIES=\"x\"",
             "MIN_TTL_SECONDS_AFTER_FINISHED (100) must not exceed",
+            "ALLOWED_QUEUES entry \"Not_A_Label\"",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
-        assert_eq!(errors.len(), 8, "{text}");
+        assert_eq!(errors.len(), 9, "{text}");
     }
 }

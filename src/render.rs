@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::contract::{
     ANN_MESSAGE_ID, ANN_WEBHOOK_URL, ENV_MESSAGE_ID, ENV_PAYLOAD, FINALIZER, LABEL_APP,
-    LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, PAYLOAD_DIR, PAYLOAD_KEY, job_name, payload_path,
+    LABEL_INSTANCE, LABEL_KUEUE_PRIORITY_CLASS, LABEL_KUEUE_QUEUE_NAME, LABEL_MANAGED_BY, MANAGER,
+    PAYLOAD_DIR, PAYLOAD_KEY, job_name, payload_path,
 };
 use crate::message::{EnvRefKind, FailureAction, Message, PodFailureRule, ResourceList};
 
@@ -88,6 +89,16 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
 
     let labels = labels(msg, cfg);
 
+    let mut job_labels = labels.clone();
+    if let Some(q) = &job.queue_name {
+        job_labels.insert(LABEL_KUEUE_QUEUE_NAME.into(), q.clone().into());
+        // Queued: the priority is Kueue's WorkloadPriorityClass (it orders
+        // admission and preemption), not the pod's PriorityClass.
+        if let Some(pc) = &job.priority_class {
+            job_labels.insert(LABEL_KUEUE_PRIORITY_CLASS.into(), pc.clone().into());
+        }
+    }
+
     let mut annotations = Map::new();
     annotations.insert(ANN_MESSAGE_ID.into(), msg.id.clone().into());
     if let Some(url) = &msg.webhook_url {
@@ -164,6 +175,12 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     if !mounts.is_empty() {
         container.insert("volumeMounts".into(), mounts.into());
     }
+    // The log tail stands in for an empty termination message of a failed
+    // container; either comes back as `result` (2) or `terminationMessage` (3).
+    container.insert(
+        "terminationMessagePolicy".into(),
+        "FallbackToLogsOnError".into(),
+    );
     container.insert(
         "securityContext".into(),
         json!({
@@ -186,7 +203,7 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
         }
     }
     pod_spec.insert("containers".into(), json!([container]));
-    if let Some(pc) = &job.priority_class {
+    if let (Some(pc), None) = (&job.priority_class, &job.queue_name) {
         pod_spec.insert("priorityClassName".into(), pc.clone().into());
     }
     if !job.image_pull_secrets.is_empty() {
@@ -237,6 +254,10 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     }
 
     let mut spec = Map::new();
+    if job.queue_name.is_some() {
+        // Kueue unsuspends the Job when it admits it.
+        spec.insert("suspend".into(), true.into());
+    }
     let per_index = job
         .pod_failure_policy
         .iter()
@@ -279,7 +300,7 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
         "metadata": {
             "name": job_name(&job.prefix_name, &msg.id),
             "namespace": job.namespace,
-            "labels": labels,
+            "labels": job_labels,
             "annotations": annotations,
             // Holds the finished Job (past its TTL) until its terminal callback is settled.
             "finalizers": [FINALIZER],
@@ -403,6 +424,68 @@ mod tests {
         assert_eq!(pod["containers"][0]["resources"], json!({}));
         assert!(pod.get("nodeSelector").is_none());
         assert!(pod.get("tolerations").is_none());
+    }
+
+    #[test]
+    fn a_priority_becomes_kueues_label_when_queued_and_the_pods_class_otherwise() {
+        let parse = |queue: Option<&str>| {
+            let mut v = json!({"id": "p-1", "job": {"prefixName": "p", "image": "busybox",
+                "priorityClass": "high", "resources": {"requests": {"cpu": "1"}}}});
+            if let Some(q) = queue {
+                v["job"]["queueName"] = json!(q);
+            }
+            crate::message::parse(v.to_string().as_bytes(), &crate::message::Limits::default())
+                .expect("valid")
+        };
+        let queued = render(&parse(Some("team-a")), &crate::config::default_render());
+        assert_eq!(
+            queued["metadata"]["labels"][LABEL_KUEUE_PRIORITY_CLASS],
+            "high"
+        );
+        assert!(
+            queued["spec"]["template"]["spec"]
+                .get("priorityClassName")
+                .is_none()
+        );
+        let plain = render(&parse(None), &crate::config::default_render());
+        assert_eq!(
+            plain["spec"]["template"]["spec"]["priorityClassName"],
+            "high"
+        );
+        assert!(
+            plain["metadata"]["labels"]
+                .get(LABEL_KUEUE_PRIORITY_CLASS)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_queued_job_is_labelled_and_suspended() {
+        let m = msg(json!({ "id": "q", "job": {
+            "prefixName": "q", "image": "i", "queueName": "team-a",
+            "resources": { "requests": { "cpu": "1" } }
+        } }));
+        let job = render(&m, &default_render());
+        assert_eq!(job["metadata"]["labels"][LABEL_KUEUE_QUEUE_NAME], "team-a");
+        assert_eq!(job["spec"]["suspend"], true);
+        // Only the Job is labelled: Kueue reads the Job, not its pods.
+        assert!(
+            job["spec"]["template"]["metadata"]["labels"]
+                .get(LABEL_KUEUE_QUEUE_NAME)
+                .is_none()
+        );
+        let plain = msg(json!({ "id": "p", "job": { "prefixName": "p", "image": "i" } }));
+        let job = render(&plain, &default_render());
+        assert!(
+            job["metadata"]["labels"]
+                .get(LABEL_KUEUE_QUEUE_NAME)
+                .is_none()
+        );
+        assert!(job["spec"].get("suspend").is_none());
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"],
+            "FallbackToLogsOnError"
+        );
     }
 
     #[test]

@@ -237,7 +237,7 @@ impl Leading {
             beats.push(hb.clone());
             hb
         };
-        let live = Arc::new(LiveJobs::default());
+        let live = Arc::new(LiveJobs::new(cfg.max_queued_jobs));
         let board: Board = Arc::new(Mutex::new(HashMap::new()));
         let (cb_tx, cb_rx) = unbounded::<CallbackMsg>();
         let (tr_tx, tr_rx) = unbounded::<TrackerMsg>();

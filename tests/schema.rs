@@ -758,6 +758,30 @@ fn invalid_table() -> Vec<(&'static str, Value, &'static str)> {
             with("/webhook", "url", json!(5)),
             "webhook.url",
         ),
+        // Kueue (issue 9 §1).
+        (
+            "queueName with capitals",
+            with("/job", "queueName", json!("Team-A")),
+            "job.queueName",
+        ),
+        (
+            "queueName a number",
+            with("/job", "queueName", json!(7)),
+            "job.queueName",
+        ),
+        (
+            "queueName 64 chars",
+            with("/job", "queueName", json!(long(64))),
+            "job.queueName",
+        ),
+        (
+            "queued without resources",
+            edit(&[
+                ("/job", "queueName", Some(json!("team-a"))),
+                ("/job", "resources", None),
+            ]),
+            "job.resources",
+        ),
         // Job spec fields (issue 9 §4).
         (
             "priorityClass with capitals",
@@ -885,6 +909,13 @@ fn valid_table() -> Vec<(&'static str, Value)> {
     let long = |n: usize| "a".repeat(n);
     vec![
         ("the seed example", base()),
+        (
+            "queued with a cpu request",
+            edit(&[
+                ("/job", "queueName", Some(json!("team-a"))),
+                ("/job", "resources", Some(json!({"requests": {"cpu": "1"}}))),
+            ]),
+        ),
         (
             "every Job spec field",
             edit(&[

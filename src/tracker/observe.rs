@@ -9,9 +9,11 @@ use serde_json::Value;
 
 use crate::webhook_guard::WebhookUrl;
 
+use crate::contract::detail::ContainerEnd;
 use crate::contract::{
     ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, LABEL_JOB_NAME,
-    LABEL_JOB_NAME_LEGACY, Status, annotation_pointer,
+    LABEL_JOB_NAME_LEGACY, LABEL_KUEUE_QUEUE_NAME, MAX_TERMINATION_MESSAGE_BYTES, Status,
+    annotation_pointer, truncate_utf8,
 };
 
 pub(super) fn job_key(ns: &str, name: &str) -> String {
@@ -38,6 +40,17 @@ pub(super) enum Terminal {
     },
 }
 
+/// Whether a Job may run, from `spec.suspend` and its `Suspended` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// `spec.suspend` is true: waiting (e.g. in a Kueue queue), never stuck.
+    Suspended,
+    /// May run since `since`: when its `Suspended` condition last turned
+    /// False, or its creation if it never was suspended. `None`: it was just
+    /// unsuspended and the Job controller has not updated the condition yet.
+    Resumed { since: Option<SystemTime> },
+}
+
 /// What one copy of a Job object says.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct JobObject {
@@ -58,6 +71,34 @@ pub(super) struct JobObject {
     pub creation_timestamp: Option<String>,
     pub created: Option<SystemTime>,
     pub terminal: Option<Terminal>,
+    /// Its Kueue LocalQueue (label `kueue.x-k8s.io/queue-name`).
+    pub queue_name: Option<String>,
+    pub admission: Admission,
+}
+
+/// `spec.suspend` is true.
+pub(super) fn suspended(job: &Value) -> bool {
+    job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true)
+}
+
+fn admission(job: &Value, created: Option<SystemTime>) -> Admission {
+    if suspended(job) {
+        return Admission::Suspended;
+    }
+    let cond = job
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| s(c, "/type") == Some("Suspended")));
+    match cond {
+        None => Admission::Resumed { since: created },
+        Some(c) if s(c, "/status") == Some("False") => Admission::Resumed {
+            since: s(c, "/lastTransitionTime")
+                .and_then(crate::clock::parse_rfc3339)
+                .or(created),
+        },
+        // Still `Suspended: True` although spec.suspend is false: resumed just now.
+        Some(_) => Admission::Resumed { since: None },
+    }
 }
 
 /// `None` for an object without namespace, name or our message-id annotation.
@@ -66,6 +107,7 @@ pub(super) fn job_object(job: &Value) -> Option<JobObject> {
     let name = s(job, "/metadata/name")?;
     let id = s(job, &annotation_pointer(ANN_MESSAGE_ID))?;
     let creation_timestamp = s(job, "/metadata/creationTimestamp");
+    let created = creation_timestamp.and_then(crate::clock::parse_rfc3339);
     Some(JobObject {
         key: job_key(namespace, name),
         namespace: namespace.to_string(),
@@ -85,8 +127,14 @@ pub(super) fn job_object(job: &Value) -> Option<JobObject> {
             .and_then(Value::as_array)
             .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(FINALIZER))),
         creation_timestamp: creation_timestamp.map(str::to_string),
-        created: creation_timestamp.and_then(crate::clock::parse_rfc3339),
+        created,
         terminal: job_terminal(job),
+        queue_name: job
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(LABEL_KUEUE_QUEUE_NAME))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        admission: admission(job, created),
     })
 }
 
@@ -154,8 +202,12 @@ pub(super) struct PodInfo {
     pub name: String,
     pub started: bool,
     pub waiting: Option<String>,
-    /// (exit code, reason) of the last terminated container that failed.
-    pub failed_container: Option<(i64, String)>,
+    /// The last terminated container that failed (termination message cut
+    /// to MAX_TERMINATION_MESSAGE_BYTES).
+    pub failed_container: Option<ContainerEnd>,
+    /// The termination message of a container that exited 0 (payload-like
+    /// data: never logged). `Some("")` when it ended with none.
+    pub result: Option<String>,
 }
 
 /// `reason` or `reason: message`.
@@ -187,9 +239,19 @@ pub(super) fn pod_info(pod: &Value) -> PodInfo {
         if let Some(t) = cs.pointer("/state/terminated") {
             info.started = true;
             let code = t.get("exitCode").and_then(Value::as_i64).unwrap_or(0);
+            let message = truncate_utf8(
+                s(t, "/message").unwrap_or(""),
+                MAX_TERMINATION_MESSAGE_BYTES,
+            )
+            .to_string();
             if code != 0 {
-                info.failed_container =
-                    Some((code, s(t, "/reason").unwrap_or("Error").to_string()));
+                info.failed_container = Some(ContainerEnd {
+                    exit_code: code,
+                    reason: s(t, "/reason").unwrap_or("Error").to_string(),
+                    termination_message: message,
+                });
+            } else {
+                info.result = Some(message);
             }
         }
         if let Some(w) = cs.pointer("/state/waiting") {

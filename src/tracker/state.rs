@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use super::board::{self, Board, JobView, LiveJobs};
+use super::board::{self, Board, JobView, LiveJobs, Slot};
 use super::observe::{self, JobObject, PodInfo, Terminal};
 use crate::contract::{ErrorCode, Status, detail};
 use crate::kube::watch::Event;
@@ -63,8 +63,8 @@ pub(super) const POD_INFO_GRACE: Duration = Duration::from_secs(3);
 /// Where a Job is in its callback sequence. Stages only move forward, in
 /// declaration order; a stage is reached when its status is queued in this
 /// worker's lifetime or found recorded in the Job's `delivered` annotation.
-/// (A Job waiting for admission, e.g. suspended by a queueing controller,
-/// would be a new stage between `Created` and `Running`.)
+/// Whether the Job may run is a separate fact (`Admission`), since Kueue can
+/// suspend it again at any stage (eviction, preemption) without moving it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// Nothing sent yet: status 0 is owed.
@@ -112,6 +112,45 @@ impl Stage {
     }
 }
 
+/// Whether a Job may run: the fact beside its `Stage`. A waiting Job is never
+/// stuck (no POD_START_TIMEOUT) and counts against MAX_QUEUED_JOBS, not
+/// MAX_CONCURRENT_JOBS; Kueue moves a Job back and forth between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Suspended (`spec.suspend`): waiting in its queue for admission.
+    Waiting,
+    /// Unsuspended since `since` (last resume, or creation if never suspended);
+    /// POD_START_TIMEOUT counts from there.
+    Admitted { since: SystemTime },
+}
+
+impl Admission {
+    /// The fact after a Job object says `seen`, at wall-clock `wall`.
+    fn after(self, seen: observe::Admission, wall: SystemTime) -> Admission {
+        match (seen, self) {
+            (observe::Admission::Suspended, _) => Admission::Waiting,
+            (observe::Admission::Resumed { since: Some(since) }, _) => {
+                Admission::Admitted { since }
+            }
+            // Resumed, but its condition is not updated yet: keep what we know,
+            // or count from now.
+            (observe::Admission::Resumed { since: None }, Admission::Admitted { since }) => {
+                Admission::Admitted { since }
+            }
+            (observe::Admission::Resumed { since: None }, Admission::Waiting) => {
+                Admission::Admitted { since: wall }
+            }
+        }
+    }
+
+    fn slot(self) -> Slot {
+        match self {
+            Admission::Waiting => Slot::Queued,
+            Admission::Admitted { .. } => Slot::Admitted,
+        }
+    }
+}
+
 /// How the Jobs watch has seen a Job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Listing {
@@ -140,6 +179,9 @@ struct Tracked {
     webhook: Option<WebhookUrl>,
     created: Option<SystemTime>,
     stage: Stage,
+    admission: Admission,
+    /// Its Kueue LocalQueue, when it was queued.
+    queue_name: Option<String>,
     ending: Option<Ending>,
     /// The Job has a deletionTimestamp (held by our finalizer).
     deleting: bool,
@@ -182,7 +224,7 @@ impl Tracker {
         let mut out = Vec::new();
         match msg {
             TrackerMsg::Created { job, received_at } => {
-                if let Some(key) = self.upsert_job(&job, now) {
+                if let Some(key) = self.upsert_job(&job, now, wall) {
                     if let Some(t) = self.jobs.get_mut(&key)
                         && !t.latency_observed
                     {
@@ -209,7 +251,7 @@ impl Tracker {
                 board::show(&self.board, id, view);
             }
             TrackerMsg::Jobs(Event::Applied(job)) => {
-                if let Some(key) = self.upsert_job(&job, now) {
+                if let Some(key) = self.upsert_job(&job, now, wall) {
                     self.mark_watched(&key);
                     self.advance(&key, now, wall, &mut out);
                 }
@@ -217,7 +259,7 @@ impl Tracker {
             TrackerMsg::Jobs(Event::Deleted(job)) => {
                 let key = observe::job_object_key(&job);
                 // A deleted Job's final state may carry its terminal condition.
-                if self.upsert_job(&job, now).is_some() {
+                if self.upsert_job(&job, now, wall).is_some() {
                     self.advance(&key, now, wall, &mut out);
                 }
                 self.job_gone(&key, wall, &mut out);
@@ -225,7 +267,7 @@ impl Tracker {
             TrackerMsg::Jobs(Event::Restarted(list)) => {
                 let mut present = HashSet::new();
                 for job in &list {
-                    if let Some(key) = self.upsert_job(job, now) {
+                    if let Some(key) = self.upsert_job(job, now, wall) {
                         present.insert(key.clone());
                         self.mark_watched(&key);
                         self.advance(&key, now, wall, &mut out);
@@ -292,6 +334,11 @@ impl Tracker {
         out
     }
 
+    #[cfg(test)]
+    pub(super) fn board_for_tests(&self) -> std::collections::HashMap<String, JobView> {
+        self.board.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
     fn mark_watched(&mut self, key: &str) {
         if let Some(t) = self.jobs.get_mut(key) {
             t.listing = Listing::Watched;
@@ -303,20 +350,30 @@ impl Tracker {
         let info = observe::pod_info(pod);
         let entry = self.pods.entry(key.clone()).or_default();
         // The first pod that started is the one reported in status 1; later pods
-        // (retries) only add failure details.
+        // (retries, or a pod after Kueue re-admitted the Job) only add how they
+        // ended: a failure, or the result of the one that succeeded.
         if entry.uid.is_empty() || (!entry.started && info.started) || entry.uid == info.uid {
-            let keep_failure = entry.failed_container.clone();
+            let keep_failure = entry.failed_container.take();
+            let keep_result = entry.result.take();
             *entry = info;
             if entry.failed_container.is_none() {
                 entry.failed_container = keep_failure;
             }
-        } else if info.failed_container.is_some() {
-            entry.failed_container = info.failed_container;
+            if entry.result.is_none() {
+                entry.result = keep_result;
+            }
+        } else {
+            if info.failed_container.is_some() {
+                entry.failed_container = info.failed_container;
+            }
+            if info.result.is_some() {
+                entry.result = info.result;
+            }
         }
         Some(key)
     }
 
-    fn upsert_job(&mut self, job: &Value, now: Instant) -> Option<String> {
+    fn upsert_job(&mut self, job: &Value, now: Instant, wall: SystemTime) -> Option<String> {
         let JobObject {
             key,
             namespace,
@@ -330,6 +387,8 @@ impl Tracker {
             creation_timestamp,
             created,
             terminal,
+            queue_name,
+            admission,
         } = observe::job_object(job)?;
         let t = self.jobs.entry(key.clone()).or_insert_with(|| Tracked {
             view: JobView {
@@ -345,6 +404,8 @@ impl Tracker {
             webhook: None,
             created: None,
             stage: Stage::New,
+            admission: Admission::Waiting,
+            queue_name: None,
             ending: None,
             deleting: false,
             held: false,
@@ -358,6 +419,16 @@ impl Tracker {
         t.deleting = deleting;
         t.held = held;
         t.created = created.or(t.created);
+        t.admission = t.admission.after(admission, wall);
+        if queue_name.is_some() {
+            t.queue_name = queue_name;
+        }
+        t.view.queue_name = t.queue_name.clone();
+        t.view.admission = match (t.admission, &t.queue_name) {
+            (Admission::Waiting, _) => Some("queued"),
+            (Admission::Admitted { .. }, Some(_)) => Some("admitted"),
+            (Admission::Admitted { .. }, None) => None,
+        };
         if t.view.created_at.is_none() {
             t.view.created_at = creation_timestamp;
         }
@@ -372,7 +443,7 @@ impl Tracker {
             });
         }
         if !t.stage.is_done() {
-            self.live.insert(&key);
+            self.live.insert(&key, t.admission.slot());
         }
         Some(key)
     }
@@ -450,7 +521,7 @@ impl Tracker {
             return;
         }
         if t.stage == Stage::New {
-            let detail = detail::created(&t.uid, &t.name);
+            let detail = detail::created(&t.uid, &t.name, t.queue_name.as_deref());
             Self::emit(t, Status::Created, detail, wall, out);
         }
         let pod_started = pod.as_ref().is_some_and(|p| p.started);
@@ -465,7 +536,10 @@ impl Tracker {
             let need_pod = t.stage == Stage::Created;
             let need_failure = matches!(term, Terminal::Failed { .. })
                 && pod.as_ref().is_none_or(|p| p.failed_container.is_none());
-            if (need_pod || need_failure) && waited < POD_INFO_GRACE {
+            // Status 2 carries the termination message of the pod that succeeded.
+            let need_result = matches!(term, Terminal::Complete { .. })
+                && pod.as_ref().is_none_or(|p| p.result.is_none());
+            if (need_pod || need_failure || need_result) && waited < POD_INFO_GRACE {
                 if !ending.fetched_pods {
                     ending.fetched_pods = true;
                     out.push(Action::FetchPods {
@@ -488,7 +562,8 @@ impl Tracker {
                         &[("result", "complete")],
                         duration as f64,
                     );
-                    let mut detail = detail::complete(duration);
+                    let result = pod.as_ref().and_then(|p| p.result.as_deref());
+                    let mut detail = detail::complete(duration, result.unwrap_or(""));
                     if let Some(counts) = pods {
                         detail::add_pod_counts(&mut detail, counts);
                     }
@@ -513,11 +588,14 @@ impl Tracker {
                     } else {
                         message.clone()
                     };
-                    if let Some((code, why)) = pod.as_ref().and_then(|p| p.failed_container.clone())
-                    {
-                        text.push_str(&format!("; container exited with code {code} ({why})"));
+                    let failed = pod.as_ref().and_then(|p| p.failed_container.as_ref());
+                    if let Some(c) = failed {
+                        text.push_str(&format!(
+                            "; container exited with code {} ({})",
+                            c.exit_code, c.reason
+                        ));
                     }
-                    let mut detail = detail::error(&ErrorCode::job_failed(&reason), &text);
+                    let mut detail = detail::failed(&ErrorCode::job_failed(&reason), &text, failed);
                     if let Some(counts) = pods {
                         // Several pods: say which one failed, and how many did.
                         if let Some(p) = pod.as_ref().filter(|p| p.failed_container.is_some()) {
@@ -541,12 +619,13 @@ impl Tracker {
             self.publish(key);
             return;
         }
-        // Pod start timeout: no pod has started since the Job was created.
-        if t.stage == Stage::Created && !pod_started {
-            let age = t
-                .created
-                .and_then(|c| wall.duration_since(c).ok())
-                .unwrap_or_default();
+        // Pod start timeout: no pod has started since the Job was created, or
+        // last admitted. A suspended Job is waiting in its queue, never stuck.
+        if let (Stage::Created, false, Admission::Admitted { since }) =
+            (t.stage, pod_started, t.admission)
+        {
+            let from = t.created.map_or(since, |c| c.max(since));
+            let age = wall.duration_since(from).unwrap_or_default();
             if age >= timeout {
                 let why = pod
                     .as_ref()

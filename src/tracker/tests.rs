@@ -405,9 +405,284 @@ fn a_settled_job_still_held_is_released_once() {
 fn live_jobs_wait_for_room() {
     let l = LiveJobs::default();
     assert_eq!(l.wait_for_room(0, Duration::ZERO), usize::MAX);
-    l.insert("a");
-    l.insert("b");
+    l.insert("a", Slot::Admitted);
+    l.insert("b", Slot::Admitted);
     assert_eq!(l.wait_for_room(2, Duration::from_millis(10)), 0);
     l.remove("a");
     assert_eq!(l.wait_for_room(2, Duration::ZERO), 1);
+}
+
+#[test]
+fn queued_jobs_count_against_max_queued_jobs_only() {
+    let l = LiveJobs::new(2);
+    l.insert("a", Slot::Admitted);
+    l.insert("q1", Slot::Queued);
+    assert_eq!(l.counts(), (1, 1));
+    // Suspended Jobs do not count against MAX_CONCURRENT_JOBS.
+    assert_eq!(l.wait_for_room(2, Duration::ZERO), 1);
+    assert_eq!(l.wait_for_room(0, Duration::ZERO), 1);
+    l.insert("q2", Slot::Queued);
+    assert_eq!(l.wait_for_room(0, Duration::from_millis(10)), 0);
+    // Kueue admits q1: one queued slot frees, one admitted slot is taken.
+    l.insert("q1", Slot::Admitted);
+    assert_eq!(l.counts(), (2, 1));
+    assert_eq!(l.wait_for_room(3, Duration::ZERO), 1);
+    assert_eq!(l.wait_for_room(2, Duration::from_millis(10)), 0);
+    // Evicted and re-queued: back to the queued bound.
+    l.insert("q1", Slot::Queued);
+    assert_eq!(l.wait_for_room(0, Duration::from_millis(10)), 0);
+    l.remove("q2");
+    assert_eq!(l.wait_for_room(0, Duration::ZERO), 1);
+    // Unlimited by default.
+    let u = LiveJobs::default();
+    u.insert("q", Slot::Queued);
+    assert_eq!(u.wait_for_room(0, Duration::ZERO), usize::MAX);
+    assert_eq!(u.wait_for_room(1, Duration::ZERO), 1);
+}
+
+/// Job `name` queued on `lq`: suspended (`suspend`), with conditions `conds`.
+fn queued_job(name: &str, suspend: bool, conds: Value) -> Value {
+    let mut j = job(name, conds, None);
+    j["metadata"]["labels"] = json!({"kueue.x-k8s.io/queue-name": "lq"});
+    j["spec"] = json!({"suspend": suspend});
+    if suspend {
+        j["status"] = json!({"conditions": j["status"]["conditions"].clone()});
+    }
+    j
+}
+
+fn at(secs: u64) -> SystemTime {
+    wall() + Duration::from_secs(secs)
+}
+
+fn suspended_cond(status: &str, at: &str) -> Value {
+    json!({"type": "Suspended", "status": status, "lastTransitionTime": at,
+           "reason": if status == "True" {"JobSuspended"} else {"JobResumed"}})
+}
+
+fn view(t: &Tracker, id: &str) -> JobView {
+    let b = t.board_for_tests();
+    b.get(id).cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_queued_job_waits_without_timeout_and_counts_as_queued() {
+    let mut t = tracker();
+    let now = Instant::now();
+    let a = t.handle(
+        TrackerMsg::Created {
+            job: queued_job("q", true, json!([])),
+            received_at: now,
+        },
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![0]);
+    let Action::Callback { detail, .. } = &a[0] else {
+        panic!()
+    };
+    assert_eq!(
+        detail,
+        &json!({"jobId": "uid-q", "jobName": "q", "queueName": "lq"})
+    );
+    assert_eq!(t.live.counts(), (0, 1));
+    assert_eq!(view(&t, "id-q").admission, Some("queued"));
+    assert_eq!(view(&t, "id-q").queue_name.as_deref(), Some("lq"));
+    // Far past POD_START_TIMEOUT (60 s) while suspended: nothing.
+    let cond = json!([suspended_cond("True", "2026-11-24T07:00:01Z")]);
+    t.handle(
+        TrackerMsg::Jobs(Event::Applied(queued_job("q", true, cond))),
+        now,
+        at(1),
+    );
+    assert!(t.tick(now, at(600)).is_empty());
+    // Kueue admits it at 07:10:05; the Job controller has not updated the
+    // condition yet: the clock starts now.
+    let stale = json!([suspended_cond("True", "2026-11-24T07:00:01Z")]);
+    let a = t.handle(
+        TrackerMsg::Jobs(Event::Applied(queued_job("q", false, stale))),
+        now,
+        at(600),
+    );
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(t.live.counts(), (1, 0));
+    assert_eq!(view(&t, "id-q").admission, Some("admitted"));
+    assert!(t.tick(now, at(630)).is_empty());
+    // The condition turns False at 07:10:06: 60 s from then.
+    let resumed = json!([suspended_cond("False", "2026-11-24T07:10:06Z")]);
+    t.handle(
+        TrackerMsg::Jobs(Event::Applied(queued_job("q", false, resumed))),
+        now,
+        at(631),
+    );
+    assert!(t.tick(now, at(660)).is_empty());
+    let a = t.tick(now, at(661));
+    assert_eq!(statuses(&a), vec![99]);
+    let Action::Callback { detail, .. } = &a[0] else {
+        panic!()
+    };
+    assert_eq!(detail["error"]["errorCode"], "POD_START_TIMEOUT");
+}
+
+#[test]
+fn a_preempted_job_waits_again_and_ends_once() {
+    let mut t = tracker();
+    let now = Instant::now();
+    let admitted = json!([suspended_cond("False", "2026-11-24T07:00:02Z")]);
+    t.handle(
+        TrackerMsg::Created {
+            job: queued_job("r", true, json!([])),
+            received_at: now,
+        },
+        now,
+        wall(),
+    );
+    t.handle(
+        TrackerMsg::Jobs(Event::Applied(queued_job("r", false, admitted))),
+        now,
+        wall(),
+    );
+    let a = t.handle(
+        TrackerMsg::Pods(Event::Applied(pod("r", "Running", None))),
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![1]);
+    // Preempted: suspended again, its pod killed (kwok: exit 137) and deleted.
+    let preempted = json!([suspended_cond("True", "2026-11-24T07:00:10Z")]);
+    let mut out = t.handle(
+        TrackerMsg::Jobs(Event::Applied(queued_job("r", true, preempted))),
+        now,
+        at(5),
+    );
+    out.extend(t.handle(
+        TrackerMsg::Pods(Event::Applied(pod("r", "Failed", Some(137)))),
+        now,
+        at(6),
+    ));
+    out.extend(t.handle(
+        TrackerMsg::Pods(Event::Deleted(pod("r", "Failed", Some(137)))),
+        now,
+        at(6),
+    ));
+    out.extend(t.tick(now, at(900)));
+    assert!(out.is_empty(), "nothing while it waits again: {out:?}");
+    assert_eq!(t.live.counts(), (0, 1));
+    assert_eq!(view(&t, "id-r").admission, Some("queued"));
+    // Re-admitted; a new pod runs and succeeds with a JSON result.
+    let readmitted = json!([suspended_cond("False", "2026-11-24T07:15:00Z")]);
+    t.handle(
+        TrackerMsg::Jobs(Event::Applied(queued_job("r", false, readmitted.clone()))),
+        now,
+        at(900),
+    );
+    let mut p = pod("r", "Succeeded", Some(0));
+    p["metadata"]["uid"] = json!("pod-r-2");
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = json!(r#"{"rows": 7}"#);
+    t.handle(TrackerMsg::Pods(Event::Applied(p)), now, at(910));
+    let mut done = queued_job("r", false, readmitted);
+    if let Some(c) = done["status"]["conditions"].as_array_mut() {
+        c.extend(complete().as_array().cloned().unwrap_or_default());
+    }
+    done["status"]["startTime"] = json!("2026-11-24T07:15:00Z");
+    done["status"]["completionTime"] = json!("2026-11-24T07:15:12Z");
+    let a = t.handle(TrackerMsg::Jobs(Event::Applied(done.clone())), now, at(912));
+    assert_eq!(statuses(&a), vec![2]);
+    let Action::Callback { detail, .. } = &a[0] else {
+        panic!()
+    };
+    // Duration from the startTime Kubernetes reset on resume.
+    assert_eq!(detail, &json!({"duration": 12, "result": {"rows": 7}}));
+    assert!(
+        t.handle(TrackerMsg::Jobs(Event::Applied(done)), now, at(913))
+            .is_empty()
+    );
+    assert!(t.tick(now, at(2000)).is_empty());
+    assert!(t.live.is_empty());
+}
+
+#[test]
+fn complete_waits_briefly_for_the_result_and_failure_carries_the_container() {
+    let mut t = tracker();
+    let now = Instant::now();
+    t.handle(
+        TrackerMsg::Created {
+            job: job("s", json!([]), None),
+            received_at: now,
+        },
+        now,
+        wall(),
+    );
+    t.handle(
+        TrackerMsg::Pods(Event::Applied(pod("s", "Running", None))),
+        now,
+        wall(),
+    );
+    // Complete before the pod's terminated state: held for it.
+    let a = t.handle(
+        TrackerMsg::Jobs(Event::Applied(job("s", complete(), None))),
+        now,
+        wall(),
+    );
+    assert_eq!(
+        a,
+        vec![Action::FetchPods {
+            namespace: "ns".into(),
+            name: "s".into()
+        }]
+    );
+    let mut p = pod("s", "Succeeded", Some(0));
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = json!("plain text");
+    let a = t.handle(TrackerMsg::Pods(Event::Applied(p)), now, wall());
+    assert_eq!(statuses(&a), vec![2]);
+    let Action::Callback { detail, .. } = &a[0] else {
+        panic!()
+    };
+    assert_eq!(detail, &json!({"duration": 30, "result": "plain text"}));
+
+    // No termination message: no `result`, and no wait once the pod ended.
+    let mut t = tracker();
+    t.handle(
+        TrackerMsg::Pods(Event::Applied(pod("e", "Succeeded", Some(0)))),
+        now,
+        wall(),
+    );
+    let a = t.handle(
+        TrackerMsg::Jobs(Event::Applied(job("e", complete(), None))),
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![0, 1, 2]);
+    let Action::Callback { detail, .. } = &a[2] else {
+        panic!()
+    };
+    assert_eq!(detail, &json!({"duration": 30}));
+
+    // A failure: exitCode, reason and the termination message (≤ 4 KiB).
+    let mut t = tracker();
+    let mut p = pod("f", "Failed", Some(3));
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["message"] =
+        json!(format!("Traceback{}", "x".repeat(5000)));
+    t.handle(TrackerMsg::Pods(Event::Applied(p)), now, wall());
+    let failed = json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit"}]);
+    let a = t.handle(
+        TrackerMsg::Jobs(Event::Applied(job("f", failed, None))),
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![0, 1, 3]);
+    let Action::Callback { detail, .. } = &a[2] else {
+        panic!()
+    };
+    let err = &detail["error"];
+    assert_eq!(err["errorCode"], "BACKOFF_LIMIT_EXCEEDED");
+    assert_eq!(err["exitCode"], 3);
+    assert_eq!(err["reason"], "Error");
+    let tm = err["terminationMessage"].as_str().unwrap_or("");
+    assert!(
+        tm.starts_with("Traceback") && tm.len() == 4096,
+        "{}",
+        tm.len()
+    );
 }
