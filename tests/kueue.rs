@@ -534,3 +534,50 @@ fn max_queued_jobs_bounds_the_waiting_jobs() {
     }
     assert_eq!(w.jobs().len(), 4);
 }
+
+/// A queued message with a payload: the worker creates the suspended Job and
+/// its Secret (acknowledging only then); Kueue admits the Job, which runs with
+/// the Secret mounted. The Secret carries the worker's labels, not Kueue's.
+#[test]
+fn a_queued_payload_job_gets_its_secret_and_is_admitted() {
+    let b = kueue_bed();
+    let ns = b.new_namespace("kq-pl");
+    let q = b.kueue_queues(&ns, "1", "Never");
+    let hook = WebhookReceiver::start();
+    let w = start(&ns, &[("ALLOWED_QUEUES", &q.local_queue)]);
+    let (id, body) = queued_message_with(&w, &hook, &q.local_queue, |m| {
+        m["payload"] = json!({"rows": [1, 2, 3]});
+    });
+    w.send(&body);
+    assert_eq!(
+        statuses(&wait_terminal(&w, &hook, &id, Duration::from_secs(120))),
+        vec![0, 1, 2]
+    );
+    let name = k8s_job_worker::contract::job_name("bb", &id);
+    let (code, job) = b.kube_get(&format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"));
+    assert_eq!(code, 200, "{job}");
+    assert_eq!(
+        job["metadata"]["labels"][KUEUE_QUEUE_LABEL],
+        json!(q.local_queue)
+    );
+    let (code, secret) = b.kube_get(&format!("/api/v1/namespaces/{ns}/secrets/{name}"));
+    assert_eq!(code, 200, "{secret}");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        job["metadata"]["uid"]
+    );
+    assert!(
+        secret["metadata"]["labels"]
+            .get(KUEUE_QUEUE_LABEL)
+            .is_none()
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        json!(name)
+    );
+    assert!(
+        !b.kueue_workloads(&ns).is_empty(),
+        "Kueue made a Workload of the Job"
+    );
+    assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
+}
