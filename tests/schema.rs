@@ -758,6 +758,21 @@ fn invalid_table() -> Vec<(&'static str, Value, &'static str)> {
             with("/webhook", "url", json!(5)),
             "webhook.url",
         ),
+        // Payload (issue 9 §2).
+        (
+            "env naming JOB_WORKER_PAYLOAD",
+            with(
+                "/job",
+                "env",
+                json!([{"name": "JOB_WORKER_PAYLOAD", "value": "x"}]),
+            ),
+            "job.env[0].name",
+        ),
+        (
+            "env naming JOB_WORKER_MESSAGE_ID",
+            with("/job", "env", json!([{"name": "JOB_WORKER_MESSAGE_ID"}])),
+            "job.env[0].name",
+        ),
         // Kueue (issue 9 §1).
         (
             "queueName with capitals",
@@ -909,6 +924,16 @@ fn valid_table() -> Vec<(&'static str, Value)> {
     let long = |n: usize| "a".repeat(n);
     vec![
         ("the seed example", base()),
+        (
+            "a JSON object payload",
+            with(
+                "",
+                "payload",
+                json!({"frames": [1, 2, 3], "scene": "s.blend"}),
+            ),
+        ),
+        ("a string payload", with("", "payload", json!("just text"))),
+        ("a null payload", with("", "payload", Value::Null)),
         (
             "queued with a cpu request",
             edit(&[
