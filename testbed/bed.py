@@ -11,16 +11,21 @@ exited) or SIGTERM/SIGINT/SIGHUP, then kills every child's process group and
 removes the temp dir. Children also get PR_SET_PDEATHSIG, so even a SIGKILLed
 bed.py leaves no process behind.
 
-  bed.py [--bin DIR] [--foreground]
+  bed.py [--bin DIR] [--foreground] [--kueue [--kueue-bin DIR]]
 
 --foreground (make testbed-up): prints export lines for a shell instead of the
 JSON and waits for Ctrl-C.
+
+--kueue: also installs Kueue's CRDs and runs its manager out of cluster (its
+admission webhooks served on 127.0.0.1 with a generated certificate and
+registered with clientConfig.url). Off by default: it adds to the start time.
 
 Run it with the moto venv's python (boto3 is needed for the IAM set-up).
 Progress with timings and the log paths go to stderr.
 """
 
 import argparse
+import base64
 import ctypes
 import json
 import os
@@ -83,9 +88,59 @@ def free_ports(n):
     return ports
 
 
+# Client rates and worker counts, raised so that pods and completions follow
+# the creates (issue 11; measured in README.md "Throughput of the bed"). With
+# the defaults (controller-manager qps 20 / burst 30 / 5 job syncs, scheduler
+# 50 / 100, kwok 4 pod-stage workers) only 339 of a 2,000-Job burst were
+# Complete after 300 s; with these, all 2,000 in 51-74 s. qps 300 and 1000
+# measured alike on 2 shared cores (CPU, not the client rate, is then the
+# limit); 300 leaves the API server some room for the creates.
+# kwok's own client is not rate limited. TESTBED_RATES=default restores the
+# components' defaults (for comparison).
+KCM_RATES = ["--kube-api-qps=300", "--kube-api-burst=600", "--concurrent-job-syncs=50",
+             "--concurrent-gc-syncs=50", "--concurrent-ttl-after-finished-syncs=20"]
+SCHEDULER_QPS, SCHEDULER_BURST = 300, 600
+KWOK_POD_PLAY_PARALLELISM = 32
+if os.environ.get("TESTBED_RATES") == "default":  # the components' own defaults, to compare
+    KCM_RATES, SCHEDULER_QPS, SCHEDULER_BURST, KWOK_POD_PLAY_PARALLELISM = [], 50, 100, 4
+
+KUEUE_VERSION_FILE = os.path.join(HERE, "versions.env")
+# The webhooks of Kueue's config/components/webhook/manifests.yaml that the bed
+# registers: those for batch/v1 Jobs and for Kueue's own objects. The others
+# (pods, deployments, kubeflow, ray, ...) belong to integrations the bed does
+# not enable; registered with failurePolicy Fail they would refuse every pod.
+KUEUE_WEBHOOK_PATHS = ("-batch-v1-job", "-kueue-x-k8s-io-")
+# Kueue reads its metrics-server certificate from this fixed path when its
+# internal certificate management is off (cmd/kueue/main.go); see README.
+KUEUE_METRICS_CERT_DIR = "/etc/kueue/metrics/certs"
+
+
+def pin(name):
+    with open(KUEUE_VERSION_FILE) as f:
+        for line in f:
+            if line.startswith(name + "="):
+                return line.split("=", 1)[1].strip()
+    raise BedError("%s missing from %s" % (name, KUEUE_VERSION_FILE))
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def self_signed(key, crt, cn, *ext):
+    """An EC P-256 key and a self-signed certificate (2 days)."""
+    argv = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=" + cn]
+    for e in ext:
+        argv += ["-addext", e]
+    openssl(*argv)
+
+
 class Bed:
-    def __init__(self, bindir):
+    def __init__(self, bindir, kueue_bindir=None):
         self.bindir = bindir
+        self.kueue_bindir = kueue_bindir  # None: no Kueue
         self.procs = []  # (name, Popen, logpath)
         self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
         with open(os.path.join(self.dir, "owner.pid"), "w") as f:
@@ -181,7 +236,8 @@ class Bed:
         req.add_header("Authorization", "Bearer " + self.info["admin_token"])
         req.add_header("Accept", "application/json")
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", "application/merge-patch+json"
+                           if method == "PATCH" else "application/json")
         try:
             with urllib.request.urlopen(req, context=self.ssl_ctx, timeout=timeout) as r:
                 status, raw = r.status, r.read()
@@ -308,17 +364,41 @@ class Bed:
             "--bind-address=127.0.0.1", "--secure-port=%d" % kcm_port,
             "--service-account-private-key-file=" + sa_key,
             "--root-ca-file=" + ca_file,
-            "--v=1"])
+            "--v=1"] + KCM_RATES)
+        # The scheduler's --kube-api-qps/--kube-api-burst are deprecated: a config file.
+        sched_conf = os.path.join(d, "kube-scheduler.yaml")
+        with open(sched_conf, "w") as f:
+            f.write("apiVersion: kubescheduler.config.k8s.io/v1\n"
+                    "kind: KubeSchedulerConfiguration\n"
+                    "clientConnection:\n  kubeconfig: %s\n  qps: %d\n  burst: %d\n"
+                    "leaderElection:\n  leaderElect: false\n"
+                    % (json.dumps(kubeconfig), SCHEDULER_QPS, SCHEDULER_BURST))
         self.start("kube-scheduler", [
             os.path.join(b, "kube-scheduler"),
-            "--kubeconfig=" + kubeconfig,
+            "--config=" + sched_conf,
             "--authentication-kubeconfig=" + kubeconfig,
             "--authorization-kubeconfig=" + kubeconfig,
-            "--leader-elect=false",
             "--bind-address=127.0.0.1", "--secure-port=%d" % sched_port,
             "--v=1"])
         stages = sorted(os.path.join(STAGES_DIR, n) for n in os.listdir(STAGES_DIR)
                         if n.endswith(".yaml"))
+        kwok_conf = os.path.join(d, "kwok.yaml")
+        with open(kwok_conf, "w") as f:
+            # A KwokConfiguration read from a file is not defaulted: every option
+            # that kwok defaults (zz_generated.defaults.go) is spelt out.
+            f.write("apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
+                    "kind: KwokConfiguration\n"
+                    "options:\n"
+                    "  podPlayStageParallelism: %d\n"
+                    "  nodePlayStageParallelism: 4\n"
+                    "  nodeLeaseParallelism: 4\n"
+                    "  podsOnNodeSyncParallelism: 1\n"
+                    "  enableDebuggingHandlers: true\n"
+                    "  enableContentionProfiling: false\n"
+                    "  enableProfilingHandler: true\n"
+                    "  enablePodsOnNodeSyncListPager: true\n"
+                    "  enablePodsOnNodeSyncStreamWatch: false\n" % KWOK_POD_PLAY_PARALLELISM)
+        stages.insert(0, kwok_conf)
         kwok_argv = [os.path.join(b, "kwok"), "--kubeconfig=" + kubeconfig,
                      "--manage-all-nodes=true", "--cidr=10.244.0.0/16",
                      "--node-ip=10.200.0.1",
@@ -327,6 +407,8 @@ class Bed:
         for s in stages:
             kwok_argv.append("--config=" + s)
         self.start("kwok", kwok_argv, env={"HOME": d})
+        if self.kueue_bindir:
+            self.kueue_start(kubeconfig)
 
         # Nodes
         def node(name, extra_labels, extra_alloc):
@@ -373,6 +455,8 @@ class Bed:
         self.wait_until("kube-controller-manager", "ServiceAccount default/default",
                         default_sa, 60)
         log("kube-controller-manager: default ServiceAccount exists")
+        if self.kueue_bindir:
+            self.kueue_ready()
 
         # redis
         self.start("redis", [redis, "--port", str(redis_port), "--bind", "127.0.0.1",
@@ -403,6 +487,178 @@ class Bed:
         log("moto: ready at %s (signature checking on)" % sqs_endpoint)
         self.info["kubeconfig"] = kubeconfig
         self.info["startup_seconds"] = round(time.monotonic() - T0, 2)
+
+    # ---- Kueue ------------------------------------------------------------
+    def kueue_start(self, kubeconfig):
+        """Installs Kueue's CRDs, writes its certificates and configuration and
+        starts the manager (out of cluster, leader election off). Its webhooks
+        are registered by kueue_ready() once the manager serves them."""
+        import yaml  # PyYAML ships in the moto venv
+        t0 = time.monotonic()
+        kb = self.kueue_bindir
+        exe = os.path.join(kb, "kueue")
+        conf_src = os.path.join(os.path.dirname(kb), "config")
+        if not os.access(exe, os.X_OK) or not os.path.isdir(conf_src):
+            raise BedError("missing %s or %s: run testbed/build.sh (make testbed)" % (exe, conf_src))
+        d = os.path.join(self.dir, "kueue")
+        certs = os.path.join(d, "certs")
+        os.makedirs(certs)
+
+        # CRDs, as they are in the module (no conversion webhook: v1beta2 is
+        # the storage version and what Kueue and the harness use).
+        crd_dir = os.path.join(conf_src, "crd", "bases")
+        names = []
+        for n in sorted(os.listdir(crd_dir)):
+            if not n.endswith(".yaml"):
+                continue
+            with open(os.path.join(crd_dir, n)) as f:
+                for doc in yaml.safe_load_all(f):
+                    if not doc:
+                        continue
+                    st, body = self.kube(
+                        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc)
+                    if st not in (200, 201):
+                        raise BedError("creating CRD %s: %s %s"
+                                       % (doc["metadata"]["name"], st, body), "kube-apiserver")
+                    names.append(doc["metadata"]["name"])
+
+        def established():
+            for n in names:
+                st, body = self.kube(
+                    "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/" + n)
+                conds = (body.get("status", {}).get("conditions") or []) if st == 200 else []
+                if not any(c.get("type") == "Established" and c.get("status") == "True"
+                           for c in conds):
+                    return False
+            return True
+        self.wait_until("kube-apiserver", "Kueue's CRDs to be Established", established, 60)
+        log("kueue: %d CRDs established (%.1f s)" % (len(names), time.monotonic() - t0))
+
+        st, body = self.kube("POST", "/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kueue-system"}})
+        if st not in (200, 201, 409):
+            raise BedError("creating namespace kueue-system: %s %s" % (st, body), "kube-apiserver")
+
+        # Webhook serving certificate: a throwaway CA and a leaf for IP 127.0.0.1.
+        ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+        self_signed(ca_key, ca_crt, "k8s-job-worker-bed-kueue-ca",
+                    "basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign")
+        key, csr, crt = (os.path.join(certs, "tls.key"), os.path.join(d, "tls.csr"),
+                         os.path.join(certs, "tls.crt"))
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+        ext = os.path.join(d, "leaf.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+                    "keyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n")
+        openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+                "-out", crt, "-days", "2", "-extfile", ext)
+        with open(ca_crt, "rb") as f:
+            self.kueue_ca_bundle = base64.b64encode(f.read()).decode()
+        self.kueue_metrics_cert()
+
+        health_port, webhook_port = free_ports(2)
+        with open(os.path.join(conf_src, "manager", "controller_manager_config.yaml")) as f:
+            cfg = yaml.safe_load(f)
+        cfg.update({
+            "namespace": "kueue-system",
+            "health": {"healthProbeBindAddress": "127.0.0.1:%d" % health_port},
+            "metrics": {"bindAddress": "0"},  # off: nothing scrapes it
+            "webhook": {"host": "127.0.0.1", "port": webhook_port, "certDir": certs},
+            "leaderElection": {"leaderElect": False},
+            "internalCertManagement": {"enable": False},
+            "clientConnection": {"qps": 200, "burst": 400},
+            # batch/job only: the other integrations need CRDs the bed lacks.
+            "integrations": {"frameworks": ["batch/job"]},
+            # The visibility API server would bind 0.0.0.0:8082 and needs an APIService.
+            "featureGates": {"VisibilityOnDemand": False},
+        })
+        conf = os.path.join(d, "config.yaml")
+        with open(conf, "w") as f:
+            yaml.safe_dump(cfg, f)
+        self.kueue_webhook_port = webhook_port
+        self.kueue_health_port = health_port
+        self.kueue_t0 = t0
+        self.start("kueue", [exe, "--config=" + conf], env={"KUBECONFIG": kubeconfig, "HOME": d})
+
+    def kueue_metrics_cert(self):
+        """Kueue (cmd/kueue/main.go) opens /etc/kueue/metrics/certs/tls.{crt,key} at
+        start-up when its internal certificate management is off, even with metrics
+        off. Any valid pair will do: made once per machine, atomically."""
+        crt = os.path.join(KUEUE_METRICS_CERT_DIR, "tls.crt")
+        key = os.path.join(KUEUE_METRICS_CERT_DIR, "tls.key")
+        if os.path.exists(crt) and os.path.exists(key):
+            return
+        try:
+            os.makedirs(KUEUE_METRICS_CERT_DIR, exist_ok=True)
+            tmp = tempfile.mkdtemp(dir=KUEUE_METRICS_CERT_DIR)
+        except OSError as e:
+            raise BedError("Kueue needs %s (a fixed path in its main.go) and it cannot be made: "
+                           "%s" % (KUEUE_METRICS_CERT_DIR, e))
+        self_signed(os.path.join(tmp, "tls.key"), os.path.join(tmp, "tls.crt"),
+                    "k8s-job-worker-bed-kueue-metrics")
+        os.replace(os.path.join(tmp, "tls.key"), key)  # key first: crt marks "done"
+        os.replace(os.path.join(tmp, "tls.crt"), crt)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def kueue_ready(self):
+        """Waits for the manager's /readyz (webhook server up), registers the Job and
+        Kueue webhooks with clientConfig.url and checks the Job mutation end to end."""
+        import yaml
+        hp = self.kueue_health_port
+
+        def readyz():
+            with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % hp, timeout=2) as r:
+                return r.status == 200
+        self.wait_until("kueue", "/readyz", readyz, 90)
+        conf_src = os.path.join(os.path.dirname(self.kueue_bindir), "config")
+        with open(os.path.join(conf_src, "webhook", "manifests.yaml")) as f:
+            docs = [doc for doc in yaml.safe_load_all(f) if doc]
+        kept = []
+        for doc in docs:
+            hooks = []
+            for h in doc.get("webhooks") or []:
+                path = h["clientConfig"]["service"]["path"]
+                if not any(k in path for k in KUEUE_WEBHOOK_PATHS):
+                    continue
+                h["clientConfig"] = {
+                    "url": "https://127.0.0.1:%d%s" % (self.kueue_webhook_port, path),
+                    "caBundle": self.kueue_ca_bundle}
+                hooks.append(h)
+                kept.append(h["name"])
+            doc["webhooks"] = hooks
+            doc["metadata"] = {"name": "kueue-" + doc["metadata"]["name"]}
+            plural = {"MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+                      "ValidatingWebhookConfiguration": "validatingwebhookconfigurations"
+                      }[doc["kind"]]
+            st, body = self.kube("POST", "/apis/admissionregistration.k8s.io/v1/" + plural, doc)
+            if st not in (200, 201):
+                raise BedError("creating %s: %s %s" % (doc["kind"], st, body), "kube-apiserver")
+        log("kueue: webhooks registered: %s" % ", ".join(sorted(kept)))
+
+        # End to end: a dry-run Job with a queue name comes back suspended by
+        # Kueue's mutating webhook (the API server calls it over TLS, verified).
+        probe = {"apiVersion": "batch/v1", "kind": "Job",
+                 "metadata": {"name": "kueue-webhook-probe",
+                              "labels": {"kueue.x-k8s.io/queue-name": "bed-probe"}},
+                 "spec": {"suspend": False, "template": {"spec": {
+                     "restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "busybox",
+                                     "resources": {"requests": {"cpu": "1"}}}]}}}}
+
+        def mutated():
+            st, body = self.kube("POST", "/apis/batch/v1/namespaces/default/jobs?dryRun=All",
+                                 probe)
+            if st not in (200, 201):
+                raise BedError("dry-run Job: %s %s" % (st, body))
+            return body.get("spec", {}).get("suspend") is True
+        self.wait_until("kueue", "its Job webhook to suspend a queued Job", mutated, 30)
+        secs = round(time.monotonic() - self.kueue_t0, 2)
+        self.info["kueue"] = {"version": pin("KUEUE_VERSION"), "webhooks": True,
+                              "webhook_port": self.kueue_webhook_port,
+                              "health_port": hp, "start_seconds": secs,
+                              "namespace": "kueue-system"}
+        log("kueue: ready, webhooks verified (%.1f s after the CRDs went in)" % secs)
 
     def moto_credentials(self, endpoint):
         try:
@@ -452,8 +708,8 @@ def clean_stale_dirs():
             pass
 
 
-def default_bindir():
-    out = subprocess.run(["bash", os.path.join(HERE, "build.sh")], check=True,
+def default_bindir(*args):
+    out = subprocess.run(["bash", os.path.join(HERE, "build.sh")] + list(args), check=True,
                          stdout=subprocess.PIPE).stdout.decode().strip().splitlines()
     return out[-1]
 
@@ -464,6 +720,10 @@ def main():
                     help="directory with etcd, kube-*, kwok (default: $TESTBED_BIN or build.sh)")
     ap.add_argument("--foreground", action="store_true",
                     help="print shell export lines and wait for Ctrl-C")
+    ap.add_argument("--kueue", action="store_true",
+                    help="also run the Kueue manager (CRDs, webhooks on 127.0.0.1)")
+    ap.add_argument("--kueue-bin", default=os.environ.get("TESTBED_KUEUE_BIN"),
+                    help="directory with kueue (default: $TESTBED_KUEUE_BIN or build.sh --kueue)")
     args = ap.parse_args()
 
     stop = STOP
@@ -476,6 +736,9 @@ def main():
 
     clean_stale_dirs()
     bindir = args.bin or default_bindir()
+    kueue_bindir = None
+    if args.kueue:
+        kueue_bindir = args.kueue_bin or default_bindir("--kueue")
     if not args.foreground:
         # stdin EOF (the owner exited) stops the bed, even during start-up.
         def watch_stdin():
@@ -489,7 +752,7 @@ def main():
     bed = None
     try:
         for attempt in (1, 2, 3):
-            bed = Bed(bindir)
+            bed = Bed(bindir, kueue_bindir)
             try:
                 bed.run()
                 break

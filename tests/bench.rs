@@ -564,3 +564,66 @@ fn moto_baseline() {
         n as f64 / recv
     );
 }
+
+/// The raw ceiling: a plain ureq client POSTing minimal Jobs to the bed's API
+/// server, on 1 connection and on CREATE_CONCURRENCY (default 16) connections;
+/// BENCH_CEILING_N (2,000) Jobs each, into a fresh namespace deleted afterwards.
+/// Once with Jobs that run (each create sets off the Job controller, scheduler
+/// and kwok, as the worker's burst does: read the worker's burst Jobs/s against
+/// this figure at its own concurrency), once with suspended Jobs (the API
+/// server's create cost alone, as for Jobs queued for Kueue).
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn raw_ceiling() {
+    let b = bed();
+    let n = env_num("BENCH_CEILING_N", 2000.0) as usize;
+    let conc = support::load::create_concurrency();
+    let mut out = String::new();
+    out += "| raw ceiling (plain ureq client, minimal Jobs) | connections | Jobs | s | Jobs/s | errors |\n";
+    out += "|---|---|---|---|---|---|\n";
+    for suspended in [false, true] {
+        for c in [1, conc] {
+            let r = support::load::raw_ceiling(b, n, c, suspended);
+            out += &format!(
+                "| {} | {} | {} | {:.2} | {:.0} | {} |\n",
+                if suspended {
+                    "suspended Jobs (no pods)"
+                } else {
+                    "Jobs that run (pods follow)"
+                },
+                r.connections,
+                r.created,
+                r.secs,
+                r.per_sec(),
+                r.errors
+            );
+        }
+    }
+    println!("\nraw create ceiling (test bed, nothing else running)\n\n{out}");
+}
+
+/// The bed's own drain rate: BENCH_DRAIN_N (2,000) minimal Jobs with pods of
+/// BENCH_DRAIN_RUN_SECONDS (1) created on CREATE_CONCURRENCY connections, timed
+/// from the first create until every one is Complete (watched). The worker's
+/// terminal throughput reads against this. BENCH_DRAIN_TIMEOUT (900 s) bounds the wait.
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn bed_drain_rate() {
+    let b = bed();
+    let n = env_num("BENCH_DRAIN_N", 2000.0) as usize;
+    let run = std::env::var("BENCH_DRAIN_RUN_SECONDS").unwrap_or_else(|_| "1".into());
+    let conc = support::load::create_concurrency();
+    let timeout = Duration::from_secs_f64(env_num("BENCH_DRAIN_TIMEOUT", 900.0));
+    let d = support::load::drain_rate(b, n, conc, &run, timeout);
+    println!(
+        "\nbed drain rate (no worker)\n\n\
+         | bed drain | Jobs | pod run s | connections | created in s | half Complete s | all Complete s | Jobs/s (creation → Complete) |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | minimal Jobs | {} of {n} | {run} | {conc} | {:.2} | {:.1} | {:.1} | {:.1} |\n",
+        d.completed,
+        d.creates.secs,
+        d.half_complete_secs,
+        d.all_complete_secs,
+        d.per_sec()
+    );
+}

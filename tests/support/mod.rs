@@ -8,11 +8,17 @@
 //!
 //! Every test should work in its own namespace (`bed().new_namespace("x")`) so
 //! the tests of one binary can run in parallel on the shared bed.
+//!
+//! Kueue: a test binary that needs it calls `kueue_bed()` (or
+//! `bed_with(Options::default().with_kueue())`) in each test before
+//! anything else; the bed is then started with the Kueue manager, and `bed()`
+//! returns that same bed. Other binaries never start Kueue.
 
 #![allow(clippy::unwrap_used)] // test harness: may unwrap
 #![allow(dead_code)]
 
 pub mod container;
+pub mod load;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -61,18 +67,79 @@ pub struct Bed {
     pub python: PathBuf,
     /// Everything bed.py printed.
     pub info: Value,
+    /// Set when the bed runs the Kueue manager (`Options::kueue`).
+    pub kueue: Option<KueueInfo>,
     agent: ureq::Agent,
     _child: Mutex<(Child, ChildStdin, ChildStdout)>,
 }
 
-static BED: OnceLock<Result<Bed, String>> = OnceLock::new();
+/// What a bed runs beyond the default components.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Kueue's CRDs, its manager (out of cluster) and its admission webhooks.
+    pub kueue: bool,
+}
 
-/// The bed of this test binary, started on first use.
+impl Options {
+    /// Also run Kueue.
+    pub fn with_kueue(mut self) -> Options {
+        self.kueue = true;
+        self
+    }
+
+    /// True when a bed started with `self` has everything `wanted` asks for.
+    fn covers(&self, wanted: &Options) -> bool {
+        self.kueue || !wanted.kueue
+    }
+}
+
+/// The Kueue manager of a bed (bed.py's `kueue` object).
+#[derive(Clone, Debug)]
+pub struct KueueInfo {
+    /// The pinned version (testbed/versions.env KUEUE_VERSION).
+    pub version: String,
+    /// The Job and Kueue admission webhooks are registered (clientConfig.url on
+    /// 127.0.0.1) and bed.py checked that a queued Job comes back suspended.
+    pub webhooks: bool,
+    /// From the CRDs going in to the webhooks verified.
+    pub start_seconds: f64,
+    /// Kueue's own namespace (`kueue-system`; excluded from management).
+    pub namespace: String,
+}
+
+static BED: OnceLock<(Options, Result<Bed, String>)> = OnceLock::new();
+
+/// The bed of this test binary, started on first use (with the default options
+/// unless a `bed_with` call came first).
 pub fn bed() -> &'static Bed {
-    match BED.get_or_init(start_bed) {
+    match &BED
+        .get_or_init(|| (Options::default(), Bed::start_with(Options::default())))
+        .1
+    {
         Ok(b) => b,
         Err(e) => panic!("test bed failed to start: {e}"),
     }
+}
+
+/// The bed of this test binary, started with `opts` on first use. Panics if it
+/// was already started without something `opts` asks for (call this before
+/// anything calls `bed()`).
+pub fn bed_with(opts: Options) -> &'static Bed {
+    let (started, res) = BED.get_or_init(|| (opts, Bed::start_with(opts)));
+    assert!(
+        started.covers(&opts),
+        "the test bed of this binary was started with {started:?}, but {opts:?} is wanted: \
+         call support::bed_with / support::kueue_bed before anything calls support::bed()"
+    );
+    match res {
+        Ok(b) => b,
+        Err(e) => panic!("test bed failed to start: {e}"),
+    }
+}
+
+/// `bed_with(Options::default().with_kueue())`: the bed with a running Kueue manager.
+pub fn kueue_bed() -> &'static Bed {
+    bed_with(Options::default().with_kueue())
 }
 
 pub fn repo_root() -> PathBuf {
@@ -111,7 +178,36 @@ fn bin_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| "testbed/build.sh printed nothing".to_string())
 }
 
-fn start_bed() -> Result<Bed, String> {
+/// Kueue's bin dir: TESTBED_KUEUE_BIN, else `testbed/build.sh --kueue` (cached after `make testbed`).
+fn kueue_bin_dir() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("TESTBED_KUEUE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let out = Command::new("bash")
+        .arg(repo_root().join("testbed/build.sh"))
+        .arg("--kueue")
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running testbed/build.sh --kueue: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("testbed/build.sh --kueue failed: {}", out.status));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))
+        .ok_or_else(|| "testbed/build.sh --kueue printed nothing".to_string())
+}
+
+impl Bed {
+    /// Starts a bed of its own (not the shared one of `bed()`): it is torn down
+    /// when the returned `Bed` is dropped or the process exits.
+    pub fn start_with(opts: Options) -> Result<Bed, String> {
+        start_bed(opts)
+    }
+}
+
+fn start_bed(opts: Options) -> Result<Bed, String> {
     let t0 = Instant::now();
     let python = venv_python();
     if !python.exists() {
@@ -121,10 +217,14 @@ fn start_bed() -> Result<Bed, String> {
         ));
     }
     let bin = bin_dir()?;
-    let mut child = Command::new(&python)
-        .arg(repo_root().join("testbed/bed.py"))
+    let mut cmd = Command::new(&python);
+    cmd.arg(repo_root().join("testbed/bed.py"))
         .arg("--bin")
-        .arg(&bin)
+        .arg(&bin);
+    if opts.kueue {
+        cmd.arg("--kueue").arg("--kueue-bin").arg(kueue_bin_dir()?);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -156,6 +256,21 @@ fn start_bed() -> Result<Bed, String> {
         s("api_url"),
         s("dir")
     );
+    let kueue = info
+        .get("kueue")
+        .filter(|k| k.is_object())
+        .map(|k| KueueInfo {
+            version: k["version"].as_str().unwrap_or_default().to_string(),
+            webhooks: k["webhooks"].as_bool().unwrap_or(false),
+            start_seconds: k["start_seconds"].as_f64().unwrap_or(0.0),
+            namespace: k["namespace"]
+                .as_str()
+                .unwrap_or("kueue-system")
+                .to_string(),
+        });
+    if opts.kueue && kueue.is_none() {
+        return Err("bed.py was asked for Kueue but reported none".to_string());
+    }
     let stdout = reader.into_inner();
     Ok(Bed {
         api_url: s("api_url"),
@@ -191,6 +306,7 @@ fn start_bed() -> Result<Bed, String> {
             .unwrap_or_default(),
         python,
         info,
+        kueue,
         agent,
         _child: Mutex::new((child, stdin, stdout)),
     })
@@ -451,6 +567,160 @@ impl Bed {
             std::fs::read_to_string(self.dir.join(format!("{component}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+// ---------------------------------------------------------------- Kueue
+
+/// Kueue's API (the storage version of its CRDs; v1beta1 is served too, but
+/// without the conversion webhook objects are not converted between the two).
+pub const KUEUE_API: &str = "/apis/kueue.x-k8s.io/v1beta2";
+/// The Job label naming its LocalQueue.
+pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// The Job label naming its WorkloadPriorityClass.
+pub const KUEUE_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
+
+/// The names `Bed::kueue_queues` created.
+#[derive(Clone, Debug)]
+pub struct KueueQueues {
+    pub flavor: String,
+    pub cluster_queue: String,
+    /// In the namespace given; put it in a Job's `kueue.x-k8s.io/queue-name` label.
+    pub local_queue: String,
+}
+
+impl Bed {
+    fn require_kueue(&self, what: &str) {
+        assert!(
+            self.kueue.is_some(),
+            "{what}: this bed runs no Kueue; start it with support::kueue_bed()"
+        );
+    }
+
+    fn kueue_create(&self, path: &str, body: Value) -> Value {
+        let (st, v) = self.kube_post(path, &body);
+        assert!(
+            st == 201 || st == 200,
+            "POST {path}: {st} {v}\nkueue log:\n{}",
+            self.log_tail("kueue", 20)
+        );
+        v
+    }
+
+    fn kueue_wait_active(&self, path: &str) -> Value {
+        let mut last = Value::Null;
+        let active = wait_for(Duration::from_secs(30), || {
+            let (st, v) = self.kube_get(path);
+            let ok = st == 200
+                && v["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Active" && c["status"] == "True")
+                });
+            last = v;
+            ok
+        });
+        assert!(active, "{path} not Active after 30 s: {last}");
+        last
+    }
+
+    /// Creates ResourceFlavor `name` (no node labels: any node).
+    pub fn kueue_resource_flavor(&self, name: &str) -> Value {
+        self.require_kueue("kueue_resource_flavor");
+        self.kueue_create(
+            &format!("{KUEUE_API}/resourceflavors"),
+            json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
+                   "metadata": {"name": name}}),
+        )
+    }
+
+    /// Creates ClusterQueue `name` for every namespace, with one resource group of
+    /// `flavor` and these nominal quotas (e.g. `&[("cpu", "2"), ("memory", "1Ti")]`:
+    /// a Job asking for a resource not listed is never admitted), and
+    /// `preemption.withinClusterQueue = within` ("Never", the Kueue default,
+    /// "LowerPriority" or "LowerOrNewerEqualPriority"). Waits until it is Active.
+    pub fn kueue_cluster_queue(
+        &self,
+        name: &str,
+        flavor: &str,
+        quota: &[(&str, &str)],
+        within: &str,
+    ) -> Value {
+        let resources: Vec<Value> = quota
+            .iter()
+            .map(|(r, q)| json!({"name": r, "nominalQuota": q}))
+            .collect();
+        let covered: Vec<&str> = quota.iter().map(|(r, _)| *r).collect();
+        self.kueue_cluster_queue_spec(
+            name,
+            json!({
+                "namespaceSelector": {},
+                "resourceGroups": [{"coveredResources": covered,
+                                    "flavors": [{"name": flavor, "resources": resources}]}],
+                "preemption": {"withinClusterQueue": within},
+            }),
+        )
+    }
+
+    /// Creates ClusterQueue `name` with any `spec` (see Kueue's API); waits until Active.
+    pub fn kueue_cluster_queue_spec(&self, name: &str, spec: Value) -> Value {
+        self.require_kueue("kueue_cluster_queue");
+        self.kueue_create(
+            &format!("{KUEUE_API}/clusterqueues"),
+            json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
+                   "metadata": {"name": name}, "spec": spec}),
+        );
+        self.kueue_wait_active(&format!("{KUEUE_API}/clusterqueues/{name}"))
+    }
+
+    /// Creates LocalQueue `ns/name` pointing at `cluster_queue`; waits until Active.
+    pub fn kueue_local_queue(&self, ns: &str, name: &str, cluster_queue: &str) -> Value {
+        self.require_kueue("kueue_local_queue");
+        self.kueue_create(
+            &format!("{KUEUE_API}/namespaces/{ns}/localqueues"),
+            json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+                   "metadata": {"name": name, "namespace": ns},
+                   "spec": {"clusterQueue": cluster_queue}}),
+        );
+        self.kueue_wait_active(&format!("{KUEUE_API}/namespaces/{ns}/localqueues/{name}"))
+    }
+
+    /// Creates WorkloadPriorityClass `name` with `value` (higher preempts lower
+    /// where the ClusterQueue allows it). Jobs name it in `kueue.x-k8s.io/priority-class`.
+    pub fn kueue_priority_class(&self, name: &str, value: i32) -> Value {
+        self.require_kueue("kueue_priority_class");
+        self.kueue_create(
+            &format!("{KUEUE_API}/workloadpriorityclasses"),
+            json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadPriorityClass",
+                   "metadata": {"name": name}, "value": value,
+                   "description": "k8s-job-worker test bed"}),
+        )
+    }
+
+    /// The common set-up: a ResourceFlavor, a ClusterQueue with `cpu` nominal CPU
+    /// (plus memory 1Ti and nvidia.com/gpu 8, so requests for those never block
+    /// admission) and preemption `within`, and a LocalQueue in `ns`, all with unique names.
+    pub fn kueue_queues(&self, ns: &str, cpu: &str, within: &str) -> KueueQueues {
+        let q = KueueQueues {
+            flavor: unique("rf"),
+            cluster_queue: unique("cq"),
+            local_queue: unique("lq"),
+        };
+        self.kueue_resource_flavor(&q.flavor);
+        self.kueue_cluster_queue(
+            &q.cluster_queue,
+            &q.flavor,
+            &[("cpu", cpu), ("memory", "1Ti"), ("nvidia.com/gpu", "8")],
+            within,
+        );
+        self.kueue_local_queue(ns, &q.local_queue, &q.cluster_queue);
+        q
+    }
+
+    /// The Workloads in `ns` (one per queued Job; `status.admission` set once admitted).
+    pub fn kueue_workloads(&self, ns: &str) -> Vec<Value> {
+        let (st, v) = self.kube_get(&format!("{KUEUE_API}/namespaces/{ns}/workloads"));
+        assert_eq!(st, 200, "listing workloads in {ns}: {v}");
+        v["items"].as_array().cloned().unwrap_or_default()
     }
 }
 
