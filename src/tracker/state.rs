@@ -373,6 +373,9 @@ impl Tracker {
         }
         if !t.stage.is_done() {
             self.live.insert(&key);
+        } else {
+            // An adopted Job that already finished: intake counted it.
+            self.live.remove(&key);
         }
         Some(key)
     }
