@@ -189,6 +189,18 @@ impl Intake {
                     continue;
                 }
             };
+            if batch.is_empty() && in_flight > 0 {
+                // Nothing new (an SQS receive of 0 s returns at once): wait
+                // for a creator instead of polling again straight away.
+                let wait = Duration::from_millis(20);
+                self.collect(
+                    &done_rx,
+                    &mut in_flight,
+                    wait,
+                    &mut pending,
+                    &mut next_token,
+                );
+            }
             for m in batch {
                 // Leadership may have ended while the receive blocked: create
                 // nothing more; what is left goes back to the queue below.

@@ -970,3 +970,79 @@ fn bed_drain_rate() {
         d.per_sec()
     );
 }
+
+/// How the defaults of CREATE_CONCURRENCY and CALLBACK_CONCURRENCY_PER_HOST
+/// were chosen: with BENCH_SWEEP set (else it returns at once), for each
+/// CREATE_CONCURRENCY in BENCH_SWEEP_CREATE (1,4,8,16,32) a fresh worker
+/// creates a Redis burst of BENCH_SWEEP_N (2,000) beside the raw ceiling at the
+/// same concurrency; then for each CALLBACK_CONCURRENCY_PER_HOST in
+/// BENCH_SWEEP_CALLBACK (4,16,32,64) the burst with a 50 ms receiver.
+#[test]
+#[ignore = "benchmark: run with `BENCH_SWEEP=1 make bench`"]
+fn sweep_concurrency() {
+    if std::env::var_os("BENCH_SWEEP").is_none() {
+        return;
+    }
+    let b = bed();
+    let n = env_num("BENCH_SWEEP_N", 2000.0) as usize;
+    let list = |name: &str, default: &str| -> Vec<usize> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect()
+    };
+    let mut out = String::from(
+        "| CREATE_CONCURRENCY | burst Jobs/s (worker) | raw ceiling Jobs/s (same conns) | ratio | peak RSS MiB |\n|---|---|---|---|---|\n",
+    );
+    for c in list("BENCH_SWEEP_CREATE", "1,4,8,16,32") {
+        let ceiling = support::load::raw_ceiling(b, n, c, false);
+        let cs = c.to_string();
+        let w = start_worker(Q::Redis, &[("CREATE_CONCURRENCY", &cs)]);
+        assert!(wait_for(Duration::from_secs(60), || w.get("/readyz").0 == 200));
+        let hook = WebhookReceiver::start();
+        let created = CreatedWatch::start(w.http_port, n);
+        let mut cmd = redis::cmd("LPUSH");
+        cmd.arg(format!("{}queue", w.redis_prefix));
+        for i in 0..n {
+            cmd.arg(bench_message(
+                &w.ns,
+                &hook,
+                &format!("{}-w{i}", unique("m")),
+            ));
+        }
+        let t0 = Instant::now();
+        let _: i64 = cmd.query(&mut b.redis()).expect("LPUSH");
+        let secs = created
+            .wait(Duration::from_secs(600))
+            .map_or(f64::NAN, |t| (t - t0).as_secs_f64());
+        let rate = n as f64 / secs;
+        let peak = proc_kib(&w, "VmHWM");
+        out += &format!(
+            "| {c} | {rate:.0} | {:.0} | {:.0} % | {:.1} |\n",
+            ceiling.per_sec(),
+            100.0 * rate / ceiling.per_sec(),
+            mib(peak)
+        );
+        eprintln!(
+            "[sweep] create {c}: {rate:.0}/s vs ceiling {:.0}/s",
+            ceiling.per_sec()
+        );
+        wait_for(Duration::from_secs(600), || {
+            w.metric("job_worker_jobs_in_flight") == Some(0.0)
+        });
+    }
+    out += "\n| CALLBACK_CONCURRENCY_PER_HOST | creates s | last status 0 after the last create, s (50 ms receiver) | peak RSS MiB |\n|---|---|---|---|\n";
+    for k in list("BENCH_SWEEP_CALLBACK", "4,16,32,64") {
+        let ks = k.to_string();
+        let w = start_worker(Q::Redis, &[("CALLBACK_CONCURRENCY_PER_HOST", &ks)]);
+        assert!(wait_for(Duration::from_secs(60), || w.get("/readyz").0 == 200));
+        let (create, lag) = slow_burst(&w, n);
+        out += &format!(
+            "| {k} | {create:.2} | {lag:.2} | {:.1} |\n",
+            mib(proc_kib(&w, "VmHWM"))
+        );
+        eprintln!("[sweep] callbacks {k}: lag {lag:.2}s");
+    }
+    println!("\nconcurrency sweep (Redis burst of {n})\n\n{out}");
+}
