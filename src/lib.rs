@@ -23,6 +23,7 @@ pub mod queue;
 pub mod callbacks;
 pub mod http;
 pub mod intake;
+pub mod recorder;
 pub mod tracker;
 pub mod worker;
 
