@@ -23,7 +23,6 @@ pub mod queue;
 pub mod callbacks;
 pub mod http;
 pub mod intake;
-pub mod recorder;
 pub mod tracker;
 pub mod worker;
 

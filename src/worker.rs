@@ -15,16 +15,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, unbounded};
+use serde_json::json;
 
-use crate::callbacks::{self, CallbackMsg};
+use crate::callbacks::{self, Callback, CallbackMsg, Hooks, Outcome};
 use crate::config::{Config, QueueConfig};
+use crate::contract::{ANN_DELIVERED, FINALIZER};
 use crate::http::Health;
 use crate::intake::Intake;
 use crate::kube::Client;
 use crate::kube::lease::{self, Leadership, LeaseLock};
 use crate::kube::watch::{self, RestApi};
 use crate::queue::{Queue, QueueError};
-use crate::recorder::Recorder;
 use crate::tracker::{self, Board, LiveJobs, Tracker, TrackerMsg};
 use crate::{metrics, signal};
 
@@ -115,6 +116,49 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, StartError> {
     }
 }
 
+/// Records each settled callback on its Job and settles rejected messages.
+struct Recorder {
+    kube: Client,
+    settled: Sender<u64>,
+}
+
+impl Hooks for Recorder {
+    fn settled(&self, cb: &Callback, outcome: &Outcome) {
+        if let Some(job) = &cb.job {
+            // Delivered or given up: either way a successor must not send it again.
+            let ann = json!({ANN_DELIVERED: cb.status.to_string()});
+            let path = format!(
+                "/apis/batch/v1/namespaces/{}/jobs/{}",
+                job.namespace, job.name
+            );
+            let op = format!(
+                "record status {} on job {}/{}",
+                cb.status, job.namespace, job.name
+            );
+            let res = if cb.status.is_terminal() {
+                // Terminal: the Job no longer needs holding for us.
+                self.kube.release(&path, FINALIZER, &ann, &op)
+            } else {
+                self.kube
+                    .merge_patch(&path, &json!({"metadata": {"annotations": ann}}), &op)
+                    .map(|_| ())
+            };
+            if let Err(e) = res
+                && e.code() != Some(404)
+            {
+                log::warn!("{e}");
+            }
+        }
+        if let Some(t) = cb.token {
+            log::debug!(
+                "message {}: 99 callback settled ({outcome:?})",
+                cb.message_id
+            );
+            let _ = self.settled.send(t);
+        }
+    }
+}
+
 /// The threads of a leading worker.
 pub struct Leading {
     stop: Arc<AtomicBool>,
@@ -173,8 +217,10 @@ impl Leading {
             guard: Some(cfg.webhook_guard.clone()),
             ..callbacks::Config::default()
         };
-        let hooks =
-            Arc::new(Recorder::spawn(kube.clone(), settle_tx).map_err(spawn_error("record"))?);
+        let hooks = Arc::new(Recorder {
+            kube: kube.clone(),
+            settled: settle_tx,
+        });
         let callbacks =
             callbacks::spawn(cb_cfg, cb_agent, cb_rx, hooks).map_err(spawn_error("callbacks"))?;
 
