@@ -30,6 +30,13 @@ pub enum QueueConfig {
     },
 }
 
+/// CREATE_CONCURRENCY's default (see README, Performance).
+pub const DEFAULT_CREATE_CONCURRENCY: usize = 16;
+/// CALLBACK_CONCURRENCY_PER_HOST's default (see README, Performance).
+pub const DEFAULT_CALLBACK_CONCURRENCY_PER_HOST: usize = 16;
+/// Upper bound of both pools (the agents keep this many idle connections).
+pub const MAX_POOL: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
     pub enabled: bool,
@@ -54,6 +61,10 @@ pub struct Config {
     pub max_concurrent_jobs: usize,
     /// Suspended Jobs waiting in a Kueue queue (MAX_QUEUED_JOBS); 0 = unlimited.
     pub max_queued_jobs: usize,
+    /// Creator threads (`create-N`) creating Jobs in parallel (1..=64).
+    pub create_concurrency: usize,
+    /// Concurrent callback attempts per destination (1..=64).
+    pub callback_concurrency_per_host: usize,
     pub pod_start_timeout: Duration,
     pub callback_timeout: Duration,
     pub callback_retry_horizon: Duration,
@@ -207,6 +218,21 @@ impl Config {
             ));
         }
         let polling_interval = r.secs("POLLING_INTERVAL", 5.0);
+        let create_concurrency: usize = r.num("CREATE_CONCURRENCY", DEFAULT_CREATE_CONCURRENCY);
+        if !(1..=MAX_POOL).contains(&create_concurrency) {
+            r.error(format!(
+                "CREATE_CONCURRENCY={create_concurrency} must be between 1 and {MAX_POOL}"
+            ));
+        }
+        let callback_concurrency: usize = r.num(
+            "CALLBACK_CONCURRENCY_PER_HOST",
+            DEFAULT_CALLBACK_CONCURRENCY_PER_HOST,
+        );
+        if !(1..=MAX_POOL).contains(&callback_concurrency) {
+            r.error(format!(
+                "CALLBACK_CONCURRENCY_PER_HOST={callback_concurrency} must be between 1 and {MAX_POOL}"
+            ));
+        }
         let cfg = Config {
             queue,
             kube,
@@ -216,6 +242,8 @@ impl Config {
             polling_interval: polling_interval.max(Duration::from_millis(100)),
             max_concurrent_jobs: r.num("MAX_CONCURRENT_JOBS", 0),
             max_queued_jobs: r.num("MAX_QUEUED_JOBS", 0),
+            create_concurrency: create_concurrency.clamp(1, MAX_POOL),
+            callback_concurrency_per_host: callback_concurrency.clamp(1, MAX_POOL),
             pod_start_timeout: r.secs("POD_START_TIMEOUT", 600.0),
             callback_timeout: r.secs("CALLBACK_TIMEOUT", 10.0),
             callback_retry_horizon: r.secs("CALLBACK_RETRY_HORIZON", 3600.0),
@@ -290,6 +318,11 @@ mod tests {
         );
         assert_eq!(c.lease.name, "aws-sqs-job-worker-lock");
         assert_eq!(c.polling_interval, Duration::from_secs(5));
+        assert_eq!(c.create_concurrency, DEFAULT_CREATE_CONCURRENCY);
+        assert_eq!(
+            c.callback_concurrency_per_host,
+            DEFAULT_CALLBACK_CONCURRENCY_PER_HOST
+        );
         assert_eq!(c.limits.active_deadline_max, 86_400);
         assert_eq!(c.lease.lease_duration, Duration::from_secs(15));
         assert_eq!(c.http_port, 8080);

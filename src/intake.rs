@@ -1,22 +1,26 @@
 //! Intake, the poller thread: receives messages from the queue, validates and
-//! renders each, creates its Job, and settles the message only once its outcome
-//! is durable — the Job exists (ack), or the message was dead-lettered with its
-//! reason, or its 99 callback was settled (SQS without a dead-letter queue).
-//! Transient API errors leave the message in the queue with a growing delay.
-//! At MAX_CONCURRENT_JOBS live Jobs it stops receiving (back-pressure); it never
-//! sleeps between receives while messages flow.
+//! renders each, hands its Job to the creator pool (`create.rs`), and settles
+//! the message only once its outcome is durable — the Job exists (ack), or the
+//! message was dead-lettered with its reason, or its 99 callback was settled
+//! (SQS without a dead-letter queue). Transient API errors leave the message in
+//! the queue with a growing delay (or the server's Retry-After). Intake alone
+//! owns the queue client: creators report verdicts back over a channel. At
+//! MAX_CONCURRENT_JOBS (live Jobs plus creates in progress) it stops receiving
+//! (back-pressure); it never sleeps between receives while messages flow.
+
+mod create;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde_json::Value;
 
-use crate::backoff::{Backoff, redelivery_delay as retry_delay};
+use crate::backoff::{Backoff, redelivery_delay};
 use crate::callbacks::{Callback, CallbackMsg};
-use crate::contract::{self, ANN_MESSAGE_ID, ErrorCode, Status};
+use crate::contract::{self, ErrorCode, Status};
 use crate::kube::Client;
 use crate::message::{self, Limits};
 use crate::metrics;
@@ -25,6 +29,8 @@ use crate::queue::{Handle, Queue, QueueError, Received};
 use crate::render::{self, RenderConfig};
 use crate::tracker::{LiveJobs, Slot, TrackerMsg};
 use crate::webhook_guard::WebhookUrl;
+
+use create::{Creators, Done, Shared, Task, Verdict};
 
 /// Everything intake needs; built by `worker.rs`.
 pub struct Intake {
@@ -41,6 +47,8 @@ pub struct Intake {
     pub settled: Receiver<u64>,
     pub live: Arc<LiveJobs>,
     pub max_concurrent_jobs: usize,
+    /// Creator threads (CREATE_CONCURRENCY).
+    pub create_concurrency: usize,
     pub polling_interval: Duration,
     /// How often the leader takes back what other consumers hold (a former
     /// leader's receive that returned after it lost the Lease).
@@ -60,11 +68,29 @@ struct Pending {
     reason: String,
 }
 
-/// Outcome of one message.
-enum Outcome {
-    Ack,
-    Later(Duration),
+/// What intake makes of one received message before any create.
+enum Prepared {
+    /// Valid: its Job is rendered and goes to a creator.
+    Create(Box<Task>),
+    /// Rejected (dead-lettered or waiting for its 99).
     Rejected,
+}
+
+/// How many messages intake may take from the queue now (pure): no more than
+/// the free room under MAX_CONCURRENT_JOBS, the queue's batch size, and what
+/// the creators can take before `max_in_flight` tasks are waiting or running.
+fn receive_budget(room: usize, batch: usize, in_flight: usize, max_in_flight: usize) -> usize {
+    room.min(batch).min(max_in_flight.saturating_sub(in_flight))
+}
+
+/// How long one receive may block (pure): POLLING_INTERVAL at idle; while
+/// creates are in progress only briefly, so their acks are not held back.
+fn receive_wait(polling: Duration, in_flight: usize) -> Duration {
+    if in_flight == 0 {
+        polling
+    } else {
+        polling.min(Duration::from_millis(20))
+    }
 }
 
 impl Intake {
@@ -92,10 +118,37 @@ impl Intake {
             }
         }
         backoff.reset();
+        let (done_tx, done_rx) = unbounded::<Done>();
+        let shared = Shared {
+            kube: self.kube.clone(),
+            render: Arc::new(self.render.clone()),
+            tracker: self.tracker.clone(),
+            live: self.live.clone(),
+            stop: self.stop.clone(),
+        };
+        let creators = match Creators::spawn(self.create_concurrency, shared, done_tx) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("intake: cannot start a creator thread: {e}");
+                self.finish(&done_rx, &mut pending, &mut next_token);
+                return;
+            }
+        };
+        // Tasks waiting or running: enough to keep every creator busy while
+        // the next batch is received.
+        let max_in_flight = 2 * self.create_concurrency.max(1) + self.queue.max_batch();
+        let mut in_flight: usize = 0;
         let mut last_sweep = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             self.heartbeat.beat();
             self.settle(&mut pending);
+            self.collect(
+                &done_rx,
+                &mut in_flight,
+                Duration::ZERO,
+                &mut pending,
+                &mut next_token,
+            );
             if last_sweep.elapsed() >= self.sweep_interval {
                 last_sweep = Instant::now();
                 match self.queue.sweep() {
@@ -106,14 +159,30 @@ impl Intake {
                     Err(e) => self.queue_error("sweep", &e),
                 }
             }
-            let room = self
-                .live
-                .wait_for_room(self.max_concurrent_jobs, Duration::from_millis(500));
-            if room == 0 {
+            if in_flight >= max_in_flight {
+                // Every creator busy and a full batch waiting: wait for one.
+                let wait = Duration::from_millis(200);
+                self.collect(
+                    &done_rx,
+                    &mut in_flight,
+                    wait,
+                    &mut pending,
+                    &mut next_token,
+                );
+                continue;
+            }
+            let room_wait = if in_flight > 0 {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_millis(500)
+            };
+            let room = self.live.wait_for_room(self.max_concurrent_jobs, room_wait);
+            let max = receive_budget(room, self.queue.max_batch(), in_flight, max_in_flight);
+            if max == 0 {
                 continue; // back-pressure: at the cap, receive nothing
             }
-            let max = room.min(10);
-            let batch = match self.queue.receive(max, self.polling_interval) {
+            let wait = receive_wait(self.polling_interval, in_flight);
+            let batch = match self.queue.receive(max, wait) {
                 Ok(b) => {
                     backoff.reset();
                     self.health.queue_reachable.store(true, Ordering::SeqCst);
@@ -126,7 +195,18 @@ impl Intake {
                     continue;
                 }
             };
-            let mut acks = Vec::new();
+            if batch.is_empty() && in_flight > 0 {
+                // Nothing new (an SQS receive of 0 s returns at once): wait
+                // for a creator instead of polling again straight away.
+                let wait = Duration::from_millis(20);
+                self.collect(
+                    &done_rx,
+                    &mut in_flight,
+                    wait,
+                    &mut pending,
+                    &mut next_token,
+                );
+            }
             for m in batch {
                 // Leadership may have ended while the receive blocked: create
                 // nothing more; what is left goes back to the queue below.
@@ -135,29 +215,46 @@ impl Intake {
                 }
                 self.heartbeat.beat();
                 metrics::inc(metrics::MESSAGES_RECEIVED, &[("queue", self.queue.kind())]);
-                match self.process(&m, &mut pending, &mut next_token) {
-                    Outcome::Ack => acks.push(m.handle.clone()),
-                    Outcome::Later(d) => {
-                        if let Err(e) = self.queue.retry_later(&m.handle, d) {
-                            self.queue_error("retry_later", &e);
-                        }
-                    }
-                    Outcome::Rejected => {}
+                let Prepared::Create(task) = self.prepare(&m, &mut pending, &mut next_token) else {
+                    continue;
+                };
+                if !self.live.try_reserve(self.max_concurrent_jobs, task.slot) {
+                    // Cannot happen (intake alone reserves, within `room`).
+                    self.later(&task.m.handle, Duration::from_secs(1));
+                    continue;
                 }
-            }
-            if !acks.is_empty() {
-                match self.queue.ack(&acks) {
-                    Ok(()) => metrics::add(
-                        metrics::MESSAGES_ACKNOWLEDGED,
-                        &[("queue", self.queue.kind())],
-                        acks.len() as f64,
-                    ),
-                    // Redelivery is harmless: the Job exists and is adopted.
-                    Err(e) => self.queue_error("ack", &e),
+                match creators.submit(task) {
+                    Ok(()) => in_flight += 1,
+                    Err(task) => {
+                        self.live.release(task.slot);
+                        self.later(&task.m.handle, Duration::from_secs(1));
+                    }
                 }
             }
         }
-        self.settle(&mut pending);
+        // Creators skip what they have not started; join them, then settle
+        // what they finished before handing the rest back.
+        creators.close();
+        self.collect(
+            &done_rx,
+            &mut in_flight,
+            Duration::ZERO,
+            &mut pending,
+            &mut next_token,
+        );
+        self.finish(&done_rx, &mut pending, &mut next_token);
+    }
+
+    /// The end of a leadership: settle, hand back what is held, log.
+    fn finish(
+        &mut self,
+        done_rx: &Receiver<Done>,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) {
+        let mut n = 0;
+        self.collect(done_rx, &mut n, Duration::ZERO, pending, next_token);
+        self.settle(pending);
         match self.queue.hand_back() {
             Ok(0) => {}
             Ok(n) => log::info!("intake: handed {n} unsettled message(s) back to the queue"),
@@ -167,6 +264,53 @@ impl Intake {
             "intake: stopped ({} rejected message(s) still waiting for their 99 callback)",
             pending.len()
         );
+    }
+
+    fn later(&mut self, handle: &Handle, d: Duration) {
+        if let Err(e) = self.queue.retry_later(handle, d) {
+            self.queue_error("retry_later", &e);
+        }
+    }
+
+    /// Applies the creators' verdicts (waiting up to `wait` for the first one)
+    /// and acknowledges the created messages in one call.
+    fn collect(
+        &mut self,
+        done_rx: &Receiver<Done>,
+        in_flight: &mut usize,
+        wait: Duration,
+        pending: &mut HashMap<u64, Pending>,
+        next_token: &mut u64,
+    ) {
+        let mut acks = Vec::new();
+        let mut first = if wait.is_zero() {
+            done_rx.try_recv().ok()
+        } else {
+            done_rx.recv_timeout(wait).ok()
+        };
+        while let Some(d) = first.take().or_else(|| done_rx.try_recv().ok()) {
+            *in_flight = in_flight.saturating_sub(1);
+            match d.verdict {
+                Verdict::Ack => acks.push(d.m.handle),
+                Verdict::Later(delay) => self.later(&d.m.handle, delay),
+                Verdict::Reject { code, text } => {
+                    self.reject(&d.m, code, &text, Some(d.id), d.url, pending, next_token);
+                }
+                Verdict::Deleted { code, text } => self.dead_letter_deleted(&d.m, code, &text),
+                Verdict::Skipped => {}
+            }
+        }
+        if !acks.is_empty() {
+            match self.queue.ack(&acks) {
+                Ok(()) => metrics::add(
+                    metrics::MESSAGES_ACKNOWLEDGED,
+                    &[("queue", self.queue.kind())],
+                    acks.len() as f64,
+                ),
+                // Redelivery is harmless: the Job exists and is adopted.
+                Err(e) => self.queue_error("ack", &e),
+            }
+        }
     }
 
     fn queue_error(&self, op: &str, e: &QueueError) {
@@ -196,12 +340,12 @@ impl Intake {
         }
     }
 
-    fn process(
+    fn prepare(
         &mut self,
         m: &Received,
         pending: &mut HashMap<u64, Pending>,
         next_token: &mut u64,
-    ) -> Outcome {
+    ) -> Prepared {
         let msg = match message::parse(&m.body, &self.limits) {
             Ok(msg) => msg,
             Err(rej) => {
@@ -244,7 +388,7 @@ impl Intake {
             );
         }
         if let Err(e) = payload::precheck(&self.kube, &msg) {
-            return self.payload_refused(m, &msg, e, None, pending, next_token);
+            return self.payload_refused(m, &msg, e, pending, next_token);
         }
         let job = render::render(&msg, &self.render);
         let ns = msg.job.namespace.clone();
@@ -253,167 +397,61 @@ impl Intake {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let key = format!("{ns}/{name}");
-        let path = format!("/apis/batch/v1/namespaces/{ns}/jobs");
-        match self.kube.post(&path, &job, &format!("create job {key}")) {
-            Ok(created) => {
-                log::info!("message {} job {key}: created", msg.id);
-                metrics::inc(metrics::JOBS_CREATED, &[]);
-                self.live.insert(&key, Slot::of_job(&created));
-                payload::fault_exit_after_job_create();
-                self.job_ready(m, &msg, created, &key, pending, next_token)
-            }
-            Err(e) if e.code() == Some(409) => self.adopt(m, &msg, &key, pending, next_token),
-            Err(e) => {
-                let code = e
-                    .code()
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "transport".into());
-                metrics::inc(metrics::JOB_CREATE_ERRORS, &[("code", &code)]);
-                if e.is_transient() {
-                    let d = retry_delay(m.receive_count);
-                    log::warn!(
-                        "message {} job {key}: {e}; retrying in {} s",
-                        msg.id,
-                        d.as_secs()
-                    );
-                    Outcome::Later(d)
-                } else {
-                    let text = format!("cannot create Job {key}: {}", e.api_message());
-                    self.reject_msg(
-                        m,
-                        ErrorCode::JobCreateFailed,
-                        &text,
-                        &msg,
-                        pending,
-                        next_token,
-                    )
-                }
-            }
-        }
-    }
-
-    /// The Job name exists: adopt it when it is this message's Job.
-    fn adopt(
-        &mut self,
-        m: &Received,
-        msg: &message::Message,
-        key: &str,
-        pending: &mut HashMap<u64, Pending>,
-        next_token: &mut u64,
-    ) -> Outcome {
-        let (ns, name) = key.split_once('/').unwrap_or(("", key));
-        match self.kube.get(
-            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
-            &format!("get job {key}"),
-        ) {
-            Ok(existing) => {
-                let owner = existing
-                    .pointer(&contract::annotation_pointer(ANN_MESSAGE_ID))
-                    .and_then(Value::as_str);
-                if owner == Some(msg.id.as_str()) {
-                    log::info!("message {} job {key}: already exists, adopted", msg.id);
-                    metrics::inc(metrics::JOBS_ADOPTED, &[]);
-                    self.job_ready(m, msg, existing, key, pending, next_token)
-                } else {
-                    let text = format!(
-                        "Job {key} already exists for another message; choose another job.prefixName or id"
-                    );
-                    self.reject_msg(
-                        m,
-                        ErrorCode::JobNameConflict,
-                        &text,
-                        msg,
-                        pending,
-                        next_token,
-                    )
-                }
-            }
-            // Deleted between our create and get: try again soon.
-            Err(e) if e.code() == Some(404) || e.is_transient() => Outcome::Later(retry_delay(1)),
-            Err(e) => {
-                let text = format!("cannot read existing Job {key}: {}", e.api_message());
-                self.reject_msg(
-                    m,
-                    ErrorCode::JobCreateFailed,
-                    &text,
-                    msg,
-                    pending,
-                    next_token,
-                )
-            }
-        }
-    }
-
-    /// The message's Job exists (created or adopted): its payload Secret next,
-    /// then the tracker hears of the Job and the message is acknowledged.
-    fn job_ready(
-        &mut self,
-        m: &Received,
-        msg: &message::Message,
-        job: Value,
-        key: &str,
-        pending: &mut HashMap<u64, Pending>,
-        next_token: &mut u64,
-    ) -> Outcome {
-        match payload::ensure(&self.kube, msg, &self.render, &job) {
-            Ok(true) => log::info!("message {} job {key}: payload Secret created", msg.id),
-            Ok(false) => {}
-            Err(e) => return self.payload_refused(m, msg, e, Some(key), pending, next_token),
-        }
-        let _ = self.tracker.send(TrackerMsg::Created {
+        let slot = if msg.job.queue_name.is_some() {
+            Slot::Queued
+        } else {
+            Slot::Admitted
+        };
+        Prepared::Create(Box::new(Task {
+            m: m.clone(),
+            id: msg.id.clone(),
+            url: msg.webhook_url.clone(),
             job,
-            received_at: m.received_at,
-        });
-        Outcome::Ack
+            ns,
+            name,
+            slot,
+            msg,
+        }))
     }
 
-    /// The payload Secret could not be made. Transient: the message stays
-    /// (a redelivery adopts the Job and tries again). Permanent before the Job
-    /// exists (`job` None): a 99 like a refused Job create. Permanent after:
-    /// the Job cannot run without its input, so it is deleted (the tracker
-    /// reports it, 99 JOB_DELETED, held by the finalizer until delivered) and
-    /// the message is dead-lettered with the reason.
+    /// The payload Secret's name check failed before any create: transient
+    /// keeps the message (receive it again later); permanent is a 99 like a
+    /// refused Job create.
     fn payload_refused(
         &mut self,
         m: &Received,
         msg: &message::Message,
         e: payload::SecretError,
-        job: Option<&str>,
         pending: &mut HashMap<u64, Pending>,
         next_token: &mut u64,
-    ) -> Outcome {
+    ) -> Prepared {
         metrics::inc(
             metrics::PAYLOAD_SECRET_ERRORS,
             &[("code", &e.metric_code())],
         );
         if e.is_transient() {
-            let d = retry_delay(m.receive_count);
+            let d = redelivery_delay(m.receive_count);
             log::warn!(
                 "message {}: payload Secret: {e}; retrying in {} s",
                 msg.id,
                 d.as_secs()
             );
-            return Outcome::Later(d);
+            self.later(&m.handle, d);
+            return Prepared::Rejected;
         }
         let code = match e {
             payload::SecretError::Conflict { .. } => ErrorCode::JobNameConflict,
             _ => ErrorCode::JobCreateFailed,
         };
         let text = format!("cannot create the payload Secret: {e}");
-        let Some(key) = job else {
-            return self.reject_msg(m, code, &text, msg, pending, next_token);
-        };
-        let (ns, name) = key.split_once('/').unwrap_or(("", key));
-        if let Err(de) = self.kube.delete(
-            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
-            "Background",
-            &format!("delete job {key}"),
-        ) {
-            log::warn!("message {} job {key}: {text}; {de}; retrying", msg.id);
-            return Outcome::Later(retry_delay(m.receive_count));
-        }
-        log::error!("message {} job {key}: {text}; Job deleted", msg.id);
+        let (id, url) = (Some(msg.id.clone()), msg.webhook_url.clone());
+        self.reject(m, code, &text, id, url, pending, next_token)
+    }
+
+    /// A message whose Job the creator deleted again (its payload Secret was
+    /// refused for good): dead-lettered with the reason; the tracker reports
+    /// the deleted Job (99 JOB_DELETED), so the sender gets one terminal status.
+    fn dead_letter_deleted(&mut self, m: &Received, code: ErrorCode, text: &str) {
         metrics::inc(metrics::MESSAGES_REJECTED, &[("reason", code.as_str())]);
         match self
             .queue
@@ -425,21 +463,6 @@ impl Intake {
             ),
             Err(qe) => self.queue_error("dead_letter", &qe),
         }
-        Outcome::Rejected
-    }
-
-    /// `reject` for a message that parsed (its id and webhook are known).
-    fn reject_msg(
-        &mut self,
-        m: &Received,
-        code: ErrorCode,
-        text: &str,
-        msg: &message::Message,
-        pending: &mut HashMap<u64, Pending>,
-        next_token: &mut u64,
-    ) -> Outcome {
-        let (id, url) = (Some(msg.id.clone()), msg.webhook_url.clone());
-        self.reject(m, code, text, id, url, pending, next_token)
     }
 
     /// A message that can never succeed: record it, tell its sender (99).
@@ -453,7 +476,7 @@ impl Intake {
         url: Option<WebhookUrl>,
         pending: &mut HashMap<u64, Pending>,
         next_token: &mut u64,
-    ) -> Outcome {
+    ) -> Prepared {
         metrics::inc(metrics::MESSAGES_REJECTED, &[("reason", code.as_str())]);
         log::warn!(
             "message {}: rejected {code}: {text}",
@@ -469,7 +492,7 @@ impl Intake {
                 ),
                 Err(e) => self.queue_error("dead_letter", &e),
             }
-            return Outcome::Rejected;
+            return Prepared::Rejected;
         };
         let mut token = None;
         let _ = self.tracker.send(TrackerMsg::Rejected {
@@ -513,6 +536,33 @@ impl Intake {
             token,
             queued_at: Instant::now(),
         }));
-        Outcome::Rejected
+        Prepared::Rejected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_budget_is_the_smallest_limit() {
+        // room under MAX_CONCURRENT_JOBS, batch size, creator capacity
+        assert_eq!(receive_budget(usize::MAX, 64, 0, 96), 64);
+        assert_eq!(receive_budget(5, 64, 0, 96), 5);
+        assert_eq!(receive_budget(usize::MAX, 64, 90, 96), 6);
+        assert_eq!(receive_budget(usize::MAX, 64, 96, 96), 0);
+        assert_eq!(receive_budget(usize::MAX, 64, 100, 96), 0);
+        assert_eq!(receive_budget(0, 64, 0, 96), 0);
+    }
+
+    #[test]
+    fn only_an_idle_intake_blocks_for_the_polling_interval() {
+        let p = Duration::from_secs(5);
+        assert_eq!(receive_wait(p, 0), p);
+        assert_eq!(receive_wait(p, 1), Duration::from_millis(20));
+        assert_eq!(
+            receive_wait(Duration::from_millis(10), 3),
+            Duration::from_millis(10)
+        );
     }
 }

@@ -104,6 +104,7 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, StartError> {
             dead_letter_url,
         } => {
             let agent: ureq::Agent = ureq::Agent::config_builder()
+                .max_idle_connections_per_host(crate::queue::sqs::RECEIVERS + 4)
                 .http_status_as_error(false)
                 .timeout_connect(Some(Duration::from_secs(10)))
                 .build()
@@ -257,7 +258,7 @@ impl Leading {
             retry_horizon: cfg.callback_retry_horizon,
             backoff_initial: Duration::from_secs(1),
             backoff_max: cfg.callback_backoff_max,
-            workers_per_host: 4,
+            workers_per_host: cfg.callback_concurrency_per_host,
             max_response_bytes: 4096,
             signing_secret,
             // Stopping intake can take one receive (POLLING_INTERVAL) and the
@@ -339,6 +340,7 @@ impl Leading {
             settled: settle_rx,
             live: live.clone(),
             max_concurrent_jobs: cfg.max_concurrent_jobs,
+            create_concurrency: cfg.create_concurrency,
             polling_interval: cfg.polling_interval,
             sweep_interval: cfg.lease.lease_duration,
             callback_horizon: cfg.callback_retry_horizon,
@@ -416,6 +418,10 @@ pub fn webhook_agent(
     ca_file: Option<&std::path::Path>,
 ) -> Result<ureq::config::Config, StartError> {
     let mut b = ureq::Agent::config_builder()
+        // Each of a destination's workers (CALLBACK_CONCURRENCY_PER_HOST, at
+        // most 64) keeps its connection between callbacks.
+        .max_idle_connections(4 * crate::config::MAX_POOL)
+        .max_idle_connections_per_host(crate::config::MAX_POOL)
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(format!("k8s-job-worker/{}", crate::VERSION))

@@ -106,7 +106,7 @@ impl Clock {
 /// The release worker for `q` (namespace and instance `bench-*`), with the
 /// default environment of tests/support/worker.rs except RUST_LOG=info and no
 /// REDIS_DB or CALLBACK_BACKOFF_MAX.
-fn start_worker(q: Q) -> Worker {
+fn start_worker(q: Q, env: &[(&str, &str)]) -> Worker {
     Launcher::new(q)
         .bin(worker_bin())
         .ns_tag("bench")
@@ -114,8 +114,112 @@ fn start_worker(q: Q) -> Worker {
         .env("RUST_LOG", "info")
         .no_env("REDIS_DB")
         .no_env("CALLBACK_BACKOFF_MAX")
+        .envs(env)
         .log_tail(60)
         .start()
+}
+
+/// A webhook receiver that answers 200 after `delay` (a slow but healthy
+/// receiver), on `threads` threads with keep-alive; records (id, status, when).
+struct SlowHook {
+    url: String,
+    seen: Arc<Mutex<Vec<(String, u64, Instant)>>>,
+    server: Arc<tiny_http::Server>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SlowHook {
+    fn start(delay: Duration, threads: usize) -> SlowHook {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (server, seen) = (server.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    while let Ok(mut rq) = server.recv() {
+                        let mut body = String::new();
+                        let _ = rq.as_reader().read_to_string(&mut body);
+                        std::thread::sleep(delay);
+                        let _ = rq.respond(tiny_http::Response::empty(200));
+                        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                        if let (Some(id), Some(st)) = (v["id"].as_str(), v["status"].as_u64()) {
+                            seen.lock()
+                                .unwrap()
+                                .push((id.to_string(), st, Instant::now()));
+                        }
+                    }
+                })
+            })
+            .collect();
+        SlowHook {
+            url: format!("http://127.0.0.1:{port}"),
+            seen,
+            server,
+            threads,
+        }
+    }
+
+    /// When the last of `n` distinct status-`status` callbacks arrived, if all did.
+    fn last_of(&self, status: u64, n: usize) -> Option<Instant> {
+        let seen = self.seen.lock().unwrap();
+        let mut ids = std::collections::HashSet::new();
+        let mut last = None;
+        for (id, st, at) in seen.iter() {
+            if *st == status && ids.insert(id.clone()) {
+                last = Some(last.map_or(*at, |l: Instant| l.max(*at)));
+            }
+        }
+        (ids.len() >= n).then_some(last).flatten()
+    }
+}
+
+impl Drop for SlowHook {
+    fn drop(&mut self) {
+        self.server.unblock();
+        for _ in 1..self.threads.len() {
+            self.server.unblock();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// job_worker_jobs_created_total of the worker on `port`.
+fn created_total(port: u16) -> f64 {
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_body().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("job_worker_jobs_created_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls the worker's created-Jobs counter every 10 ms from now until it has
+/// grown by `n`; `wait` returns when that happened.
+struct CreatedWatch(std::thread::JoinHandle<Option<Instant>>);
+
+impl CreatedWatch {
+    fn start(port: u16, n: usize) -> CreatedWatch {
+        let base = created_total(port);
+        CreatedWatch(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(900);
+            while Instant::now() < deadline {
+                if created_total(port) >= base + n as f64 {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        }))
+    }
+    fn wait(self, _timeout: Duration) -> Option<Instant> {
+        self.0.join().ok().flatten()
+    }
 }
 
 /// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
@@ -228,6 +332,10 @@ impl Drop for SqsSender {
 /// A light message: the seed example without volume, node selector, envRef or
 /// toleration (1,000 pods spread over kwok's nodes), TTL 31 s.
 fn bench_message(ns: &str, hook: &WebhookReceiver, id: &str) -> String {
+    bench_message_to(ns, &hook.url(), id)
+}
+
+fn bench_message_to(ns: &str, hook_url: &str, id: &str) -> String {
     let mut m: Value = serde_json::from_str(SEED_002).unwrap();
     m["id"] = json!(id);
     let job = m["job"].as_object_mut().unwrap();
@@ -237,7 +345,7 @@ fn bench_message(ns: &str, hook: &WebhookReceiver, id: &str) -> String {
     job.insert("namespace".into(), json!(ns));
     job.insert("ttlSecondsAfterFinished".into(), json!(31));
     job.insert("command".into(), json!(["/bin/true"]));
-    m["webhook"]["url"] = json!(format!("{}/hook", hook.url()));
+    m["webhook"]["url"] = json!(format!("{hook_url}/hook"));
     m.to_string()
 }
 
@@ -299,11 +407,17 @@ struct Row {
     burst_enqueue_secs: f64,
     burst_all_jobs_secs: f64,
     burst_jobs_per_sec: f64,
+    /// First enqueue → job_worker_jobs_created_total reached N (the creates alone).
+    burst_create_secs: f64,
     burst_got: usize,
     burst_p50: f64,
     burst_p99: f64,
     burst_max: f64,
     drain_secs: f64,
+    /// First enqueue → the last message's status 2.
+    terminal_secs: f64,
+    terminal_got: usize,
+    trickle_n: usize,
     trickle_rate: f64,
     trickle_got: usize,
     trickle_p50: f64,
@@ -311,16 +425,15 @@ struct Row {
     trickle_max: f64,
 }
 
-fn run(q: Q) -> Row {
+fn run(q: Q, n: usize, trickle_n: usize, w: &Worker) -> Row {
     let b = bed();
-    let n = env_num("BENCH_N", 1000.0) as usize;
     let rate = env_num("BENCH_RATE", 20.0);
     let clock = Clock::new();
-    let w = start_worker(q);
     let redis_key = format!("{}queue", w.redis_prefix);
     let mut row = Row {
         queue: if q == Q::Redis { "redis" } else { "sqs" },
         n,
+        trickle_n,
         trickle_rate: rate,
         ..Row::default()
     };
@@ -329,7 +442,7 @@ fn run(q: Q) -> Row {
         "worker not ready"
     );
     std::thread::sleep(Duration::from_secs(2));
-    row.idle_rss_kib = proc_kib(&w, "VmRSS");
+    row.idle_rss_kib = proc_kib(w, "VmRSS");
     let mut sender = (q == Q::Sqs).then(|| SqsSender::start(b, &w.sqs_url));
 
     // ---- burst
@@ -340,6 +453,7 @@ fn run(q: Q) -> Row {
         .map(|id| bench_message(&w.ns, &hook, id))
         .collect();
     let mut enq: HashMap<String, f64> = HashMap::new();
+    let created = CreatedWatch::start(w.http_port, n);
     let t_start = now();
     match q {
         Q::Redis => {
@@ -371,6 +485,9 @@ fn run(q: Q) -> Row {
     }
     let (lat, last) = status0(&hook, &clock, &enq, Duration::from_secs(600));
     let first_enq = enq.values().cloned().fold(f64::MAX, f64::min);
+    row.burst_create_secs = created
+        .wait(Duration::from_secs(60))
+        .map_or(f64::NAN, |t| clock.wall(t) - first_enq);
     row.burst_got = lat.len();
     row.burst_all_jobs_secs = last - first_enq;
     row.burst_jobs_per_sec = lat.len() as f64 / row.burst_all_jobs_secs;
@@ -388,6 +505,32 @@ fn run(q: Q) -> Row {
         list["items"].as_array().map(Vec::len).unwrap_or(0)
     );
 
+    // ---- terminal throughput: every message's status 2
+    let count2 = || {
+        let mut ids = std::collections::HashSet::new();
+        for c in hook.delivered() {
+            if c.body["status"] == json!(2)
+                && let Some(id) = c.body["id"].as_str()
+            {
+                ids.insert(id.to_string());
+            }
+        }
+        ids.len()
+    };
+    wait_for(Duration::from_secs(900), || count2() >= n);
+    row.terminal_got = count2();
+    let last2 = hook
+        .delivered()
+        .iter()
+        .filter(|c| c.body["status"] == json!(2))
+        .map(|c| clock.wall(c.at))
+        .fold(f64::MIN, f64::max);
+    row.terminal_secs = last2 - first_enq;
+    eprintln!(
+        "[bench] {}: {} of {n} at status 2, {:.1}s after the first enqueue",
+        row.queue, row.terminal_got, row.terminal_secs
+    );
+
     // ---- drain: every Job terminal
     let t = Instant::now();
     wait_for(Duration::from_secs(600), || {
@@ -398,7 +541,9 @@ fn run(q: Q) -> Row {
 
     // ---- trickle at `rate`/s
     let hook = WebhookReceiver::start();
-    let ids: Vec<String> = (0..n).map(|i| format!("{}-t{i}", unique("m"))).collect();
+    let ids: Vec<String> = (0..trickle_n)
+        .map(|i| format!("{}-t{i}", unique("m")))
+        .collect();
     let mut enq: HashMap<String, f64> = HashMap::new();
     let mut redis = b.redis();
     let t0 = Instant::now();
@@ -423,7 +568,7 @@ fn run(q: Q) -> Row {
     }
     if let Some(s) = sender.as_ref() {
         let before = n.div_ceil(10);
-        let times = s.wait_sent(before + n, Duration::from_secs(600));
+        let times = s.wait_sent(before + trickle_n, Duration::from_secs(600));
         for (i, id) in ids.iter().enumerate() {
             if let Some(t) = times.get(before + i) {
                 enq.insert(id.clone(), *t);
@@ -441,8 +586,8 @@ fn run(q: Q) -> Row {
     wait_for(Duration::from_secs(300), || {
         w.metric("job_worker_jobs_in_flight") == Some(0.0)
     });
-    row.peak_rss_kib = proc_kib(&w, "VmHWM");
-    row.cpu_secs = cpu_secs(&w);
+    row.peak_rss_kib = proc_kib(w, "VmHWM");
+    row.cpu_secs = cpu_secs(w);
     eprintln!("[bench] {}: done: {row:?}", row.queue);
     row
 }
@@ -506,7 +651,7 @@ fn table(rows: &[Row]) -> String {
         out += &format!(
             "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |\n",
             r.queue,
-            if r.burst_got == r.n && r.trickle_got == r.n {
+            if r.burst_got == r.n && r.trickle_got == r.trickle_n {
                 r.n.to_string()
             } else {
                 format!("{} (got {}/{})", r.n, r.burst_got, r.trickle_got)
@@ -530,25 +675,223 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
+/// The burst again, with a receiver that answers every callback after 50 ms:
+/// seconds from the last Job created (the worker's counter) to the last
+/// status 0. Returns (create s, lag s).
+fn slow_burst(w: &Worker, n: usize) -> (f64, f64) {
+    let b = bed();
+    let hook = SlowHook::start(Duration::from_millis(50), 96);
+    let bodies: Vec<String> = (0..n)
+        .map(|i| bench_message_to(&w.ns, &hook.url, &format!("{}-s{i}", unique("m"))))
+        .collect();
+    let created = CreatedWatch::start(w.http_port, n);
+    let t0 = Instant::now();
+    let mut cmd = redis::cmd("LPUSH");
+    cmd.arg(format!("{}queue", w.redis_prefix));
+    for body in &bodies {
+        cmd.arg(body);
+    }
+    let _: i64 = cmd.query(&mut b.redis()).expect("LPUSH");
+    let made = created.wait(Duration::from_secs(600));
+    wait_for(Duration::from_secs(600), || hook.last_of(0, n).is_some());
+    let last0 = hook.last_of(0, n);
+    wait_for(Duration::from_secs(900), || {
+        w.metric("job_worker_jobs_in_flight") == Some(0.0)
+    });
+    match (made, last0) {
+        (Some(m), Some(l)) => (
+            (m - t0).as_secs_f64(),
+            l.saturating_duration_since(m).as_secs_f64(),
+        ),
+        _ => (f64::NAN, f64::NAN),
+    }
+}
+
+/// BENCH_INFLIGHT_N (10,000) Jobs whose pods never finish (kwok keeps them
+/// Pending), all in flight at once, on a fresh worker: seconds until the
+/// worker counts them all in flight, and its peak RSS (KiB) then.
+fn in_flight(n: usize) -> (f64, usize, u64) {
+    let b = bed();
+    let w = start_worker(Q::Redis, &[("POD_START_TIMEOUT", "3600")]);
+    assert!(
+        wait_for(Duration::from_secs(60), || w.get("/readyz").0 == 200),
+        "worker not ready"
+    );
+    let hook = WebhookReceiver::start();
+    let mut cmd = redis::cmd("LPUSH");
+    cmd.arg(format!("{}queue", w.redis_prefix));
+    for i in 0..n {
+        let mut m: Value = serde_json::from_str(&bench_message(
+            &w.ns,
+            &hook,
+            &format!("{}-f{i}", unique("m")),
+        ))
+        .unwrap();
+        m["job"]["fargate"] =
+            json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "pending"});
+        cmd.arg(m.to_string());
+    }
+    let t0 = Instant::now();
+    let _: i64 = cmd.query(&mut b.redis()).expect("LPUSH");
+    wait_for(Duration::from_secs(900), || {
+        w.metric("job_worker_jobs_in_flight").unwrap_or(0.0) >= n as f64
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(5)); // pods and their events settle
+    let live = w.metric("job_worker_jobs_in_flight").unwrap_or(0.0) as usize;
+    let peak = proc_kib(&w, "VmHWM");
+    let ns = w.ns.clone();
+    drop(w);
+    // Unload the bed: the namespace's pods go (its Jobs keep our finalizer,
+    // with the worker gone, until the bed is torn down).
+    let _ = b.kube_delete(&format!("/api/v1/namespaces/{ns}"), None);
+    (secs, live, peak)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Every worker row of issue 11 in one run, with the bed's ceiling and drain
+/// rate measured in the same run beside them (see the module doc).
 #[test]
 #[ignore = "benchmark: run with `make bench`"]
 fn bench_redis_and_sqs() {
+    let b = bed();
     let only = std::env::var("BENCH_QUEUES").unwrap_or_else(|_| "redis,sqs".into());
+    let n = env_num("BENCH_N", 5000.0) as usize;
+    let sqs_n = env_num("BENCH_SQS_N", 1000.0) as usize;
+    let trickle_n = env_num("BENCH_TRICKLE_N", 1000.0) as usize;
+    let inflight_n = env_num("BENCH_INFLIGHT_N", 10000.0) as usize;
+    let conc = support::load::create_concurrency();
+    let ceiling_n = env_num("BENCH_CEILING_N", 2000.0) as usize;
+
+    // The bed alone, first: create ceiling on 1 and `conc` connections, drain rate.
+    let c1 = support::load::raw_ceiling(b, ceiling_n, 1, false);
+    let cn = support::load::raw_ceiling(b, ceiling_n, conc, false);
+    eprintln!(
+        "[bench] ceiling: 1 conn {:.0}/s, {conc} conn {:.0}/s",
+        c1.per_sec(),
+        cn.per_sec()
+    );
+    let drain = support::load::drain_rate(b, ceiling_n, conc, "1", Duration::from_secs(900));
+    eprintln!("[bench] bed drain rate {:.1}/s", drain.per_sec());
+
     let mut rows = Vec::new();
-    for (name, q) in [("redis", Q::Redis), ("sqs", Q::Sqs)] {
-        if only.split(',').any(|s| s.trim() == name) {
-            rows.push(run(q));
+    let mut slow = (f64::NAN, f64::NAN);
+    let cb_conc = std::env::var("CALLBACK_CONCURRENCY_PER_HOST").unwrap_or_default();
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    let conc_s = conc.to_string();
+    if std::env::var_os("CREATE_CONCURRENCY").is_some() {
+        env.push(("CREATE_CONCURRENCY", &conc_s));
+    }
+    if !cb_conc.is_empty() {
+        env.push(("CALLBACK_CONCURRENCY_PER_HOST", &cb_conc));
+    }
+    if only.split(',').any(|s| s.trim() == "redis") {
+        let w = start_worker(Q::Redis, &env);
+        rows.push(run(Q::Redis, n, trickle_n, &w));
+        slow = slow_burst(&w, n);
+        eprintln!(
+            "[bench] slow receiver: creates {:.1}s, last status 0 {:.2}s after the last create",
+            slow.0, slow.1
+        );
+    }
+    let mut moto = (f64::NAN, f64::NAN);
+    if only.split(',').any(|s| s.trim() == "sqs") {
+        let w = start_worker(Q::Sqs, &env);
+        rows.push(run(Q::Sqs, sqs_n, trickle_n, &w));
+        drop(w);
+        moto = sqs_baseline(sqs_n);
+    }
+    let inflight = if only.split(',').any(|s| s.trim() == "redis") && inflight_n > 0 {
+        in_flight(inflight_n)
+    } else {
+        (f64::NAN, 0, 0)
+    };
+
+    let t = table(&rows);
+    let mut sum = String::new();
+    sum += "| row | worker | beside it (same run) | ratio |\n|---|---|---|---|\n";
+    sum += &format!(
+        "| raw ceiling (plain ureq, minimal Jobs, {ceiling_n}) | — | 1 conn: {:.0} Jobs/s; {conc} conn: {:.0} Jobs/s | — |\n",
+        c1.per_sec(),
+        cn.per_sec()
+    );
+    for r in &rows {
+        let ms = |s: f64| format!("{:.1}", s * 1000.0);
+        let create_rate = r.n as f64 / r.burst_create_secs;
+        if r.queue == "redis" {
+            sum += &format!(
+                "| Redis burst {} (CREATE_CONCURRENCY {conc}) | {:.0} Jobs/s created ({:.2} s); last status 0 after {:.2} s | ceiling at {conc} conn: {:.0} Jobs/s | {:.0} % |\n",
+                r.n,
+                create_rate,
+                r.burst_create_secs,
+                r.burst_all_jobs_secs,
+                cn.per_sec(),
+                100.0 * create_rate / cn.per_sec()
+            );
+            sum += &format!(
+                "| terminal: all {} to status 2 | {} of {} in {:.1} s = {:.0} Jobs/s | bed drain rate: {:.0} Jobs/s ({} Jobs) | {:.0} % |\n",
+                r.n,
+                r.terminal_got,
+                r.n,
+                r.terminal_secs,
+                r.terminal_got as f64 / r.terminal_secs,
+                drain.per_sec(),
+                drain.completed,
+                100.0 * (r.terminal_got as f64 / r.terminal_secs) / drain.per_sec()
+            );
+            sum += &format!(
+                "| trickle {:.0}/s ({} msgs), Redis | status 0 p50 {} ms, p99 {} ms; idle RSS {:.1} MiB; peak RSS (burst+trickle) {:.1} MiB | — | — |\n",
+                r.trickle_rate,
+                r.trickle_got,
+                ms(r.trickle_p50),
+                ms(r.trickle_p99),
+                mib(r.idle_rss_kib),
+                mib(r.peak_rss_kib)
+            );
+            sum += &format!(
+                "| burst {} with a 50 ms receiver | last status 0 {:.2} s after the last Job created (creates {:.2} s) | — | — |\n",
+                r.n, slow.1, slow.0
+            );
+        } else {
+            sum += &format!(
+                "| SQS burst {} | {:.0} Jobs/s created; last status 0 after {:.2} s ({:.0}/s) | moto alone: send {:.0}/s, receive+delete {:.0}/s | {:.0} % of moto's receive+delete |\n",
+                r.n,
+                create_rate,
+                r.burst_all_jobs_secs,
+                r.burst_jobs_per_sec,
+                r.n as f64 / moto.0,
+                r.n as f64 / moto.1,
+                100.0 * create_rate / (r.n as f64 / moto.1)
+            );
+            sum += &format!(
+                "| SQS trickle {:.0}/s ({} msgs) | status 0 p50 {} ms, p99 {} ms; idle RSS {:.1} MiB | — | — |\n",
+                r.trickle_rate,
+                r.trickle_got,
+                ms(r.trickle_p50),
+                ms(r.trickle_p99),
+                mib(r.idle_rss_kib)
+            );
         }
     }
-    let t = table(&rows);
+    if inflight.1 > 0 {
+        sum += &format!(
+            "| {inflight_n} Jobs in flight (pods never finish) | peak RSS {:.1} MiB ({} counted in flight after {:.1} s) | — | — |\n",
+            mib(inflight.2),
+            inflight.1,
+            inflight.0
+        );
+    }
     println!(
-        "\nk8s-job-worker bench (test bed, {} cores)\n\n{t}",
+        "\nk8s-job-worker bench (test bed, {} cores)\n\n{sum}\n{t}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
     );
     if let Some(p) = std::env::var_os("BENCH_OUT") {
-        std::fs::write(&p, &t).expect("BENCH_OUT");
+        std::fs::write(&p, format!("{sum}\n{t}")).expect("BENCH_OUT");
     }
 }
 
@@ -626,4 +969,80 @@ fn bed_drain_rate() {
         d.all_complete_secs,
         d.per_sec()
     );
+}
+
+/// How the defaults of CREATE_CONCURRENCY and CALLBACK_CONCURRENCY_PER_HOST
+/// were chosen: with BENCH_SWEEP set (else it returns at once), for each
+/// CREATE_CONCURRENCY in BENCH_SWEEP_CREATE (1,4,8,16,32) a fresh worker
+/// creates a Redis burst of BENCH_SWEEP_N (2,000) beside the raw ceiling at the
+/// same concurrency; then for each CALLBACK_CONCURRENCY_PER_HOST in
+/// BENCH_SWEEP_CALLBACK (4,16,32,64) the burst with a 50 ms receiver.
+#[test]
+#[ignore = "benchmark: run with `BENCH_SWEEP=1 make bench`"]
+fn sweep_concurrency() {
+    if std::env::var_os("BENCH_SWEEP").is_none() {
+        return;
+    }
+    let b = bed();
+    let n = env_num("BENCH_SWEEP_N", 2000.0) as usize;
+    let list = |name: &str, default: &str| -> Vec<usize> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect()
+    };
+    let mut out = String::from(
+        "| CREATE_CONCURRENCY | burst Jobs/s (worker) | raw ceiling Jobs/s (same conns) | ratio | peak RSS MiB |\n|---|---|---|---|---|\n",
+    );
+    for c in list("BENCH_SWEEP_CREATE", "1,4,8,16,32") {
+        let ceiling = support::load::raw_ceiling(b, n, c, false);
+        let cs = c.to_string();
+        let w = start_worker(Q::Redis, &[("CREATE_CONCURRENCY", &cs)]);
+        assert!(wait_for(Duration::from_secs(60), || w.get("/readyz").0 == 200));
+        let hook = WebhookReceiver::start();
+        let created = CreatedWatch::start(w.http_port, n);
+        let mut cmd = redis::cmd("LPUSH");
+        cmd.arg(format!("{}queue", w.redis_prefix));
+        for i in 0..n {
+            cmd.arg(bench_message(
+                &w.ns,
+                &hook,
+                &format!("{}-w{i}", unique("m")),
+            ));
+        }
+        let t0 = Instant::now();
+        let _: i64 = cmd.query(&mut b.redis()).expect("LPUSH");
+        let secs = created
+            .wait(Duration::from_secs(600))
+            .map_or(f64::NAN, |t| (t - t0).as_secs_f64());
+        let rate = n as f64 / secs;
+        let peak = proc_kib(&w, "VmHWM");
+        out += &format!(
+            "| {c} | {rate:.0} | {:.0} | {:.0} % | {:.1} |\n",
+            ceiling.per_sec(),
+            100.0 * rate / ceiling.per_sec(),
+            mib(peak)
+        );
+        eprintln!(
+            "[sweep] create {c}: {rate:.0}/s vs ceiling {:.0}/s",
+            ceiling.per_sec()
+        );
+        wait_for(Duration::from_secs(600), || {
+            w.metric("job_worker_jobs_in_flight") == Some(0.0)
+        });
+    }
+    out += "\n| CALLBACK_CONCURRENCY_PER_HOST | creates s | last status 0 after the last create, s (50 ms receiver) | peak RSS MiB |\n|---|---|---|---|\n";
+    for k in list("BENCH_SWEEP_CALLBACK", "4,16,32,64") {
+        let ks = k.to_string();
+        let w = start_worker(Q::Redis, &[("CALLBACK_CONCURRENCY_PER_HOST", &ks)]);
+        assert!(wait_for(Duration::from_secs(60), || w.get("/readyz").0 == 200));
+        let (create, lag) = slow_burst(&w, n);
+        out += &format!(
+            "| {k} | {create:.2} | {lag:.2} | {:.1} |\n",
+            mib(proc_kib(&w, "VmHWM"))
+        );
+        eprintln!("[sweep] callbacks {k}: lag {lag:.2}s");
+    }
+    println!("\nconcurrency sweep (Redis burst of {n})\n\n{out}");
 }

@@ -121,3 +121,48 @@ fn late_receive_is_swept_or_handed_back() {
         .expect("receive");
     assert_eq!(all.len(), 3);
 }
+
+/// A batch receive moves up to `max_batch` messages in FIFO order onto the
+/// consumer's processing list (each message in exactly one list at every
+/// moment), and one ack removes them all; at idle a receive blocks for its wait.
+#[test]
+fn batched_receive_moves_many_in_order_and_acks_in_one_call() {
+    let prefix = format!("{}-", unique("rqb"));
+    let endpoint = format!("127.0.0.1:{}", bed().redis_port);
+    let mut q = RedisQueue::new(&endpoint, 0, &prefix, "w-a", None).expect("queue");
+    assert_eq!(q.max_batch(), 64);
+    for i in 0..150 {
+        q.send(format!("m{i}").as_bytes()).expect("send");
+    }
+    let (qk, pk) = (format!("{prefix}queue"), format!("{prefix}processing:w-a"));
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    while seen.len() < 150 {
+        let got = q.receive(64, Duration::from_secs(1)).expect("receive");
+        assert!(!got.is_empty());
+        sizes.push(got.len());
+        assert_eq!(
+            len(&qk) + len(&pk),
+            150 - seen.len() as i64,
+            "every unacknowledged message is in the queue or in processing"
+        );
+        seen.extend(
+            got.iter()
+                .map(|r| String::from_utf8_lossy(&r.body).to_string()),
+        );
+        let handles: Vec<_> = got.iter().map(|r| r.handle.clone()).collect();
+        q.ack(&handles).expect("ack");
+        assert_eq!(len(&pk), 0, "one ack removes the whole batch");
+    }
+    assert_eq!(sizes, vec![64, 64, 22]);
+    let want: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+    assert_eq!(seen, want, "FIFO order");
+    // Idle: the receive blocks for its wait (a lower bound), then returns nothing.
+    let t = std::time::Instant::now();
+    assert!(
+        q.receive(64, Duration::from_millis(500))
+            .expect("receive")
+            .is_empty()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(450));
+}

@@ -637,3 +637,38 @@ fn container_credentials_against_moto() {
     }
     let _ = std::fs::remove_file(token_file);
 }
+
+/// While messages flow (the last receive was full), one receive keeps up to
+/// three polls of 10 in flight and returns up to 30; every message arrives
+/// once; once the queue is empty a receive goes back to a single poll.
+#[test]
+fn sqs_parallel_receives_while_messages_flow() {
+    if skip() {
+        return;
+    }
+    let moto = Moto::start("sqs");
+    let fx = bootstrap(&moto);
+    let mut q = queue(&fx.queue, static_creds(&fx));
+    assert_eq!(q.max_batch(), 30);
+    for i in 0..75 {
+        q.send(format!("p{i}").as_bytes()).expect("send");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut biggest = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 75 && Instant::now() < deadline {
+        let got = q.receive(30, Duration::from_secs(1)).expect("receive");
+        biggest = biggest.max(got.len());
+        for r in &got {
+            assert!(seen.insert(body(r).to_string()), "{} twice", body(r));
+        }
+        let handles: Vec<_> = got.iter().map(|r| r.handle.clone()).collect();
+        q.ack(&handles).expect("ack");
+    }
+    assert_eq!(seen.len(), 75);
+    assert!(
+        biggest > 10,
+        "a flowing receive returned more than one poll's 10 ({biggest})"
+    );
+    assert!(q.receive(30, Duration::ZERO).expect("receive").is_empty());
+}

@@ -20,6 +20,9 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 /// Timeout of an ordinary (non-watch) call (heartbeat bounds scale with it).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest body of an ordinary call we accept (lists are paginated).
+/// Idle connections to the API server kept for reuse (≥ CREATE_CONCURRENCY's
+/// upper bound plus the tracker's and the Lease's).
+pub const MAX_IDLE_CONNECTIONS: usize = 72;
 const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// Where the client finds the API server and its credentials.
@@ -84,6 +87,9 @@ pub enum KubeError {
         code: u16,
         reason: String,
         message: String,
+        /// How long the server asked us to wait (Retry-After, or the Status
+        /// body's `details.retryAfterSeconds`), on 429 and some 5xx.
+        retry_after: Option<Duration>,
     },
     /// A 2xx answer whose body could not be decoded.
     Decode { op: String, message: String },
@@ -102,6 +108,7 @@ impl fmt::Display for KubeError {
                 code,
                 reason,
                 message,
+                ..
             } => write!(f, "kube: {op}: {code} {reason}: {message}"),
             KubeError::Decode { op, message } => {
                 write!(f, "kube: {op}: unreadable answer: {message}")
@@ -118,6 +125,14 @@ impl KubeError {
     pub fn code(&self) -> Option<u16> {
         match self {
             KubeError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The wait the API server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            KubeError::Api { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -195,7 +210,12 @@ impl Client {
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(format!("k8s-job-worker/{}", crate::VERSION))
-            .timeout_connect(Some(Duration::from_secs(10)));
+            .timeout_connect(Some(Duration::from_secs(10)))
+            // Creator threads (CREATE_CONCURRENCY, at most 64) each keep a
+            // connection alive between creates; ureq's default keeps only 3
+            // per host, which would mean a TLS handshake for most creates.
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS);
         if let Some(ca) = &cfg.ca_file {
             builder = builder.tls_config(tls_with_ca(ca)?);
         }
@@ -325,6 +345,12 @@ impl Client {
         };
         let resp = self.send(method, path, bytes, None, op)?;
         let code = resp.status().as_u16();
+        let retry_after_header = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = resp
             .into_body()
             .with_config()
@@ -343,7 +369,11 @@ impl Client {
                 message: e.to_string(),
             });
         }
-        Err(status_error(op, code, &text))
+        let mut err = status_error(op, code, &text);
+        if let (KubeError::Api { retry_after, .. }, Some(h)) = (&mut err, retry_after_header) {
+            *retry_after = Some(h);
+        }
+        Err(err)
     }
 
     /// GET a path and decode the JSON answer.
@@ -493,6 +523,7 @@ impl Client {
             code: 409,
             reason: "Conflict".into(),
             message: "object kept changing".into(),
+            retry_after: None,
         })
     }
 }
@@ -545,11 +576,16 @@ pub fn status_error(op: &str, code: u16, text: &str) -> KubeError {
             let t: String = text.chars().take(300).collect();
             t.trim().to_string()
         });
+    let retry_after = v
+        .pointer("/details/retryAfterSeconds")
+        .and_then(Value::as_u64)
+        .map(Duration::from_secs);
     KubeError::Api {
         op: op.to_string(),
         code,
         reason: reason.to_string(),
         message,
+        retry_after,
     }
 }
 

@@ -448,6 +448,7 @@ mod tests {
             code: 410,
             reason: "Gone".into(),
             message: "too old".into(),
+            retry_after: None,
         }));
         let mut m = Machine::new(api, 3);
         m.step();

@@ -59,6 +59,10 @@ pub trait Queue: Send {
     /// Waits at most `wait` for up to `max` messages (max ≥ 1). Returns early as
     /// soon as at least one message is available.
     fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError>;
+    /// The most messages one `receive` returns (intake asks for no more).
+    fn max_batch(&self) -> usize {
+        10
+    }
     /// Removes settled messages from the queue for good.
     fn ack(&mut self, handles: &[Handle]) -> Result<(), QueueError>;
     /// Makes the message receivable again after `delay` (the message stays

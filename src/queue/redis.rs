@@ -1,5 +1,6 @@
 //! Redis list queue. Producers LPUSH onto `<prefix>queue`; the worker BLMOVEs
-//! the oldest entry (RIGHT) onto its own processing list
+//! the oldest entry (RIGHT), then up to MAX_BATCH - 1 more in one pipeline of
+//! LMOVEs (each atomic on its own), onto its own processing list
 //! `<prefix>processing:<consumer>` (LEFT; the consumer is POD_NAME), so a
 //! received message stays durable in Redis until it is settled: LREM on ack,
 //! LPUSH to `<prefix>dead` (with the reason) plus LREM in one MULTI on
@@ -15,6 +16,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{Handle, Queue, QueueError, Received};
+
+/// The most messages one receive moves (one pipelined round trip).
+pub const MAX_BATCH: usize = 64;
 
 pub struct RedisQueue {
     client: redis::Client,
@@ -32,6 +36,8 @@ pub struct RedisQueue {
     /// How often each handed-out message was received (so a retried message's
     /// backoff keeps growing); forgotten when it is settled.
     attempts: HashMap<Vec<u8>, u32>,
+    /// The last receive filled its batch: more are probably waiting.
+    flowing: bool,
 }
 
 /// Builds a connection URL from REDIS_ENDPOINT (host:port or a redis:// URL) and REDIS_DB.
@@ -111,6 +117,7 @@ impl RedisQueue {
             dead_key: format!("{key_prefix}dead"),
             deferred: Vec::new(),
             attempts: HashMap::new(),
+            flowing: false,
         })
     }
 
@@ -203,6 +210,25 @@ impl RedisQueue {
         Ok(n)
     }
 
+    /// Moves up to `n` entries from the queue to this consumer's processing
+    /// list in one round trip: a pipeline of `n` LMOVEs, each atomic on its
+    /// own (a message is always in exactly one of the two lists); the ones
+    /// after the queue ran empty answer nil.
+    fn move_batch(&mut self, n: usize) -> Result<Vec<Received>, QueueError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (q, p) = (self.queue_key.clone(), self.processing_key.clone());
+        let got: Vec<Option<Vec<u8>>> = self.with("LMOVE", Duration::from_secs(5), |c| {
+            let mut pipe = redis::pipe();
+            for _ in 0..n {
+                pipe.cmd("LMOVE").arg(&q).arg(&p).arg("RIGHT").arg("LEFT");
+            }
+            pipe.query(c)
+        })?;
+        Ok(got.into_iter().flatten().map(Self::received).collect())
+    }
+
     fn received(raw: Vec<u8>) -> Received {
         Received {
             body: raw.clone(),
@@ -216,6 +242,10 @@ impl RedisQueue {
 impl Queue for RedisQueue {
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
     }
 
     fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
@@ -244,6 +274,16 @@ impl Queue for RedisQueue {
         if let Some(next) = self.deferred.iter().map(|(due, _)| *due).min() {
             block = block.min(next.saturating_duration_since(now));
         }
+        // While messages flow (the last receive was full), take a batch first
+        // and block only if it came back empty.
+        if self.flowing && out.is_empty() {
+            let got = self.move_batch(max)?;
+            self.flowing = got.len() >= max;
+            out.extend(got);
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
         let (q, p) = (self.queue_key.clone(), self.processing_key.clone());
         if !block.is_zero() {
             // BLMOVE takes fractional seconds; 0 would mean forever.
@@ -260,36 +300,44 @@ impl Queue for RedisQueue {
                 })?;
             match got {
                 Some(raw) => out.push(Self::received(raw)),
-                None => return Ok(out),
+                None => {
+                    self.flowing = false;
+                    return Ok(out);
+                }
             }
         }
-        while out.len() < max {
-            let got: Option<Vec<u8>> = self.with("LMOVE", Duration::from_secs(5), |c| {
-                redis::cmd("LMOVE")
-                    .arg(&q)
-                    .arg(&p)
-                    .arg("RIGHT")
-                    .arg("LEFT")
-                    .query(c)
-            })?;
-            match got {
-                Some(raw) => out.push(Self::received(raw)),
-                None => break,
-            }
+        let rest = max.saturating_sub(out.len());
+        if rest > 0 {
+            let got = self.move_batch(rest)?;
+            self.flowing = got.len() >= rest;
+            out.extend(got);
         }
         Ok(out)
     }
 
     fn ack(&mut self, handles: &[Handle]) -> Result<(), QueueError> {
         let p = self.processing_key.clone();
-        for h in handles {
-            if let Handle::Redis { raw } = h {
-                self.attempts.remove(raw);
-                let _: i64 = self.with("LREM", Duration::from_secs(5), |c| {
-                    redis::cmd("LREM").arg(&p).arg(1).arg(raw).query(c)
-                })?;
-            }
+        let raws: Vec<&Vec<u8>> = handles
+            .iter()
+            .filter_map(|h| match h {
+                Handle::Redis { raw } => Some(raw),
+                Handle::Sqs { .. } => None,
+            })
+            .collect();
+        if raws.is_empty() {
+            return Ok(());
         }
+        for raw in &raws {
+            self.attempts.remove(*raw);
+        }
+        // One round trip for the whole batch.
+        let _: Vec<i64> = self.with("LREM", Duration::from_secs(5), |c| {
+            let mut pipe = redis::pipe();
+            for raw in &raws {
+                pipe.cmd("LREM").arg(&p).arg(1).arg(*raw);
+            }
+            pipe.query(c)
+        })?;
         Ok(())
     }
 

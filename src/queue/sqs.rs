@@ -13,6 +13,13 @@ use crate::aws::{AwsError, CredentialsProvider, Endpoint, SignRequest, excerpt, 
 
 /// SQS caps: messages per receive/batch, long-poll seconds, visibility seconds.
 const MAX_BATCH: usize = 10;
+/// Long polls of MAX_BATCH kept in flight at once while messages flow (each
+/// on its own scoped thread, over the agent's pooled connections); at idle
+/// one poll of POLLING_INTERVAL.
+pub const RECEIVERS: usize = 3;
+/// The long poll of each parallel receive while messages flow (seconds): short,
+/// so a queue that runs dry falls back to the single idle poll quickly.
+const FLOWING_WAIT_SECS: u64 = 1;
 const MAX_WAIT_SECS: u64 = 20;
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// Time allowed beyond the long poll for the answer to arrive.
@@ -183,6 +190,8 @@ pub struct SqsQueue {
     region: String,
     queue: Target,
     dead_letter: Option<Target>,
+    /// The last receive came back full: keep several polls in flight.
+    flowing: bool,
 }
 
 fn handle_parts(handle: &Handle) -> Result<(&str, &str), QueueError> {
@@ -217,6 +226,7 @@ impl SqsQueue {
             region: region.trim().to_string(),
             queue: Target::new(queue_url)?,
             dead_letter: None,
+            flowing: false,
         })
     }
 
@@ -324,6 +334,38 @@ impl SqsQueue {
         })
     }
 
+    /// One ReceiveMessage call for up to `max` (≤ 10) messages.
+    fn receive_one(&self, max: usize, wait_secs: u64) -> Result<Vec<Received>, QueueError> {
+        let attributes = ["ApproximateReceiveCount", "SentTimestamp"];
+        let payload = json!({
+            "QueueUrl": self.queue.url,
+            "MaxNumberOfMessages": max.clamp(1, MAX_BATCH),
+            "WaitTimeSeconds": wait_secs,
+            "AttributeNames": attributes,
+            "MessageSystemAttributeNames": attributes,
+        });
+        let timeout = Duration::from_secs(wait_secs) + POLL_SLACK;
+        let answer = self.call(
+            &self.queue.endpoint,
+            "ReceiveMessage",
+            &payload,
+            Some(timeout),
+        )?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        if let Some(messages) = answer.get("Messages").and_then(Value::as_array) {
+            for m in messages {
+                match parse_message(m, now) {
+                    Some(r) => out.push(r),
+                    None => log::warn!(
+                        "sqs: ignoring a received message without MessageId or ReceiptHandle"
+                    ),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn delete_one(&self, receipt: &str, message_id: &str) -> Result<(), CallError> {
         let payload = json!({"QueueUrl": self.queue.url, "ReceiptHandle": receipt});
         match self.call(&self.queue.endpoint, "DeleteMessage", &payload, None) {
@@ -389,35 +431,56 @@ impl Queue for SqsQueue {
         "sqs"
     }
 
+    fn max_batch(&self) -> usize {
+        MAX_BATCH * RECEIVERS
+    }
+
     fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
-        let wait_secs = wait.as_secs().min(MAX_WAIT_SECS);
-        let attributes = ["ApproximateReceiveCount", "SentTimestamp"];
-        let payload = json!({
-            "QueueUrl": self.queue.url,
-            "MaxNumberOfMessages": max.clamp(1, MAX_BATCH),
-            "WaitTimeSeconds": wait_secs,
-            "AttributeNames": attributes,
-            "MessageSystemAttributeNames": attributes,
-        });
-        let timeout = Duration::from_secs(wait_secs) + POLL_SLACK;
-        let answer = self.call(
-            &self.queue.endpoint,
-            "ReceiveMessage",
-            &payload,
-            Some(timeout),
-        )?;
-        let now = Instant::now();
-        let mut out = Vec::new();
-        if let Some(messages) = answer.get("Messages").and_then(Value::as_array) {
-            for m in messages {
-                match parse_message(m, now) {
-                    Some(r) => out.push(r),
-                    None => log::warn!(
-                        "sqs: ignoring a received message without MessageId or ReceiptHandle"
-                    ),
+        let polls = if self.flowing {
+            max.div_ceil(MAX_BATCH).clamp(1, RECEIVERS)
+        } else {
+            1
+        };
+        let out = if polls == 1 {
+            self.receive_one(max.clamp(1, MAX_BATCH), wait.as_secs().min(MAX_WAIT_SECS))?
+        } else {
+            // Several long polls in flight at once, each for up to 10.
+            let wait_secs = wait.as_secs().min(FLOWING_WAIT_SECS);
+            let this = &*self;
+            let results: Vec<Result<Vec<Received>, QueueError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..polls)
+                    .map(|i| {
+                        let n = (max - i * MAX_BATCH).min(MAX_BATCH);
+                        s.spawn(move || this.receive_one(n, wait_secs))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(QueueError::Transient(
+                                "sqs: a receive thread panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+            let mut out = Vec::new();
+            let mut first_error = None;
+            for r in results {
+                match r {
+                    Ok(v) => out.extend(v),
+                    Err(e) => first_error = first_error.or(Some(e)),
                 }
             }
-        }
+            // Messages already received are returned; an error only when none were.
+            match first_error {
+                Some(e) if out.is_empty() => return Err(e),
+                _ => out,
+            }
+        };
+        // A full batch means more are probably waiting.
+        self.flowing = out.len() >= max.min(MAX_BATCH);
         Ok(out)
     }
 

@@ -1,8 +1,9 @@
 //! What the tracker shares with other threads: `LiveJobs`, the unfinished
 //! Jobs that intake waits on at MAX_CONCURRENT_JOBS (admitted) and
-//! MAX_QUEUED_JOBS (suspended, waiting in a Kueue queue), and the `Board` of
-//! `JobView`s that GET /jobs/{id} reads. The tracker is their only writer
-//! except `LiveJobs::insert`, which intake calls for a Job it created.
+//! MAX_QUEUED_JOBS (suspended, waiting in a Kueue queue), with the slots
+//! intake reserved for creates in flight, and the `Board` of `JobView`s that
+//! GET /jobs/{id} reads. The tracker is their only writer except the
+//! reservations (intake) and their commits (the creator threads).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -61,18 +62,58 @@ impl Slot {
             Slot::Admitted
         }
     }
+
+    fn index(self) -> usize {
+        match self {
+            Slot::Admitted => 0,
+            Slot::Queued => 1,
+        }
+    }
 }
 
-/// Jobs of this worker that have not finished, each in its `Slot`. Intake adds
-/// a Job when it creates one; the tracker moves it between slots as Kueue
-/// admits, evicts and re-admits it, and removes it when the Job reaches its
-/// terminal status or disappears.
+/// Jobs of this worker that have not finished, each in its `Slot`, and the
+/// slots reserved for creates in flight. Intake reserves a slot before it
+/// hands a create to a creator thread; the creator turns it into its Job
+/// (`commit`) or gives it back (`release`); the tracker moves a Job between
+/// slots as Kueue admits, evicts and re-admits it, and removes it when the Job
+/// reaches its terminal status or disappears. Reserved slots count against
+/// their bound, so concurrent creates can never take a count past it.
 #[derive(Default)]
 pub struct LiveJobs {
-    set: Mutex<HashMap<String, Slot>>,
+    inner: Mutex<Inner>,
     changed: Condvar,
     /// MAX_QUEUED_JOBS (0 = unlimited).
     max_queued: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    set: HashMap<String, Slot>,
+    /// Reservations per slot: [admitted, queued].
+    reserved: [usize; 2],
+}
+
+impl Inner {
+    /// (admitted, queued) Jobs.
+    fn counts(&self) -> (usize, usize) {
+        let queued = self.set.values().filter(|v| **v == Slot::Queued).count();
+        (self.set.len() - queued, queued)
+    }
+
+    /// (admitted, queued) Jobs plus reservations.
+    fn taken(&self) -> (usize, usize) {
+        let (a, q) = self.counts();
+        (a + self.reserved[0], q + self.reserved[1])
+    }
+}
+
+/// Free room under `cap` (0 = unlimited: usize::MAX).
+fn free(cap: usize, taken: usize) -> usize {
+    if cap == 0 {
+        usize::MAX
+    } else {
+        cap.saturating_sub(taken)
+    }
 }
 
 impl LiveJobs {
@@ -83,26 +124,70 @@ impl LiveJobs {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds a Job, or moves it to `slot`.
     pub fn insert(&self, key: &str, slot: Slot) {
-        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        let before = s.insert(key.to_string(), slot);
-        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.len() as f64);
+        let mut s = self.lock();
+        let before = s.set.insert(key.to_string(), slot);
+        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
         if before.is_some_and(|b| b != slot) {
             self.changed.notify_all();
         }
     }
 
     pub fn remove(&self, key: &str) {
-        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        if s.remove(key).is_some() {
-            metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.len() as f64);
+        let mut s = self.lock();
+        if s.set.remove(key).is_some() {
+            metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
             self.changed.notify_all();
         }
     }
 
+    /// Takes a `slot` for a Job about to be created, unless its bound is
+    /// reached counting live Jobs and slots already taken: `cap`
+    /// (MAX_CONCURRENT_JOBS, 0 = unlimited) for an admitted one,
+    /// MAX_QUEUED_JOBS for a queued one.
+    pub fn try_reserve(&self, cap: usize, slot: Slot) -> bool {
+        let mut s = self.lock();
+        let (a, q) = s.taken();
+        let room = match slot {
+            Slot::Admitted => free(cap, a),
+            Slot::Queued => free(self.max_queued, q),
+        };
+        if room == 0 {
+            return false;
+        }
+        s.reserved[slot.index()] += 1;
+        true
+    }
+
+    /// The slot reserved as `reserved` has its Job `key`, now in `actual`
+    /// (an adopted Job may already be admitted).
+    pub fn commit(&self, key: &str, reserved: Slot, actual: Slot) {
+        let mut s = self.lock();
+        let r = &mut s.reserved[reserved.index()];
+        *r = r.saturating_sub(1);
+        let before = s.set.insert(key.to_string(), actual);
+        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
+        if before.is_some() || reserved != actual {
+            self.changed.notify_all(); // already live, or another bound: room again
+        }
+    }
+
+    /// The slot's create failed or was not attempted.
+    pub fn release(&self, slot: Slot) {
+        let mut s = self.lock();
+        let r = &mut s.reserved[slot.index()];
+        *r = r.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Live Jobs (reservations not included).
     pub fn len(&self) -> usize {
-        self.set.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().set.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,31 +196,30 @@ impl LiveJobs {
 
     /// (admitted, queued) Jobs.
     pub fn counts(&self) -> (usize, usize) {
-        count(&self.set.lock().unwrap_or_else(|e| e.into_inner()))
+        self.lock().counts()
     }
 
-    /// Waits until fewer than `cap` admitted Jobs are live (cap 0 = unlimited)
-    /// and fewer than MAX_QUEUED_JOBS queued ones, or `timeout` passes; returns
-    /// the free room, the smaller of the two (usize::MAX when both unlimited).
-    /// Intake cannot tell whether a message will be queued before it receives
-    /// it, so either bound stops it receiving.
+    /// Slots reserved for creates in progress.
+    pub fn reserved(&self) -> usize {
+        let s = self.lock();
+        s.reserved[0] + s.reserved[1]
+    }
+
+    /// Waits until fewer than `cap` admitted Jobs (cap 0 = unlimited) and
+    /// fewer than MAX_QUEUED_JOBS queued ones are live or reserved, or
+    /// `timeout` passes; returns the free room, the smaller of the two
+    /// (usize::MAX when both unlimited). Intake cannot tell whether a message
+    /// will be queued before it receives it, so either bound stops it receiving.
     pub fn wait_for_room(&self, cap: usize, timeout: Duration) -> usize {
         let max_queued = self.max_queued;
-        let room = |s: &HashMap<String, Slot>| {
-            let (admitted, queued) = count(s);
-            let free = |cap: usize, n: usize| {
-                if cap == 0 {
-                    usize::MAX
-                } else {
-                    cap.saturating_sub(n)
-                }
-            };
-            free(cap, admitted).min(free(max_queued, queued))
+        let room = |s: &Inner| {
+            let (a, q) = s.taken();
+            free(cap, a).min(free(max_queued, q))
         };
         if cap == 0 && max_queued == 0 {
             return usize::MAX;
         }
-        let s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.lock();
         let (s, _) = self
             .changed
             .wait_timeout_while(s, timeout, |s| room(s) == 0)
@@ -144,7 +228,68 @@ impl LiveJobs {
     }
 }
 
-fn count(s: &HashMap<String, Slot>) -> (usize, usize) {
-    let queued = s.values().filter(|v| **v == Slot::Queued).count();
-    (s.len() - queued, queued)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_count_against_their_bound_until_committed_or_released() {
+        let l = LiveJobs::new(1);
+        assert!(l.try_reserve(2, Slot::Admitted));
+        assert!(l.try_reserve(2, Slot::Admitted));
+        assert!(
+            !l.try_reserve(2, Slot::Admitted),
+            "two slots taken: the cap is reached"
+        );
+        assert_eq!(l.wait_for_room(2, Duration::ZERO), 0);
+        l.release(Slot::Admitted);
+        assert_eq!(l.wait_for_room(2, Duration::ZERO), 1);
+        l.commit("ns/a", Slot::Admitted, Slot::Admitted);
+        assert_eq!((l.len(), l.reserved()), (1, 0));
+        assert_eq!(l.wait_for_room(2, Duration::ZERO), 1);
+        assert!(l.try_reserve(2, Slot::Admitted));
+        assert!(!l.try_reserve(2, Slot::Admitted));
+        // Adopting a Job the tracker already counts frees the slot.
+        l.commit("ns/a", Slot::Admitted, Slot::Admitted);
+        assert_eq!((l.len(), l.reserved()), (1, 0));
+        // A queued slot counts against MAX_QUEUED_JOBS (1), not the cap.
+        assert!(l.try_reserve(2, Slot::Queued));
+        assert!(!l.try_reserve(2, Slot::Queued));
+        assert_eq!(
+            l.wait_for_room(2, Duration::ZERO),
+            0,
+            "the queued bound is reached"
+        );
+        l.commit("ns/q", Slot::Queued, Slot::Queued);
+        assert_eq!(l.counts(), (1, 1));
+        l.remove("ns/q");
+        l.remove("ns/a");
+        assert_eq!(l.wait_for_room(2, Duration::ZERO), 1);
+        assert!(
+            LiveJobs::default().try_reserve(0, Slot::Queued),
+            "0 is unlimited"
+        );
+        assert!(LiveJobs::default().try_reserve(0, Slot::Admitted));
+    }
+
+    #[test]
+    fn concurrent_reservations_never_pass_the_cap() {
+        let l = Arc::new(LiveJobs::default());
+        let cap = 7;
+        let won: usize = (0..8)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|_| l.try_reserve(cap, Slot::Admitted))
+                        .count()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(won, cap);
+        assert_eq!(l.reserved(), cap);
+    }
 }

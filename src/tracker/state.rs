@@ -444,6 +444,9 @@ impl Tracker {
         }
         if !t.stage.is_done() {
             self.live.insert(&key, t.admission.slot());
+        } else {
+            // An adopted Job that already finished: intake counted it.
+            self.live.remove(&key);
         }
         Some(key)
     }
