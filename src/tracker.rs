@@ -205,6 +205,8 @@ pub struct Tracker {
     live: Arc<LiveJobs>,
     board: Board,
     pod_start_timeout: Duration,
+    /// uids of Jobs reported gone: a late sighting of one starts nothing again.
+    gone: HashSet<String>,
 }
 
 fn job_key(ns: &str, name: &str) -> String {
@@ -350,6 +352,7 @@ impl Tracker {
             live,
             board,
             pod_start_timeout,
+            gone: HashSet::new(),
         }
     }
 
@@ -495,6 +498,9 @@ impl Tracker {
     }
 
     fn upsert_job(&mut self, job: &Value, now: Instant) -> Option<String> {
+        if s(job, "/metadata/uid").is_some_and(|uid| self.gone.contains(uid)) {
+            return None;
+        }
         let ns = s(job, "/metadata/namespace")?;
         let name = s(job, "/metadata/name")?;
         let id = s(
@@ -756,6 +762,12 @@ impl Tracker {
             return;
         };
         self.pods.remove(key);
+        if !t.uid.is_empty() {
+            if self.gone.len() >= 100_000 {
+                self.gone.clear(); // bounded memory
+            }
+            self.gone.insert(t.uid.clone());
+        }
         if !t.done {
             let detail = job_deleted(&t.namespace, &t.name);
             if t.sent.is_none() {
@@ -1099,6 +1111,42 @@ mod tests {
             panic!()
         };
         assert_eq!(detail["error"]["errorCode"], "JOB_DELETED");
+    }
+
+    /// Found by the `tracker` fuzz target: a Job reported gone (two relists
+    /// missed it) that shows up again must not restart at 0 after its 99.
+    #[test]
+    fn a_job_reported_gone_is_not_announced_again() {
+        let mut t = tracker();
+        let now = Instant::now();
+        let a = t.handle(
+            TrackerMsg::Created {
+                job: job("f", json!([]), None),
+                received_at: now,
+            },
+            now,
+            wall(),
+        );
+        assert_eq!(statuses(&a), vec![0]);
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            let a = t.handle(TrackerMsg::Jobs(Event::Restarted(vec![])), now, wall());
+            sent.extend(statuses(&a));
+        }
+        assert_eq!(sent, vec![99]);
+        for msg in [
+            TrackerMsg::Jobs(Event::Applied(job("f", json!([]), None))),
+            TrackerMsg::Created {
+                job: job("f", complete(), None),
+                received_at: now,
+            },
+            TrackerMsg::Jobs(Event::Restarted(vec![job("f", complete(), None)])),
+            TrackerMsg::Pods(Event::Applied(pod("f", "Running", None))),
+        ] {
+            let a = t.handle(msg, now, wall());
+            assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
+        }
+        assert!(t.tick(now + Duration::from_secs(600), wall()).is_empty());
     }
 
     #[test]
