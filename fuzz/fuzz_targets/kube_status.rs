@@ -15,11 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(body) else {
         return;
     };
-    for code in [code, 409, 410, 500] {
-        let e = status_error("get job ns/name", code, text);
-        assert_eq!(e.code(), Some(code));
-        let _ = e.is_transient();
-        let _ = e.api_message();
-        assert!(!e.to_string().is_empty());
-    }
+    let e = status_error("get job ns/name", code, text);
+    assert_eq!(e.code(), Some(code));
+    let _ = e.is_transient();
+    let _ = e.api_message();
+    assert!(!e.to_string().is_empty());
 });
