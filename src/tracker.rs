@@ -544,7 +544,13 @@ impl Tracker {
                 ..JobView::default()
             },
         });
-        t.uid = s(job, "/metadata/uid").unwrap_or(&t.uid).to_string();
+        let uid = s(job, "/metadata/uid").unwrap_or(&t.uid).to_string();
+        if !t.uid.is_empty() && t.uid != uid {
+            // The name now belongs to a newer Job: the old one is stale.
+            self.gone.insert(std::mem::replace(&mut t.uid, uid));
+        } else {
+            t.uid = uid;
+        }
         t.webhook = s(
             job,
             &format!(
@@ -1147,6 +1153,32 @@ mod tests {
             assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
         }
         assert!(t.tick(now + Duration::from_secs(600), wall()).is_empty());
+
+        // The name taken over by a newer Job (the DELETED event shows another
+        // uid): a late notice about the older one starts nothing either.
+        let mut t = tracker();
+        let a = t.handle(
+            TrackerMsg::Created {
+                job: job("h", json!([]), None),
+                received_at: now,
+            },
+            now,
+            wall(),
+        );
+        assert_eq!(statuses(&a), vec![0]);
+        let mut newer = job("h", json!([]), None);
+        newer["metadata"]["uid"] = json!("uid-h-2");
+        let a = t.handle(TrackerMsg::Jobs(Event::Deleted(newer)), now, wall());
+        assert_eq!(statuses(&a), vec![99]);
+        let a = t.handle(
+            TrackerMsg::Created {
+                job: job("h", json!([]), None),
+                received_at: now,
+            },
+            now,
+            wall(),
+        );
+        assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
     }
 
     #[test]
