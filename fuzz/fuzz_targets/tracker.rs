@@ -68,11 +68,13 @@ fuzz_target!(|data: &[u8]| {
         secs += 1;
         for j in jobs_in(kind, v) {
             let field = |p: &str| j.pointer(p).and_then(Value::as_str);
-            // A Job without a uid is another Job than one with (the tracker
-            // cannot tell them apart; the API server always sets one).
+            // The API server always sets a uid; an object without one cannot
+            // be told apart from others, so it gets an identity of its own
+            // (the order check then spans only what follows it).
             if let (Some(ns), Some(name)) = (field("/metadata/namespace"), field("/metadata/name")) {
-                let uid = field("/metadata/uid").unwrap_or_default();
-                uid_of.insert((ns.into(), name.into()), uid.into());
+                let uid = field("/metadata/uid")
+                    .map_or_else(|| format!("no uid, step {secs}"), str::to_string);
+                uid_of.insert((ns.into(), name.into()), uid);
             }
         }
         let now = start + Duration::from_secs(secs);
