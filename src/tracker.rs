@@ -394,6 +394,9 @@ impl Tracker {
                 }
             }
             TrackerMsg::Jobs(Event::Deleted(job)) => {
+                if s(&job, "/metadata/uid").is_some_and(|uid| self.gone.contains(uid)) {
+                    return out; // an older Job of the name: the tracked one lives on
+                }
                 let key = job_key(
                     s(&job, "/metadata/namespace").unwrap_or(""),
                     s(&job, "/metadata/name").unwrap_or(""),
@@ -1175,6 +1178,23 @@ mod tests {
                 job: job("h", json!([]), None),
                 received_at: now,
             },
+            now,
+            wall(),
+        );
+        assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
+        // Nor does a late DELETED of the older one end the newer one.
+        let mut t = tracker();
+        t.handle(
+            TrackerMsg::Jobs(Event::Deleted(job("h", json!([]), None))),
+            now,
+            wall(),
+        );
+        let mut newer = job("h", json!([]), None);
+        newer["metadata"]["uid"] = json!("uid-h-2");
+        let a = t.handle(TrackerMsg::Jobs(Event::Applied(newer)), now, wall());
+        assert_eq!(statuses(&a), vec![0]);
+        let a = t.handle(
+            TrackerMsg::Jobs(Event::Deleted(job("h", json!([]), None))),
             now,
             wall(),
         );
