@@ -36,7 +36,8 @@ fn respond(req: tiny_http::Request, code: u16, ctype: &str, body: String) {
 }
 
 /// Percent-decodes a path segment.
-fn decode(s: &str) -> String {
+#[doc(hidden)] // public for the `http_path` fuzz target
+pub fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -305,6 +305,9 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
             webhook_url: None,
         });
     }
+    // RFC 8259 §8.1 lets a parser ignore a leading byte-order mark, and
+    // Windows and .NET producers send one.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Err(body_problem(format!("not valid JSON: {e}"))),
@@ -2549,6 +2552,33 @@ mod tests {
             assert_eq!(r.code, ErrorCode::InvalidMessage);
             assert_eq!(r.problems.len(), 1, "{r}");
         }
+    }
+
+    /// Issue 12: a UTF-8 byte-order mark before the JSON was refused with
+    /// "expected value at line 1 column 1"; RFC 8259 lets it be ignored.
+    #[test]
+    fn a_leading_byte_order_mark_is_ignored() {
+        let seed: &[u8] = include_bytes!("../tests/golden/seed-002.input.json");
+        let plain = parse(seed, &Limits::default()).expect("seed 002 is valid");
+        let with_bom = [&b"\xEF\xBB\xBF"[..], seed].concat();
+        assert_eq!(parse(&with_bom, &Limits::default()), Ok(plain));
+        let compact = [&b"\xEF\xBB\xBF"[..], base().to_string().as_bytes()].concat();
+        assert_eq!(parse(&compact, &Limits::default()), parse_value(&base()));
+        // Only one, only at the start, and the size limit counts it.
+        for body in [
+            [&b"\xEF\xBB\xBF\xEF\xBB\xBF"[..], seed].concat(),
+            [&b" \xEF\xBB\xBF"[..], seed].concat(),
+            [&b"\xEF\xBB"[..], seed].concat(),
+        ] {
+            let r = parse(&body, &Limits::default()).expect_err("not JSON");
+            assert_eq!(r.code, ErrorCode::InvalidMessage);
+        }
+        let limits = Limits {
+            max_message_bytes: seed.len() + 2,
+            ..Limits::default()
+        };
+        let r = parse(&with_bom, &limits).expect_err("too large");
+        assert_eq!(r.code, ErrorCode::MessageTooLarge);
     }
 
     #[test]

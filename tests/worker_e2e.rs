@@ -257,6 +257,24 @@ fn dead_webhook_does_not_block_others(q: Q) {
 fn redis_seed_example_reports_0_1_2() {
     seed_example_reports_0_1_2(Q::Redis);
 }
+/// Issue 12: a UTF-8 byte-order mark before the JSON (Windows and .NET
+/// producers send one) is ignored, not refused as malformed.
+#[test]
+fn redis_seed_example_with_a_byte_order_mark_reports_0_1_2() {
+    let hook = WebhookReceiver::start();
+    let w = start(Q::Redis, &[]);
+    make_pvc(&w.ns);
+    let (id, body) = message(&w, &hook, |_| {});
+    w.send(&format!("\u{feff}{body}"));
+    let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(90));
+    assert_eq!(
+        statuses(&calls),
+        vec![0, 1, 2],
+        "{:#?}",
+        calls.iter().map(|c| &c.body).collect::<Vec<_>>()
+    );
+    assert_eq!(w.jobs().len(), 1);
+}
 #[test]
 fn sqs_seed_example_reports_0_1_2() {
     seed_example_reports_0_1_2(Q::Sqs);

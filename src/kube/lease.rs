@@ -60,7 +60,7 @@ pub fn decide(
         lease_transitions: if renewing {
             current.lease_transitions
         } else {
-            current.lease_transitions + 1
+            current.lease_transitions.saturating_add(1)
         },
     })
 }
@@ -177,7 +177,9 @@ pub struct Read {
     pub resource_version: String,
 }
 
-fn read_of(v: &Value) -> Read {
+/// Decodes a Lease answer (public for the `lease` fuzz target).
+#[doc(hidden)]
+pub fn read_of(v: &Value) -> Read {
     Read {
         record: record_of(v),
         resource_version: v
@@ -525,6 +527,24 @@ mod tests {
             decide(&Record::default(), t0, t0, SystemTime::now(), "a", L),
             Decision::Write(_)
         ));
+    }
+
+    /// leaseTransitions comes from the API server: i64::MAX must not
+    /// overflow when another candidate takes the Lease.
+    #[test]
+    fn a_huge_transition_count_saturates() {
+        let lease = json!({"metadata": {"resourceVersion": "7"},
+            "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15,
+                "leaseTransitions": i64::MAX}});
+        let read = read_of(&lease);
+        assert_eq!(read.record.lease_transitions, i64::MAX);
+        let now = Instant::now();
+        let past = now.checked_sub(Duration::from_secs(20)).unwrap_or(now);
+        let wall = SystemTime::UNIX_EPOCH;
+        match decide(&read.record, past, now, wall, "me", Duration::from_secs(15)) {
+            Decision::Write(r) => assert_eq!(r.lease_transitions, i64::MAX),
+            Decision::Follow => panic!("an expired Lease is taken"),
+        }
     }
 
     #[test]

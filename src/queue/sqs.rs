@@ -405,7 +405,8 @@ impl SqsQueue {
 }
 
 /// Turns one element of ReceiveMessage's `Messages` into a `Received`.
-fn parse_message(m: &Value, now: Instant) -> Option<Received> {
+#[doc(hidden)] // public for the `sqs_response` fuzz target
+pub fn parse_message(m: &Value, now: Instant) -> Option<Received> {
     let message_id = m.get("MessageId")?.as_str()?.to_string();
     let receipt = m.get("ReceiptHandle")?.as_str()?.to_string();
     let body = m.get("Body").and_then(Value::as_str).unwrap_or_default();

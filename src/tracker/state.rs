@@ -200,7 +200,13 @@ pub struct Tracker {
     pub(super) live: Arc<LiveJobs>,
     board: Board,
     pod_start_timeout: Duration,
+    /// uids of Jobs reported gone (or whose name a newer Job took): a late
+    /// sighting of one starts nothing again.
+    gone: HashSet<String>,
 }
+
+/// At most this many uids are remembered as gone (bounded memory).
+const MAX_GONE: usize = 100_000;
 
 /// The 99 detail of a Job deleted before it finished.
 fn job_deleted(ns: &str, name: &str) -> Value {
@@ -216,7 +222,25 @@ impl Tracker {
             live,
             board,
             pod_start_timeout,
+            gone: HashSet::new(),
         }
+    }
+
+    /// Remembers a Job's uid as gone.
+    fn forget(&mut self, uid: String) {
+        if uid.is_empty() {
+            return;
+        }
+        if self.gone.len() >= MAX_GONE {
+            self.gone.clear();
+        }
+        self.gone.insert(uid);
+    }
+
+    fn is_gone(&self, job: &Value) -> bool {
+        job.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .is_some_and(|uid| self.gone.contains(uid))
     }
 
     /// Handles one message and returns what to do, in order.
@@ -257,6 +281,9 @@ impl Tracker {
                 }
             }
             TrackerMsg::Jobs(Event::Deleted(job)) => {
+                if self.is_gone(&job) {
+                    return out; // an older Job of the name: the tracked one lives on
+                }
                 let key = observe::job_object_key(&job);
                 // A deleted Job's final state may carry its terminal condition.
                 if self.upsert_job(&job, now, wall).is_some() {
@@ -374,6 +401,9 @@ impl Tracker {
     }
 
     fn upsert_job(&mut self, job: &Value, now: Instant, wall: SystemTime) -> Option<String> {
+        if self.is_gone(job) {
+            return None;
+        }
         let JobObject {
             key,
             namespace,
@@ -412,8 +442,14 @@ impl Tracker {
             latency_observed: false,
             listing: Listing::FromIntake { misses: 0 },
         });
+        let mut stale = None;
         if let Some(uid) = uid {
-            t.uid = uid;
+            if !t.uid.is_empty() && t.uid != uid {
+                // The name now belongs to a newer Job: the old one is stale.
+                stale = Some(std::mem::replace(&mut t.uid, uid));
+            } else {
+                t.uid = uid;
+            }
         }
         t.webhook = webhook;
         t.deleting = deleting;
@@ -447,6 +483,9 @@ impl Tracker {
         } else {
             // An adopted Job that already finished: intake counted it.
             self.live.remove(&key);
+        }
+        if let Some(old) = stale {
+            self.forget(old);
         }
         Some(key)
     }
@@ -657,6 +696,7 @@ impl Tracker {
             return;
         };
         self.pods.remove(key);
+        self.forget(t.uid.clone());
         if !t.stage.is_done() {
             // Never announce a Job that no longer exists: straight to the 99.
             let detail = job_deleted(&t.namespace, &t.name);

@@ -686,3 +686,82 @@ fn complete_waits_briefly_for_the_result_and_failure_carries_the_container() {
         tm.len()
     );
 }
+
+/// Found by the `tracker` fuzz target: a Job reported gone (two relists
+/// missed it) that shows up again must not restart at 0 after its 99.
+#[test]
+fn a_job_reported_gone_is_not_announced_again() {
+    let mut t = tracker();
+    let now = Instant::now();
+    let a = t.handle(
+        TrackerMsg::Created {
+            job: job("f", json!([]), None),
+            received_at: now,
+        },
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![0]);
+    let mut sent = Vec::new();
+    for _ in 0..2 {
+        let a = t.handle(TrackerMsg::Jobs(Event::Restarted(vec![])), now, wall());
+        sent.extend(statuses(&a));
+    }
+    assert_eq!(sent, vec![99]);
+    for msg in [
+        TrackerMsg::Jobs(Event::Applied(job("f", json!([]), None))),
+        TrackerMsg::Created {
+            job: job("f", complete(), None),
+            received_at: now,
+        },
+        TrackerMsg::Jobs(Event::Restarted(vec![job("f", complete(), None)])),
+        TrackerMsg::Pods(Event::Applied(pod("f", "Running", None))),
+    ] {
+        let a = t.handle(msg, now, wall());
+        assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
+    }
+    assert!(t.tick(now + Duration::from_secs(600), wall()).is_empty());
+
+    // The name taken over by a newer Job (the DELETED event shows another
+    // uid): a late notice about the older one starts nothing either.
+    let mut t = tracker();
+    let a = t.handle(
+        TrackerMsg::Created {
+            job: job("h", json!([]), None),
+            received_at: now,
+        },
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![0]);
+    let mut newer = job("h", json!([]), None);
+    newer["metadata"]["uid"] = json!("uid-h-2");
+    let a = t.handle(TrackerMsg::Jobs(Event::Deleted(newer)), now, wall());
+    assert_eq!(statuses(&a), vec![99]);
+    let a = t.handle(
+        TrackerMsg::Created {
+            job: job("h", json!([]), None),
+            received_at: now,
+        },
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
+    // Nor does a late DELETED of the older one end the newer one.
+    let mut t = tracker();
+    t.handle(
+        TrackerMsg::Jobs(Event::Deleted(job("h", json!([]), None))),
+        now,
+        wall(),
+    );
+    let mut newer = job("h", json!([]), None);
+    newer["metadata"]["uid"] = json!("uid-h-2");
+    let a = t.handle(TrackerMsg::Jobs(Event::Applied(newer)), now, wall());
+    assert_eq!(statuses(&a), vec![0]);
+    let a = t.handle(
+        TrackerMsg::Jobs(Event::Deleted(job("h", json!([]), None))),
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
+}
