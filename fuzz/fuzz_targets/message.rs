@@ -6,7 +6,8 @@
 
 use k8s_job_worker::message::{self, Limits};
 use k8s_job_worker::policy::{MaxQuantity, Policy};
-use k8s_job_worker::render::{self, RenderConfig};
+use k8s_job_worker::config::default_render;
+use k8s_job_worker::render;
 use libfuzzer_sys::fuzz_target;
 
 fn strict() -> Policy {
@@ -27,6 +28,10 @@ fn strict() -> Policy {
         max_env_entries: 10,
         min_ttl_seconds_after_finished: 60,
         max_ttl_seconds_after_finished: 3600,
+        allowed_queues: vec!["team-a".into()],
+        allowed_priority_classes: vec!["low".into()],
+        allowed_image_pull_secrets: vec!["regcred".into()],
+        max_job_parallelism: 4,
     }
 }
 
@@ -34,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = message::parse(data, &Limits::default()) else {
         return;
     };
-    let cfg = RenderConfig::default();
+    let cfg = default_render();
     let job = render::render(&msg, &cfg);
     assert_eq!(
         job,
@@ -56,8 +61,8 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = strict().check(&msg) {
         // Every denial names its rule.
         assert!(
-            e.split(':').next().is_some_and(|rule| !rule.is_empty()
-                && rule.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')),
+            !e.rule.is_empty()
+                && e.rule.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
             "denial without a rule name: {e}"
         );
     }

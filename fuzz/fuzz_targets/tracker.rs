@@ -107,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
             "rejected" => t.handle(
                 TrackerMsg::Rejected {
                     id: v.as_str().unwrap_or_default().to_string(),
-                    code: "INVALID_MESSAGE".into(),
+                    code: k8s_job_worker::contract::ErrorCode::InvalidMessage,
                 },
                 now,
                 wall,
@@ -124,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
             if let Action::Callback { status, job, .. } = a {
                 let uid = uid_of.get(job).cloned().unwrap_or_default();
                 let ranks = sent.entry((job.0.clone(), job.1.clone(), uid)).or_default();
-                let r = rank(*status);
+                let r = rank(status.code());
                 assert!(
                     ranks.last().is_none_or(|&last| last < r),
                     "Job {job:?}: status {status} after ranks {ranks:?}"
