@@ -326,16 +326,22 @@ impl Intake {
         }
     }
 
+    /// Dead-letters a message for good and counts it acknowledged (a queue
+    /// error is counted and logged; the message then comes back later).
+    fn dead_letter(&mut self, handle: &Handle, body: &[u8], reason: &str) {
+        match self.queue.dead_letter(handle, body, reason) {
+            Ok(()) => metrics::inc(
+                metrics::MESSAGES_ACKNOWLEDGED,
+                &[("queue", self.queue.kind())],
+            ),
+            Err(e) => self.queue_error("dead_letter", &e),
+        }
+    }
+
     fn settle(&mut self, pending: &mut HashMap<u64, Pending>) {
         while let Ok(token) = self.settled.try_recv() {
             if let Some(p) = pending.remove(&token) {
-                match self.queue.dead_letter(&p.handle, &p.body, &p.reason) {
-                    Ok(()) => metrics::inc(
-                        metrics::MESSAGES_ACKNOWLEDGED,
-                        &[("queue", self.queue.kind())],
-                    ),
-                    Err(e) => self.queue_error("dead_letter", &e),
-                }
+                self.dead_letter(&p.handle, &p.body, &p.reason);
             }
         }
     }
@@ -453,16 +459,7 @@ impl Intake {
     /// the deleted Job (99 JOB_DELETED), so the sender gets one terminal status.
     fn dead_letter_deleted(&mut self, m: &Received, code: ErrorCode, text: &str) {
         metrics::inc(metrics::MESSAGES_REJECTED, &[("reason", code.as_str())]);
-        match self
-            .queue
-            .dead_letter(&m.handle, &m.body, &format!("{code}: {text}"))
-        {
-            Ok(()) => metrics::inc(
-                metrics::MESSAGES_ACKNOWLEDGED,
-                &[("queue", self.queue.kind())],
-            ),
-            Err(qe) => self.queue_error("dead_letter", &qe),
-        }
+        self.dead_letter(&m.handle, &m.body, &format!("{code}: {text}"));
     }
 
     /// A message that can never succeed: record it, tell its sender (99).
@@ -485,13 +482,7 @@ impl Intake {
         let reason = format!("{code}: {text}");
         let Some(id) = id else {
             // Nobody to tell: the dead-letter record is the outcome.
-            match self.queue.dead_letter(&m.handle, &m.body, &reason) {
-                Ok(()) => metrics::inc(
-                    metrics::MESSAGES_ACKNOWLEDGED,
-                    &[("queue", self.queue.kind())],
-                ),
-                Err(e) => self.queue_error("dead_letter", &e),
-            }
+            self.dead_letter(&m.handle, &m.body, &reason);
             return Prepared::Rejected;
         };
         let mut token = None;
@@ -500,13 +491,7 @@ impl Intake {
             code: code.clone(),
         });
         if self.queue.dead_letter_is_durable() || url.is_none() {
-            match self.queue.dead_letter(&m.handle, &m.body, &reason) {
-                Ok(()) => metrics::inc(
-                    metrics::MESSAGES_ACKNOWLEDGED,
-                    &[("queue", self.queue.kind())],
-                ),
-                Err(e) => self.queue_error("dead_letter", &e),
-            }
+            self.dead_letter(&m.handle, &m.body, &reason);
         } else {
             // Keep the message hidden until its 99 callback is settled.
             if let Err(e) = self
