@@ -42,8 +42,11 @@ pub fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // Exactly two hex digits (from_str_radix alone would take "+1").
         if b[i] == b'%'
             && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
             && let Some(v) = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -190,5 +193,8 @@ mod tests {
         assert_eq!(super::decode("a%20b%2Fc"), "a b/c");
         assert_eq!(super::decode("bad%zz%"), "bad%zz%");
         assert_eq!(super::decode("%"), "%");
+        // A sign is not a hex digit: "%+1" and "%-1" stay as they are.
+        assert_eq!(super::decode("a%+1b%-1"), "a%+1b%-1");
+        assert_eq!(super::decode("%4"), "%4");
     }
 }
