@@ -188,6 +188,11 @@ pub struct Bounds {
     /// One read (the watch's per-read timeout, 320 s) or one list, then at
     /// most one backoff: per-read timeout + 30 s + slack.
     pub watch: Duration,
+    /// The election loop (main thread): one attempt (a get and an update of
+    /// the Lease), then at most a start (opening the queue) or a stop (joining
+    /// the leading threads within SHUTDOWN_GRACE, one in-flight request each),
+    /// then RETRY_PERIOD: RETRY_PERIOD + 4 × CALL_TIMEOUT + SHUTDOWN_GRACE + slack.
+    pub election: Duration,
 }
 
 impl Bounds {
@@ -197,6 +202,7 @@ impl Bounds {
             tracker: 5 * tracker::TICK + 2 * CALL_TIMEOUT,
             callbacks: cfg.callback_backoff_max + cfg.callback_timeout + 3 * CALL_TIMEOUT + SLACK,
             watch: Duration::from_secs(WATCH_TIMEOUT_SECONDS + 30) + BACKOFF_MAX + SLACK,
+            election: cfg.lease.retry_period + 4 * CALL_TIMEOUT + cfg.shutdown_grace + SLACK,
         }
     }
 }
@@ -459,6 +465,8 @@ struct Worker<'a> {
     kube: Client,
     health: Arc<Health>,
     leading: Option<Leading>,
+    /// The election loop's own heartbeat (it always has work: it renews).
+    election: Arc<Heartbeat>,
 }
 
 impl Leadership for Worker<'_> {
@@ -484,18 +492,24 @@ impl Leadership for Worker<'_> {
     }
 
     fn tick(&mut self) {
-        // Nothing to refresh: /healthz reads the threads' own heartbeats.
+        // Once per iteration of the election loop (or of the unelected wait).
+        self.election.beat();
     }
 }
 
 /// Runs the worker until SIGTERM/SIGINT: elected through the Lease when
 /// leader election is on (the default), otherwise leading at once.
 pub fn run_elected(cfg: &Config, kube: Client, health: Arc<Health>) -> Result<(), StartError> {
+    // A stuck election loop stops renewing while the leading threads go on:
+    // /healthz names it so the kubelet restarts the pod.
+    let election = Heartbeat::new("election", Bounds::new(cfg).election);
+    health.beats.insert(election.clone());
     let mut worker = Worker {
         cfg,
         kube: kube.clone(),
         health,
         leading: None,
+        election,
     };
     if !cfg.lease.enabled {
         log::warn!("leader election is off (LEADER_ELECTION=false): run exactly one replica");

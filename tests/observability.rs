@@ -331,7 +331,14 @@ fn metrics_health_jobs_endpoint_and_json_logs() {
     let (code, health) = w.get("/healthz");
     assert_eq!(code, 200, "{health}");
     assert!(health.starts_with("ok\n"), "{health}");
-    for t in ["intake", "tracker", "callbacks", "watch-jobs", "watch-pods"] {
+    for t in [
+        "election",
+        "intake",
+        "tracker",
+        "callbacks",
+        "watch-jobs",
+        "watch-pods",
+    ] {
         assert!(
             health
                 .lines()
