@@ -138,16 +138,24 @@ impl Hooks for Recorder {
                 "record status {} on job {}/{}",
                 cb.status, job.namespace, job.name
             );
+            // Only on the Job the callback is about: a newer Job that took
+            // the name is left alone (the API server answers a merge patch
+            // whose uid differs with 422, "field is immutable").
             let res = if cb.status.is_terminal() {
                 // Terminal: the Job no longer needs holding for us.
-                self.kube.release(&path, FINALIZER, &ann, &op)
+                self.kube.release_uid(&path, &job.uid, FINALIZER, &ann, &op)
             } else {
+                let mut meta = json!({"annotations": ann});
+                if !job.uid.is_empty() {
+                    meta["uid"] = json!(job.uid);
+                }
                 self.kube
-                    .merge_patch(&path, &json!({"metadata": {"annotations": ann}}), &op)
+                    .merge_patch(&path, &json!({ "metadata": meta }), &op)
                     .map(|_| ())
             };
             if let Err(e) = res
                 && e.code() != Some(404)
+                && (e.code() != Some(422) || job.uid.is_empty())
             {
                 log::warn!("{e}");
             }

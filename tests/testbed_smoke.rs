@@ -429,3 +429,76 @@ fn deleting_a_running_job_removes_it_and_its_pods() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn a_record_guarded_by_uid_leaves_a_newer_object_of_the_name_alone() {
+    // What the callback recorder relies on: a merge patch carrying another
+    // uid is refused (422), and `release_uid` of another uid changes nothing.
+    use k8s_job_worker::kube::client::{Client, KubeConfig};
+    let b = bed();
+    let ns = b.new_namespace("smoke-uid");
+    let mut j = job("held", json!({}), json!({RUN_SECONDS: "1h"}), json!({}));
+    j["metadata"]["finalizers"] = json!(["k8s-job-worker.io/result"]);
+    create_job(&ns, &j);
+    let path = format!("/apis/batch/v1/namespaces/{ns}/jobs/held");
+    let (_, obj) = b.kube_get(&path);
+    let uid = obj["metadata"]["uid"].as_str().unwrap().to_string();
+    let kube = Client::new(&KubeConfig {
+        api_url: b.api_url.clone(),
+        token_file: Some(b.admin_token_file.clone()),
+        ca_file: Some(b.ca_file.clone()),
+    })
+    .unwrap();
+    let other = "00000000-0000-0000-0000-000000000000";
+    let err = kube
+        .merge_patch(
+            &path,
+            &json!({"metadata": {"uid": other, "annotations": {"k8s-job-worker.io/delivered": "0"}}}),
+            "patch with another uid",
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    kube.release_uid(
+        &path,
+        other,
+        "k8s-job-worker.io/result",
+        &json!({}),
+        "release other uid",
+    )
+    .unwrap();
+    let (_, obj) = b.kube_get(&path);
+    assert_eq!(
+        obj["metadata"]["finalizers"],
+        json!(["k8s-job-worker.io/result"])
+    );
+    assert!(
+        obj["metadata"]["annotations"]
+            .get("k8s-job-worker.io/delivered")
+            .is_none()
+    );
+    kube.merge_patch(
+        &path,
+        &json!({"metadata": {"uid": uid, "annotations": {"k8s-job-worker.io/delivered": "0"}}}),
+        "patch with its own uid",
+    )
+    .unwrap();
+    kube.release_uid(
+        &path,
+        &uid,
+        "k8s-job-worker.io/result",
+        &json!({}),
+        "release own uid",
+    )
+    .unwrap();
+    let (_, obj) = b.kube_get(&path);
+    assert!(
+        obj["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty()),
+        "{obj}"
+    );
+    assert_eq!(
+        obj["metadata"]["annotations"]["k8s-job-worker.io/delivered"],
+        "0"
+    );
+}

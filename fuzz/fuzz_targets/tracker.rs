@@ -121,8 +121,17 @@ fuzz_target!(|data: &[u8]| {
         };
         for a in &actions {
             let _ = callback_msg(a);
-            if let Action::Callback { status, job, .. } = a {
-                let uid = uid_of.get(job).cloned().unwrap_or_default();
+            if let Action::Callback {
+                status, job, uid, ..
+            } = a
+            {
+                // The Job the callback is about, by the uid the tracker gives
+                // (a newer Job may have taken the name in the same step).
+                let uid = if uid.is_empty() {
+                    uid_of.get(job).cloned().unwrap_or_default()
+                } else {
+                    uid.clone()
+                };
                 let ranks = sent.entry((job.0.clone(), job.1.clone(), uid)).or_default();
                 let r = rank(status.code());
                 assert!(

@@ -35,6 +35,8 @@ use state::{Action, Attempt, Event, Policy, Random, Scheduler, Verdict};
 pub struct JobRef {
     pub namespace: String,
     pub name: String,
+    /// Empty when not known; otherwise the record applies to this Job only.
+    pub uid: String,
 }
 
 /// One callback to deliver.

@@ -489,12 +489,29 @@ impl Client {
         annotations: &Value,
         op: &str,
     ) -> Result<(), KubeError> {
+        self.release_uid(path, "", finalizer, annotations, op)
+    }
+
+    /// `release`, but only of the object with this `uid` (any when empty): an
+    /// object that took the name since is another one, and left alone.
+    pub fn release_uid(
+        &self,
+        path: &str,
+        uid: &str,
+        finalizer: &str,
+        annotations: &Value,
+        op: &str,
+    ) -> Result<(), KubeError> {
         for _ in 0..5 {
             let obj = match self.get(path, op) {
                 Ok(o) => o,
                 Err(e) if e.code() == Some(404) => return Ok(()),
                 Err(e) => return Err(e),
             };
+            if !uid.is_empty() && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+            {
+                return Ok(());
+            }
             let rv = obj
                 .pointer("/metadata/resourceVersion")
                 .cloned()

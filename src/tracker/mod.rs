@@ -41,6 +41,7 @@ pub fn callback_msg(a: &Action) -> Option<CallbackMsg> {
             detail,
             url,
             job,
+            uid,
         } => Some(CallbackMsg::Send(Callback {
             message_id: message_id.clone(),
             status: *status,
@@ -49,6 +50,7 @@ pub fn callback_msg(a: &Action) -> Option<CallbackMsg> {
             job: Some(JobRef {
                 namespace: job.0.clone(),
                 name: job.1.clone(),
+                uid: uid.clone(),
             }),
             token: None,
             queued_at: Instant::now(),

@@ -43,6 +43,9 @@ pub enum Action {
         detail: Value,
         url: Option<WebhookUrl>,
         job: (String, String),
+        /// The uid of the Job the callback is about (empty if not yet known):
+        /// a newer Job may take the name, and must not get this one's record.
+        uid: String,
     },
     /// Delete a Job (background propagation), e.g. after POD_START_TIMEOUT.
     DeleteJob { namespace: String, name: String },
@@ -520,6 +523,7 @@ impl Tracker {
             detail,
             url: t.webhook.clone(),
             job: (t.namespace.clone(), t.name.clone()),
+            uid: t.uid.clone(),
         });
     }
 

@@ -82,7 +82,8 @@ fn happy_path_sends_0_1_2_in_order_once() {
             status: Status::Created,
             detail: json!({"jobId": "uid-a", "jobName": "a"}),
             url: crate::webhook_guard::WebhookUrl::parse("http://hook/x").ok(),
-            job: ("ns".into(), "a".into())
+            job: ("ns".into(), "a".into()),
+            uid: "uid-a".into(),
         }
     );
     // The watch's ADDED for the same Job changes nothing.
@@ -764,4 +765,57 @@ fn a_job_reported_gone_is_not_announced_again() {
         wall(),
     );
     assert_eq!(statuses(&a), Vec::<u8>::new(), "{a:?}");
+}
+
+#[test]
+fn a_callback_names_the_uid_of_its_own_job_when_a_newer_one_takes_the_name() {
+    // fuzz/regressions/tracker/uid-change-then-0-after-2.json: the old Job's
+    // 99 and the new Job's 0 go out under one name; each carries its own uid,
+    // so the record of the first can never land on the second.
+    let mut t = tracker();
+    let now = Instant::now();
+    let a = t.handle(
+        TrackerMsg::Created {
+            job: job("u", json!([]), None),
+            received_at: now,
+        },
+        now,
+        wall(),
+    );
+    assert!(matches!(&a[0], Action::Callback { uid, .. } if uid == "uid-u"));
+    // The newer Job first shows without our message-id (as in the fuzz
+    // input), then with another message's.
+    let mut newer = job("u", json!([]), None);
+    newer["metadata"]["uid"] = json!("uid-u2");
+    let mut bare = newer.clone();
+    if let Some(ann) = bare["metadata"]["annotations"].as_object_mut() {
+        ann.remove(ANN_MESSAGE_ID);
+    }
+    newer["metadata"]["annotations"][ANN_MESSAGE_ID] = json!("id-other");
+    let mut callbacks = Vec::new();
+    for _ in 0..2 {
+        for a in t.handle(
+            TrackerMsg::Jobs(Event::Restarted(vec![bare.clone()])),
+            now,
+            wall(),
+        ) {
+            if let Action::Callback { status, uid, .. } = a {
+                callbacks.push((status.code(), uid));
+            }
+        }
+    }
+    for a in t.handle(TrackerMsg::Jobs(Event::Applied(newer.clone())), now, wall()) {
+        if let Action::Callback { status, uid, .. } = a {
+            callbacks.push((status.code(), uid));
+        }
+    }
+    for (status, uid) in &callbacks {
+        match status {
+            99 => assert_eq!(uid, "uid-u", "{callbacks:?}"),
+            0 => assert_eq!(uid, "uid-u2", "{callbacks:?}"),
+            _ => {}
+        }
+    }
+    assert!(callbacks.iter().any(|(s, _)| *s == 99), "{callbacks:?}");
+    assert!(callbacks.iter().any(|(s, _)| *s == 0), "{callbacks:?}");
 }
