@@ -156,8 +156,10 @@ fn endpoint_of(url: &str) -> Result<String, QueueError> {
 }
 
 /// MessageGroupId for a FIFO queue: the message's string `id` when it is a
-/// valid group id (1-128 printable ASCII characters), else "default".
+/// valid group id (1-128 printable ASCII characters), else "default". A
+/// leading UTF-8 byte order mark is skipped, as `message::parse` skips it.
 pub fn fifo_group_id(body: &[u8]) -> String {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
@@ -676,6 +678,7 @@ mod tests {
         assert_eq!(fifo_group_id(br#"{"id":7}"#), "default");
         assert_eq!(fifo_group_id(br#"{"id":"has space"}"#), "default");
         assert_eq!(fifo_group_id(b"not json"), "default");
+        assert_eq!(fifo_group_id(b"\xEF\xBB\xBF{\"id\":\"job-2\"}"), "job-2");
         // echo -n abc | sha256sum
         assert_eq!(
             crate::encode::sha256_hex(b"abc"),
