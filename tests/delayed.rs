@@ -298,3 +298,69 @@ fn redis_delayed_queued_job_reaches_kueue_at_its_start() {
         secs_since(at, wl_created)
     );
 }
+
+#[test]
+fn redis_a_due_job_waits_for_a_max_concurrent_jobs_slot() {
+    let b = kueue_bed();
+    let hook = WebhookReceiver::start();
+    let w = Launcher::new(Q::Redis)
+        .ns_tag("delay-cap")
+        .env("MAX_CONCURRENT_JOBS", "1")
+        .log_tail(80)
+        .start();
+    // The delayed Job first (at the cap intake receives nothing), then a Job
+    // whose pod never starts takes the one admitted slot.
+    let (id, body) = delayed_message(&w, &hook, 4);
+    w.send(&body);
+    let (at, job) = wait_created(&w, &hook, &id);
+    let name = job["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (blocker, body) = seed_message(&w.ns, &hook.url(), |m| {
+        if let Some(j) = m["job"].as_object_mut() {
+            j.remove("volume");
+            j.remove("envRef");
+        }
+        m["job"]["fargate"] =
+            json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "pending"});
+    });
+    w.send(&body);
+    let (_, blocker_job) = {
+        assert!(
+            wait_for(Duration::from_secs(60), || statuses(&calls_for(
+                &hook, &blocker
+            ))
+            .contains(&0)),
+            "no status 0 for the blocker"
+        );
+        ((), job_of(&w, &blocker).expect("the blocker's Job"))
+    };
+    // Past its start time, with the slot taken, it stays suspended: no pod.
+    let mut looks = 0;
+    while SystemTime::now() < at + Duration::from_secs(6) {
+        let job = job_of(&w, &id).expect("the Job exists");
+        assert_eq!(job["spec"]["suspend"], true, "started past the cap: {job}");
+        assert!(pods_of(b, &w.ns, &name).is_empty());
+        looks += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The blocker goes: the due Job takes its slot.
+    let bname = blocker_job["metadata"]["name"].as_str().unwrap_or_default();
+    let (st, v) = b.kube_delete(
+        &format!("/apis/batch/v1/namespaces/{}/jobs/{bname}", w.ns),
+        Some(&json!({"propagationPolicy": "Background"})),
+    );
+    assert!(st == 200 || st == 202, "deleting the blocker: {st} {v}");
+    let deleted = SystemTime::now();
+    let blocker_calls = wait_terminal(&w, &hook, &blocker, Duration::from_secs(60));
+    assert_eq!(statuses(&blocker_calls), vec![0, 99]);
+    let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(90));
+    assert_eq!(statuses(&calls), vec![0, 1, 2]);
+    let late = started_not_before(b, &w, &id, &name, at);
+    eprintln!(
+        "[delayed cap] {looks} looks past its start found it suspended; resumed {late:.1} s after \
+         startAfter, {:.1} s after the blocker's delete",
+        late - secs_since(at, deleted)
+    );
+}
