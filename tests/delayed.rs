@@ -364,3 +364,69 @@ fn redis_a_due_job_waits_for_a_max_concurrent_jobs_slot() {
         late - secs_since(at, deleted)
     );
 }
+
+/// The README's caveat, on the real Kueue (v0.17): in a namespace with a
+/// LocalQueue named `default`, Kueue's webhook labels a new Job that has no
+/// queue name with `default` (LocalQueueDefaulting), so a delayed Job there
+/// would be Kueue's at once. Elsewhere an unlabelled suspended Job is left
+/// alone, and the label may be added later while it is suspended.
+#[test]
+fn kueue_labels_unlabelled_jobs_only_where_a_default_local_queue_exists() {
+    let b = kueue_bed();
+    let job = |name: &str| {
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "annotations": {ANN_START_AFTER: "2030-01-01T00:00:00Z"}},
+            "spec": {"suspend": true, "backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "job", "image": "busybox",
+                    "resources": {"requests": {"cpu": "1", "memory": "64Mi"}}}]}}},
+        })
+    };
+    let plain = b.new_namespace("delay-nodef");
+    let q = b.kueue_queues(&plain, "4", "Never");
+    let (st, v) = b.kube_post(
+        &format!("/apis/batch/v1/namespaces/{plain}/jobs"),
+        &job("a"),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert!(
+        v["metadata"]["labels"].get(KUEUE_QUEUE_LABEL).is_none(),
+        "{}",
+        v["metadata"]
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        b.kueue_workloads(&plain).is_empty(),
+        "Kueue ignores an unlabelled Job"
+    );
+    // Labelled later, while suspended: accepted, and Kueue takes it.
+    let (st, v) = b.kube_patch(
+        &format!("/apis/batch/v1/namespaces/{plain}/jobs/a"),
+        &json!({"metadata": {"labels": {KUEUE_QUEUE_LABEL: q.local_queue}}}),
+    );
+    assert_eq!(
+        st, 200,
+        "Kueue's webhook allows the label on a suspended Job: {v}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || b.kueue_workloads(&plain).len()
+            == 1),
+        "a Workload for the labelled Job"
+    );
+
+    let with_default = b.new_namespace("delay-def");
+    let cq = b.kueue_queues(&with_default, "4", "Never").cluster_queue;
+    b.kueue_local_queue(&with_default, "default", &cq);
+    let (st, v) = b.kube_post(
+        &format!("/apis/batch/v1/namespaces/{with_default}/jobs"),
+        &job("b"),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v["metadata"]["labels"][KUEUE_QUEUE_LABEL],
+        json!("default"),
+        "LocalQueueDefaulting labels it at creation: {}",
+        v["metadata"]
+    );
+}
