@@ -89,7 +89,7 @@ pub fn resolve(
 }
 
 /// The start time in a Job's `k8s-job-worker.io/start-after` annotation
-/// (`None` when it does not parse: such a Job is not held back).
+/// (`None` when it does not parse: the tracker then starts the Job at once).
 pub fn parse_annotation(text: &str) -> Option<SystemTime> {
     crate::clock::parse_rfc3339(text)
 }

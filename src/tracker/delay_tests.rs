@@ -224,6 +224,15 @@ fn a_new_leader_starts_an_overdue_job_from_its_annotation() {
     let a = t.handle(TrackerMsg::Jobs(Event::Restarted(vec![job])), now, late);
     assert!(statuses(&a).is_empty(), "0 is not sent again: {a:?}");
     assert_eq!(starts(&t.tick(now, late)), vec![("a".to_string(), None)]);
+    // An annotation edited into nonsense: due at once, not held for ever.
+    let mut t = tracker(&Arc::new(LiveJobs::default()), 0);
+    let mut job = delayed("c", None, None);
+    job["metadata"]["annotations"][ANN_START_AFTER] = json!("soon");
+    t.handle(TrackerMsg::Jobs(Event::Applied(job)), now, ts(CREATED));
+    assert_eq!(
+        starts(&t.tick(now, ts(CREATED))),
+        vec![("c".to_string(), None)]
+    );
     // A deleted (e.g. cancelled) delayed Job is never started.
     let mut t = tracker(&Arc::new(LiveJobs::default()), 0);
     t.handle(

@@ -139,8 +139,10 @@ pub(super) fn job_object(job: &Value) -> Option<JobObject> {
             .and_then(Value::as_str)
             .map(str::to_string),
         admission: admission(job, created),
+        // One that does not parse (edited by hand) is due at once rather
+        // than held for ever.
         start_after: s(job, &annotation_pointer(ANN_START_AFTER))
-            .and_then(crate::schedule::parse_annotation),
+            .map(|a| crate::schedule::parse_annotation(a).unwrap_or(std::time::UNIX_EPOCH)),
         delayed_queue: s(job, &annotation_pointer(ANN_QUEUE_NAME)).map(str::to_string),
     })
 }
