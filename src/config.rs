@@ -193,6 +193,7 @@ impl Config {
             active_deadline_max,
             max_message_bytes: r.num("MAX_MESSAGE_BYTES", defaults.max_message_bytes),
             default_queue_name: r.str("DEFAULT_QUEUE_NAME").filter(|q| !q.is_empty()),
+            max_start_delay: r.secs("MAX_START_DELAY", defaults.max_start_delay.as_secs_f64()),
         };
         let policy = Policy::read(&mut r);
         if let Some(q) = &limits.default_queue_name {
@@ -328,6 +329,7 @@ mod tests {
         assert_eq!(c.http_port, 8080);
         assert_eq!(c.max_queued_jobs, 0);
         assert_eq!(c.limits.default_queue_name, None);
+        assert_eq!(c.limits.max_start_delay, Duration::from_secs(7 * 86_400));
         assert!(c.policy.allowed_queues.is_empty());
     }
 
@@ -339,8 +341,10 @@ mod tests {
             ("ALLOWED_QUEUES", "team-a,batch"),
             ("DEFAULT_QUEUE_NAME", "batch"),
             ("MAX_QUEUED_JOBS", "500"),
+            ("MAX_START_DELAY", "3600"),
         ]);
         let c = cfg(&p).expect("valid");
+        assert_eq!(c.limits.max_start_delay, Duration::from_secs(3600));
         assert_eq!(c.limits.default_queue_name.as_deref(), Some("batch"));
         assert_eq!(c.policy.allowed_queues, vec!["team-a", "batch"]);
         assert_eq!(c.max_queued_jobs, 500);

@@ -37,6 +37,12 @@ pub const ANN_MESSAGE_ID: &str = "k8s-job-worker.io/message-id";
 pub const ANN_WEBHOOK_URL: &str = "k8s-job-worker.io/webhook-url";
 /// Last status whose callback was settled (written after each delivery).
 pub const ANN_DELIVERED: &str = "k8s-job-worker.io/delivered";
+/// A delayed Job's start time (RFC 3339, UTC, seconds): the Job is created
+/// suspended and the leader's tracker starts it then (removing this annotation).
+pub const ANN_START_AFTER: &str = "k8s-job-worker.io/start-after";
+/// A delayed queued Job's Kueue LocalQueue, kept here (not in Kueue's label)
+/// until its start time, when the tracker moves it into the label.
+pub const ANN_QUEUE_NAME: &str = "k8s-job-worker.io/queue-name";
 /// Finalizer holding a finished Job until its terminal callback is settled.
 pub const FINALIZER: &str = "k8s-job-worker.io/result";
 
@@ -225,6 +231,13 @@ pub mod detail {
             v["queueName"] = json!(q);
         }
         v
+    }
+
+    /// Adds `"startAfter"` (RFC 3339) to a status 0 of a delayed Job.
+    pub fn add_start_after(detail: &mut Value, start_after: &str) {
+        if let Some(obj) = detail.as_object_mut() {
+            obj.insert("startAfter".into(), start_after.into());
+        }
     }
 
     /// 1: `{"podId", "podName"}`.

@@ -403,7 +403,8 @@ impl Intake {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let slot = if msg.job.queue_name.is_some() {
+        // A delayed Job waits suspended: a queued slot until its start.
+        let slot = if msg.job.queue_name.is_some() || msg.job.start_after.is_some() {
             Slot::Queued
         } else {
             Slot::Admitted

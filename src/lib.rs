@@ -12,6 +12,7 @@ pub mod message;
 pub mod policy;
 pub mod quantity;
 pub mod render;
+pub mod schedule;
 pub mod webhook_guard;
 
 // Boundaries: the only modules that talk to the outside world.

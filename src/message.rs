@@ -1,7 +1,8 @@
 //! The queue message contract: parsing an untrusted body into a validated
 //! `Message`, with every problem reported against the field it concerns. This is
 //! the only place that knows the JSON shape producers send (including the
-//! drafts' aliases). Pure: no I/O, no clock, never panics on input.
+//! drafts' aliases). Pure: no I/O, never panics on input; no clock but the
+//! one reading in `parse` (a delayed start is checked against `now`: `parse_at`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,6 +43,9 @@ pub struct Limits {
     /// DEFAULT_QUEUE_NAME: the Kueue LocalQueue of a message without its own
     /// `job.queueName` (default none: such a message is not queued).
     pub default_queue_name: Option<String>,
+    /// MAX_START_DELAY: how far ahead `job.startAfter` / `job.startDelaySeconds`
+    /// may start a Job (default 7 days).
+    pub max_start_delay: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +54,7 @@ impl Default for Limits {
             active_deadline_max: 86_400,
             max_message_bytes: 256 * 1024,
             default_queue_name: None,
+            max_start_delay: crate::schedule::DEFAULT_MAX_START_DELAY,
         }
     }
 }
@@ -193,6 +198,10 @@ pub struct JobSpec {
     /// `job.queueName` (or DEFAULT_QUEUE_NAME): the Kueue LocalQueue; the Job
     /// is then created suspended with label `kueue.x-k8s.io/queue-name`.
     pub queue_name: Option<String>,
+    /// `job.startAfter` / `job.startDelaySeconds`, resolved against the time
+    /// the message was parsed: the Job is created suspended and started then
+    /// (`None`: at once).
+    pub start_after: Option<std::time::SystemTime>,
 }
 
 /// A validated message.
@@ -288,8 +297,18 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Parses and validates one queue message body.
+/// Parses and validates one queue message body received now.
 pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
+    parse_at(body, limits, std::time::SystemTime::now())
+}
+
+/// Parses and validates one queue message body received at `now` (the
+/// origin of `job.startDelaySeconds` and the bound of `job.startAfter`).
+pub fn parse_at(
+    body: &[u8],
+    limits: &Limits,
+    now: std::time::SystemTime,
+) -> Result<Message, Rejection> {
     if body.len() > limits.max_message_bytes {
         return Err(Rejection {
             code: ErrorCode::MessageTooLarge,
@@ -327,7 +346,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     if let Some(service) = &service {
         w.check("service", label_value(service));
     }
-    let job = w.job(root.get("job"), limits);
+    let job = w.job(root.get("job"), limits, now);
     let payload = w.payload(body);
     if let (Some(_), Some(job)) = (&payload, &job) {
         w.payload_room(job);
@@ -632,7 +651,12 @@ impl Walker {
         }
     }
 
-    fn job(&mut self, v: Option<&Value>, limits: &Limits) -> Option<JobSpec> {
+    fn job(
+        &mut self,
+        v: Option<&Value>,
+        limits: &Limits,
+        now: std::time::SystemTime,
+    ) -> Option<JobSpec> {
         let obj = match v {
             None | Some(Value::Null) => {
                 self.add("job", "is required");
@@ -675,6 +699,8 @@ impl Walker {
                 "completionMode",
                 "imagePullSecrets",
                 "queueName",
+                "startAfter",
+                "startDelaySeconds",
             ],
         );
 
@@ -838,6 +864,8 @@ impl Walker {
             );
         }
 
+        let start_after = self.start_after(obj, limits, now);
+
         Some(JobSpec {
             prefix_name: prefix_name?,
             namespace,
@@ -863,7 +891,52 @@ impl Walker {
             completion_mode,
             image_pull_secrets,
             queue_name,
+            start_after,
         })
+    }
+
+    /// `job.startAfter` (RFC 3339 with an offset) or `job.startDelaySeconds`
+    /// (an integer), not both, resolved by `schedule::resolve`.
+    fn start_after(
+        &mut self,
+        obj: &Map<String, Value>,
+        limits: &Limits,
+        now: std::time::SystemTime,
+    ) -> Option<std::time::SystemTime> {
+        use crate::schedule::{FIELD_START_AFTER, FIELD_START_DELAY, Start};
+        let at = self
+            .opt_string(obj.get("startAfter"), FIELD_START_AFTER)
+            .and_then(|s| match crate::clock::parse_rfc3339(&s) {
+                Some(t) => Some(Start::At(t)),
+                None => {
+                    self.add(
+                        FIELD_START_AFTER,
+                        "must be an RFC 3339 time with an offset, e.g. 2026-01-01T12:00:00Z",
+                    );
+                    None
+                }
+            });
+        let delay = self
+            .opt_int_in(obj.get("startDelaySeconds"), FIELD_START_DELAY, 0, i64::MAX)
+            .map(|s| Start::In(std::time::Duration::from_secs(s as u64)));
+        let start = match (at, delay) {
+            (Some(_), Some(_)) => {
+                self.add(
+                    FIELD_START_AFTER,
+                    "and job.startDelaySeconds are exclusive: give one of them",
+                );
+                return None;
+            }
+            (Some(s), None) | (None, Some(s)) => s,
+            (None, None) => return None,
+        };
+        match crate::schedule::resolve(start, now, limits.max_start_delay) {
+            Ok(t) => t,
+            Err(e) => {
+                self.add(e.field, e.message);
+                None
+            }
+        }
     }
 
     /// `job.imagePullSecrets`: a list of Secret names (strings, or
@@ -2431,6 +2504,120 @@ mod tests {
         );
         let r = parse(v.to_string().as_bytes(), &big).expect_err("too big");
         assert!(!format!("{r} {r:?}").contains(canary));
+    }
+
+    #[test]
+    fn delayed_starts_are_validated_field_by_field() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_225_600); // 2026-01-01T00:00:00Z
+        let start = |fields: &[(&str, Value)], limits: &Limits| {
+            let mut v = base();
+            for (k, val) in fields {
+                set(&mut v, "/job", k, val.clone());
+            }
+            parse_at(v.to_string().as_bytes(), limits, now).map(|m| m.job.start_after)
+        };
+        let d = Limits::default();
+        let at = |s: u64| Some(now + Duration::from_secs(s));
+        assert_eq!(start(&[], &d), Ok(None));
+        assert_eq!(start(&[("startDelaySeconds", json!(8))], &d), Ok(at(8)));
+        assert_eq!(start(&[("startDelaySeconds", json!(0))], &d), Ok(None));
+        assert_eq!(start(&[("startDelaySeconds", Value::Null)], &d), Ok(None));
+        assert_eq!(
+            start(&[("startAfter", json!("2026-01-01T03:00:00+02:00"))], &d),
+            Ok(at(3600))
+        );
+        assert_eq!(start(&[("startAfter", json!(""))], &d), Ok(None));
+        // Within the 60 s skew in the past: now, not delayed.
+        assert_eq!(
+            start(&[("startAfter", json!("2025-12-31T23:59:30Z"))], &d),
+            Ok(None)
+        );
+        assert_eq!(
+            start(&[("startDelaySeconds", json!(7 * 86_400))], &d),
+            Ok(at(7 * 86_400))
+        );
+        let short = Limits {
+            max_start_delay: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        for (fields, limits, field, words) in [
+            (
+                vec![("startDelaySeconds", json!(7 * 86_400 + 1))],
+                &d,
+                "job.startDelaySeconds",
+                "MAX_START_DELAY",
+            ),
+            (
+                vec![("startDelaySeconds", json!(61))],
+                &short,
+                "job.startDelaySeconds",
+                "≤ 60",
+            ),
+            (
+                vec![("startDelaySeconds", json!(-1))],
+                &d,
+                "job.startDelaySeconds",
+                "≥ 0",
+            ),
+            (
+                vec![("startDelaySeconds", json!(1.5))],
+                &d,
+                "job.startDelaySeconds",
+                "integer",
+            ),
+            (
+                vec![("startDelaySeconds", json!("8"))],
+                &d,
+                "job.startDelaySeconds",
+                "integer",
+            ),
+            (
+                vec![("startAfter", json!("2026-01-01T00:00:00"))],
+                &d,
+                "job.startAfter",
+                "offset",
+            ),
+            (
+                vec![("startAfter", json!("next tuesday"))],
+                &d,
+                "job.startAfter",
+                "RFC 3339",
+            ),
+            (
+                vec![("startAfter", json!(1767225600))],
+                &d,
+                "job.startAfter",
+                "string",
+            ),
+            (
+                vec![("startAfter", json!("2025-12-31T23:58:00Z"))],
+                &d,
+                "job.startAfter",
+                "in the past",
+            ),
+            (
+                vec![("startAfter", json!("2026-01-08T00:00:01Z"))],
+                &d,
+                "job.startAfter",
+                "MAX_START_DELAY",
+            ),
+            (
+                vec![
+                    ("startAfter", json!("2026-01-01T00:10:00Z")),
+                    ("startDelaySeconds", json!(8)),
+                ],
+                &d,
+                "job.startAfter",
+                "exclusive",
+            ),
+        ] {
+            let r = start(&fields, limits).expect_err("refused");
+            assert_eq!(r.code, ErrorCode::InvalidMessage);
+            assert_eq!(r.problems.len(), 1, "{fields:?}: {r}");
+            assert_eq!(r.problems[0].field, field, "{fields:?}: {r}");
+            assert!(r.problems[0].message.contains(words), "{fields:?}: {r}");
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub const JOB_CREATE_ERRORS: Metric = Metric("job_create_errors_total");
 pub const PAYLOAD_SECRET_ERRORS: Metric = Metric("payload_secret_errors_total");
 pub const JOBS_FINISHED: Metric = Metric("jobs_finished_total");
 pub const JOBS_IN_FLIGHT: Metric = Metric("jobs_in_flight");
+pub const DELAYED_STARTS: Metric = Metric("delayed_starts_total");
 pub const CALLBACKS_SENT: Metric = Metric("callbacks_sent_total");
 pub const CALLBACK_RETRIES: Metric = Metric("callback_retries_total");
 pub const CALLBACK_DELIVERY_SECONDS: Metric = Metric("callback_delivery_seconds");
@@ -104,6 +105,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         JOBS_IN_FLIGHT.0,
         Kind::Gauge,
         "Jobs of this worker that have not reached a terminal status.",
+    ),
+    (
+        DELAYED_STARTS.0,
+        Kind::Counter,
+        "Delayed Jobs started (unsuspended, or handed to Kueue) at their start time.",
     ),
     (
         CALLBACKS_SENT.0,

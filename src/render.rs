@@ -8,9 +8,9 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::contract::{
-    ANN_MESSAGE_ID, ANN_WEBHOOK_URL, ENV_MESSAGE_ID, ENV_PAYLOAD, FINALIZER, LABEL_APP,
-    LABEL_INSTANCE, LABEL_KUEUE_PRIORITY_CLASS, LABEL_KUEUE_QUEUE_NAME, LABEL_MANAGED_BY, MANAGER,
-    PAYLOAD_DIR, PAYLOAD_KEY, job_name, payload_path,
+    ANN_MESSAGE_ID, ANN_QUEUE_NAME, ANN_START_AFTER, ANN_WEBHOOK_URL, ENV_MESSAGE_ID, ENV_PAYLOAD,
+    FINALIZER, LABEL_APP, LABEL_INSTANCE, LABEL_KUEUE_PRIORITY_CLASS, LABEL_KUEUE_QUEUE_NAME,
+    LABEL_MANAGED_BY, MANAGER, PAYLOAD_DIR, PAYLOAD_KEY, job_name, payload_path,
 };
 use crate::message::{EnvRefKind, FailureAction, Message, PodFailureRule, ResourceList};
 
@@ -90,8 +90,24 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     let labels = labels(msg, cfg);
 
     let mut job_labels = labels.clone();
+    let mut annotations = Map::new();
+    annotations.insert(ANN_MESSAGE_ID.into(), msg.id.clone().into());
+    if let Some(t) = job.start_after {
+        // Delayed: suspended until the tracker starts it at this time. A
+        // queued one reaches Kueue only then: its queue name waits in our
+        // annotation (Kueue ignores a Job without its label).
+        annotations.insert(
+            ANN_START_AFTER.into(),
+            crate::schedule::annotation(t).into(),
+        );
+        if let Some(q) = &job.queue_name {
+            annotations.insert(ANN_QUEUE_NAME.into(), q.clone().into());
+        }
+    }
     if let Some(q) = &job.queue_name {
-        job_labels.insert(LABEL_KUEUE_QUEUE_NAME.into(), q.clone().into());
+        if job.start_after.is_none() {
+            job_labels.insert(LABEL_KUEUE_QUEUE_NAME.into(), q.clone().into());
+        }
         // Queued: the priority is Kueue's WorkloadPriorityClass (it orders
         // admission and preemption), not the pod's PriorityClass.
         if let Some(pc) = &job.priority_class {
@@ -99,8 +115,6 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
         }
     }
 
-    let mut annotations = Map::new();
-    annotations.insert(ANN_MESSAGE_ID.into(), msg.id.clone().into());
     if let Some(url) = &msg.webhook_url {
         annotations.insert(ANN_WEBHOOK_URL.into(), url.as_str().into());
     }
@@ -254,8 +268,8 @@ pub fn render(msg: &Message, cfg: &RenderConfig) -> Value {
     }
 
     let mut spec = Map::new();
-    if job.queue_name.is_some() {
-        // Kueue unsuspends the Job when it admits it.
+    if job.queue_name.is_some() || job.start_after.is_some() {
+        // Kueue unsuspends the Job when it admits it; the tracker a delayed one.
         spec.insert("suspend".into(), true.into());
     }
     let per_index = job
@@ -485,6 +499,48 @@ mod tests {
         assert_eq!(
             job["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"],
             "FallbackToLogsOnError"
+        );
+    }
+
+    #[test]
+    fn a_delayed_job_is_suspended_with_its_start_and_reaches_kueue_later() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_225_600); // 2026-01-01
+        let parse_now = |body: Value| {
+            crate::message::parse_at(body.to_string().as_bytes(), &Limits::default(), now)
+                .expect("valid test message")
+        };
+        let m = parse_now(json!({ "id": "d", "job": {
+            "prefixName": "d", "image": "i", "startDelaySeconds": 90
+        } }));
+        let job = render(&m, &default_render());
+        assert_eq!(job["spec"]["suspend"], true);
+        assert_eq!(
+            job["metadata"]["annotations"][ANN_START_AFTER],
+            "2026-01-01T00:01:30Z"
+        );
+        assert!(job["metadata"]["annotations"].get(ANN_QUEUE_NAME).is_none());
+        let q = parse_now(json!({ "id": "dq", "job": {
+            "prefixName": "d", "image": "i", "queueName": "team-a",
+            "startAfter": "2026-01-01T02:00:00+01:00", "priorityClass": "high",
+            "resources": { "requests": { "cpu": "1" } }
+        } }));
+        let job = render(&q, &default_render());
+        assert_eq!(job["spec"]["suspend"], true);
+        assert_eq!(
+            job["metadata"]["annotations"][ANN_START_AFTER],
+            "2026-01-01T01:00:00Z"
+        );
+        assert_eq!(job["metadata"]["annotations"][ANN_QUEUE_NAME], "team-a");
+        // Not Kueue's until its start: no queue label yet.
+        assert!(
+            job["metadata"]["labels"]
+                .get(LABEL_KUEUE_QUEUE_NAME)
+                .is_none()
+        );
+        assert_eq!(
+            job["metadata"]["labels"][LABEL_KUEUE_PRIORITY_CLASS],
+            "high"
         );
     }
 

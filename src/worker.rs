@@ -329,7 +329,8 @@ impl Leading {
         }
 
         let tracker = tracker::spawn(
-            Tracker::new(live.clone(), board.clone(), cfg.pod_start_timeout),
+            Tracker::new(live.clone(), board.clone(), cfg.pod_start_timeout)
+                .with_max_concurrent(cfg.max_concurrent_jobs),
             tracker::Channels {
                 rx: tr_rx,
                 me: tr_tx.clone(),

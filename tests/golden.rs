@@ -1,5 +1,6 @@
 //! Golden tests: every `tests/golden/<name>.input.json` is parsed with the
-//! default limits and rendered with the default configuration; the result must
+//! default limits, as if received at `GOLDEN_NOW` (a delayed start is relative
+//! to it), and rendered with the default configuration; the result must
 //! equal `<name>.job.json` (compared as JSON values); a message with a
 //! `payload` also renders its Secret (owner uid `GOLDEN_JOB_UID`), compared with
 //! `<name>.secret.json`. A message that is refused is compared with
@@ -13,6 +14,11 @@ use k8s_job_worker::config::default_render;
 use k8s_job_worker::message::{self, Limits, Rejection};
 use k8s_job_worker::render;
 use serde_json::{Value, json};
+
+/// When the golden messages are received: 2026-12-01T12:00:00Z.
+fn golden_now() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_126_400)
+}
 
 /// The Job uid the golden Secrets are owned by.
 const GOLDEN_JOB_UID: &str = "00000000-0000-4000-8000-000000000000";
@@ -83,7 +89,7 @@ fn golden() {
         let file = input.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let name = file.trim_end_matches(".input.json");
         let body = fs::read(input).expect("readable input");
-        let parsed = message::parse(&body, &Limits::default());
+        let parsed = message::parse_at(&body, &Limits::default(), golden_now());
         let secret_path = dir.join(format!("{name}.secret.json"));
         match parsed
             .as_ref()

@@ -226,6 +226,39 @@ fn invalid_table() -> Vec<(&'static str, Value, &'static str)> {
     let long = |n: usize| "a".repeat(n);
     vec![
         ("id missing", without("", "id"), "id"),
+        (
+            "startDelaySeconds negative",
+            with("/job", "startDelaySeconds", json!(-1)),
+            "job.startDelaySeconds",
+        ),
+        (
+            "startDelaySeconds over 7 days",
+            with("/job", "startDelaySeconds", json!(604_801)),
+            "job.startDelaySeconds",
+        ),
+        (
+            "startDelaySeconds a string",
+            with("/job", "startDelaySeconds", json!("8")),
+            "job.startDelaySeconds",
+        ),
+        (
+            "startAfter without an offset",
+            with("/job", "startAfter", json!("2026-12-01T18:00:00")),
+            "job.startAfter",
+        ),
+        (
+            "startAfter not a time",
+            with("/job", "startAfter", json!("tomorrow")),
+            "job.startAfter",
+        ),
+        (
+            "startAfter and startDelaySeconds",
+            edit(&[
+                ("/job", "startAfter", Some(json!("2026-12-01T18:00:00Z"))),
+                ("/job", "startDelaySeconds", Some(json!(8))),
+            ]),
+            "job.startAfter",
+        ),
         ("id empty", with("", "id", json!("")), "id"),
         ("id a number", with("", "id", json!(42)), "id"),
         ("id null", with("", "id", Value::Null), "id"),
@@ -919,6 +952,13 @@ fn invalid_table() -> Vec<(&'static str, Value, &'static str)> {
     ]
 }
 
+/// An hour from now, as local time at +02:00 (RFC 3339 with an offset).
+fn in_an_hour_with_an_offset() -> String {
+    let t = SystemTime::now() + Duration::from_secs(3600 + 7200);
+    let utc = k8s_job_worker::clock::format_secs(t);
+    format!("{}+02:00", utc.trim_end_matches('Z'))
+}
+
 /// Valid variants: accepted by the worker and by the schema.
 fn valid_table() -> Vec<(&'static str, Value)> {
     let long = |n: usize| "a".repeat(n);
@@ -933,6 +973,22 @@ fn valid_table() -> Vec<(&'static str, Value)> {
             ),
         ),
         ("a string payload", with("", "payload", json!("just text"))),
+        (
+            "delayed by 600 s",
+            with("/job", "startDelaySeconds", json!(600)),
+        ),
+        ("no delay", with("/job", "startDelaySeconds", json!(0))),
+        (
+            "delayed to an hour from now, with an offset",
+            with("/job", "startAfter", json!(in_an_hour_with_an_offset())),
+        ),
+        (
+            "startAfter null and startDelaySeconds",
+            edit(&[
+                ("/job", "startAfter", Some(Value::Null)),
+                ("/job", "startDelaySeconds", Some(json!(8))),
+            ]),
+        ),
         ("a null payload", with("", "payload", Value::Null)),
         (
             "queued with a cpu request",
@@ -1230,8 +1286,8 @@ fn examples_and_golden_inputs_are_valid() {
     );
     assert_eq!(
         refused.len(),
-        2,
-        "example/invalid.json and tests/golden/invalid.input.json"
+        3,
+        "example/invalid.json, tests/golden/invalid.input.json and delayed-both.input.json"
     );
 
     let instances: Vec<Value> = valid.iter().map(|(_, v)| v.clone()).collect();
@@ -1360,6 +1416,19 @@ fn documented_gaps_are_the_only_known_disagreements() {
         (
             "integer written 1.0",
             with("/job", "backoffLimit", json!(1.0)),
+            false,
+            true,
+        ),
+        // The schema has no clock: a start in the past or too far ahead.
+        (
+            "startAfter years ago",
+            with("/job", "startAfter", json!("2020-01-01T00:00:00Z")),
+            false,
+            true,
+        ),
+        (
+            "startAfter decades ahead",
+            with("/job", "startAfter", json!("2099-01-01T00:00:00Z")),
             false,
             true,
         ),
@@ -1656,6 +1725,22 @@ fn tracker_callbacks(url: &str) -> Vec<CallbackMsg> {
     );
     feed(&mut tracker, TrackerMsg::Jobs(Event::Deleted(job)), now, t0);
 
+    // 0 with startAfter: a delayed Job (waits suspended; nothing more here).
+    let mut v = read_json(&root().join("example").join("minimal.json"));
+    v["webhook"] = json!({ "url": url });
+    v["id"] = json!("delayed");
+    v["job"]["startDelaySeconds"] = json!(3600);
+    let delayed = message::parse(v.to_string().as_bytes(), &Limits::default()).expect("valid");
+    feed(
+        &mut tracker,
+        TrackerMsg::Created {
+            job: api_job(&delayed, json!({})),
+            received_at: now,
+        },
+        now,
+        t0,
+    );
+
     // Later: the held terminal status is released, the pod start timeout runs out.
     actions.extend(tracker.tick(now + Duration::from_secs(10), wall("2026-12-01T07:20:00Z")));
     actions.iter().filter_map(callback_msg).collect()
@@ -1765,6 +1850,12 @@ fn callback_bodies_the_worker_sends_match_the_callback_schema() {
             .iter()
             .any(|b| b["status"] == 1 && b["detail"]["podName"] == ""),
         "a status 1 for a pod never seen"
+    );
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b["status"] == 0 && b["detail"]["startAfter"].is_string()),
+        "a status 0 of a delayed Job"
     );
 
     for (b, errs) in bodies.iter().zip(validate("callback", &bodies)) {

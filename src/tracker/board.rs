@@ -91,6 +91,9 @@ struct Inner {
     set: HashMap<String, Slot>,
     /// Reservations per slot: [admitted, queued].
     reserved: [usize; 2],
+    /// Delayed Jobs past their start time waiting for an admitted slot: they
+    /// count as admitted for intake, so a freed slot goes to them first.
+    due: usize,
 }
 
 impl Inner {
@@ -100,10 +103,11 @@ impl Inner {
         (self.set.len() - queued, queued)
     }
 
-    /// (admitted, queued) Jobs plus reservations.
+    /// (admitted, queued) Jobs plus reservations (and the due delayed Jobs'
+    /// claims on admitted slots).
     fn taken(&self) -> (usize, usize) {
         let (a, q) = self.counts();
-        (a + self.reserved[0], q + self.reserved[1])
+        (a + self.reserved[0] + self.due, q + self.reserved[1])
     }
 }
 
@@ -174,6 +178,30 @@ impl LiveJobs {
         metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
         if before.is_some() || reserved != actual {
             self.changed.notify_all(); // already live, or another bound: room again
+        }
+    }
+
+    /// Moves the delayed Job `key` into an admitted slot if one is free under
+    /// `cap` (0 = unlimited), counting live Jobs and reservations but not the
+    /// due Jobs' claims (this is one of them); true if it did.
+    pub fn try_start(&self, key: &str, cap: usize) -> bool {
+        let mut s = self.lock();
+        let (a, _) = s.counts();
+        if free(cap, a + s.reserved[0]) == 0 {
+            return false;
+        }
+        s.set.insert(key.to_string(), Slot::Admitted);
+        s.due = s.due.saturating_sub(1);
+        self.changed.notify_all(); // its queued slot is free
+        true
+    }
+
+    /// `n` due delayed Jobs wait for an admitted slot.
+    pub fn set_due(&self, n: usize) {
+        let mut s = self.lock();
+        if s.due != n {
+            s.due = n;
+            self.changed.notify_all();
         }
     }
 

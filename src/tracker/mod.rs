@@ -11,10 +11,13 @@
 //! the thread loop that performs the actions.
 
 mod board;
+#[cfg(test)]
+mod delay_tests;
 mod observe;
 mod state;
 #[cfg(test)]
 mod tests;
+mod timer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +31,10 @@ pub use board::{Board, JobView, LiveJobs, Slot};
 pub use state::{Action, Tracker, TrackerMsg};
 
 use crate::callbacks::{Callback, CallbackMsg, JobRef};
-use crate::contract::{ANN_DELIVERED, FINALIZER, LABEL_JOB_NAME};
+use crate::contract::{
+    ANN_DELIVERED, ANN_QUEUE_NAME, ANN_START_AFTER, FINALIZER, LABEL_JOB_NAME,
+    LABEL_KUEUE_QUEUE_NAME,
+};
 use crate::kube::Client;
 use crate::kube::watch::Event;
 
@@ -130,6 +136,29 @@ fn perform(a: Action, ch: &Channels, kube: &Client) {
         Action::DeleteJob { namespace, name } => {
             let op = format!("delete job {namespace}/{name}");
             if let Err(e) = kube.delete(&job_path(namespace, name), "Background", &op) {
+                log::warn!("{e}");
+            }
+        }
+        Action::StartJob {
+            namespace,
+            name,
+            queue,
+        } => {
+            // Dropping the annotation in the same PATCH makes the start
+            // happen once: a later leader sees a started Job.
+            let body = match queue {
+                Some(q) => json!({"metadata": {
+                    "labels": {LABEL_KUEUE_QUEUE_NAME: q},
+                    "annotations": {ANN_START_AFTER: null, ANN_QUEUE_NAME: null},
+                }}),
+                None => json!({
+                    "metadata": {"annotations": {ANN_START_AFTER: null}},
+                    "spec": {"suspend": false},
+                }),
+            };
+            let op = format!("start delayed job {namespace}/{name}");
+            if let Err(e) = kube.merge_patch(&job_path(namespace, name), &body, &op) {
+                // Asked again after timer::START_RETRY while the Job still waits.
                 log::warn!("{e}");
             }
         }

@@ -11,9 +11,9 @@ use crate::webhook_guard::WebhookUrl;
 
 use crate::contract::detail::ContainerEnd;
 use crate::contract::{
-    ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, LABEL_JOB_NAME,
-    LABEL_JOB_NAME_LEGACY, LABEL_KUEUE_QUEUE_NAME, MAX_TERMINATION_MESSAGE_BYTES, Status,
-    annotation_pointer, truncate_utf8,
+    ANN_DELIVERED, ANN_MESSAGE_ID, ANN_QUEUE_NAME, ANN_START_AFTER, ANN_WEBHOOK_URL, FINALIZER,
+    LABEL_JOB_NAME, LABEL_JOB_NAME_LEGACY, LABEL_KUEUE_QUEUE_NAME, MAX_TERMINATION_MESSAGE_BYTES,
+    Status, annotation_pointer, truncate_utf8,
 };
 
 pub(super) fn job_key(ns: &str, name: &str) -> String {
@@ -74,6 +74,10 @@ pub(super) struct JobObject {
     /// Its Kueue LocalQueue (label `kueue.x-k8s.io/queue-name`).
     pub queue_name: Option<String>,
     pub admission: Admission,
+    /// The start-after annotation of a delayed Job not started yet.
+    pub start_after: Option<SystemTime>,
+    /// The queue-name annotation of a delayed queued Job not started yet.
+    pub delayed_queue: Option<String>,
 }
 
 /// `spec.suspend` is true.
@@ -135,6 +139,11 @@ pub(super) fn job_object(job: &Value) -> Option<JobObject> {
             .and_then(Value::as_str)
             .map(str::to_string),
         admission: admission(job, created),
+        // One that does not parse (edited by hand) is due at once rather
+        // than held for ever.
+        start_after: s(job, &annotation_pointer(ANN_START_AFTER))
+            .map(|a| crate::schedule::parse_annotation(a).unwrap_or(std::time::UNIX_EPOCH)),
+        delayed_queue: s(job, &annotation_pointer(ANN_QUEUE_NAME)).map(str::to_string),
     })
 }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::board::{self, Board, JobView, LiveJobs, Slot};
 use super::observe::{self, JobObject, PodInfo, Terminal};
+use super::timer::{Delay, Seen, Timer};
 use crate::contract::{ErrorCode, Status, detail};
 use crate::kube::watch::Event;
 use crate::metrics;
@@ -58,6 +59,14 @@ pub enum Action {
     },
     /// List the pods of a Job to learn about a pod the watch has not shown.
     FetchPods { namespace: String, name: String },
+    /// Start a delayed Job at its start time (one merge PATCH removing its
+    /// start-after annotation): unsuspend it, or with `queue` hand it to
+    /// Kueue (label `kueue.x-k8s.io/queue-name`, still suspended).
+    StartJob {
+        namespace: String,
+        name: String,
+        queue: Option<String>,
+    },
 }
 
 /// How long a terminal status waits for the pod details it should carry.
@@ -185,6 +194,8 @@ struct Tracked {
     admission: Admission,
     /// Its Kueue LocalQueue, when it was queued.
     queue_name: Option<String>,
+    /// Its delayed start (`timer.rs`).
+    delay: Delay,
     ending: Option<Ending>,
     /// The Job has a deletionTimestamp (held by our finalizer).
     deleting: bool,
@@ -206,6 +217,11 @@ pub struct Tracker {
     /// uids of Jobs reported gone (or whose name a newer Job took): a late
     /// sighting of one starts nothing again.
     gone: HashSet<String>,
+    /// The start times of the delayed Jobs.
+    timer: Timer,
+    /// MAX_CONCURRENT_JOBS (0 = unlimited): a delayed Job starts only into a
+    /// free admitted slot.
+    max_concurrent: usize,
 }
 
 /// At most this many uids are remembered as gone (bounded memory).
@@ -226,7 +242,16 @@ impl Tracker {
             board,
             pod_start_timeout,
             gone: HashSet::new(),
+            timer: Timer::default(),
+            max_concurrent: 0,
         }
+    }
+
+    /// Delayed Jobs start only while fewer than `cap` Jobs are admitted
+    /// (MAX_CONCURRENT_JOBS, 0 = unlimited).
+    pub fn with_max_concurrent(mut self, cap: usize) -> Tracker {
+        self.max_concurrent = cap;
+        self
     }
 
     /// Remembers a Job's uid as gone.
@@ -356,12 +381,68 @@ impl Tracker {
         for key in keys {
             self.advance(&key, now, wall, &mut out);
         }
+        self.start_due(now, wall, &mut out);
         // Forget pods whose Job is unknown and long gone from view.
         if self.pods.len() > 4 * self.jobs.len() + 1000 {
             let jobs = &self.jobs;
             self.pods.retain(|k, _| jobs.contains_key(k));
         }
         out
+    }
+
+    /// Starts the delayed Jobs whose time has come, earliest first: a queued
+    /// one is handed to Kueue; another is unsuspended only into a free
+    /// admitted slot (MAX_CONCURRENT_JOBS), else it stays suspended, holding
+    /// its queued slot and claiming the next admitted one before intake does.
+    fn start_due(&mut self, now: Instant, wall: SystemTime, out: &mut Vec<Action>) {
+        let mut blocked = 0;
+        for key in self.timer.due(wall) {
+            let Some(t) = self.jobs.get_mut(&key) else {
+                self.timer.set(&key, None);
+                continue;
+            };
+            let (at, queue) = match &t.delay {
+                Delay::Waiting { at, queue } => (*at, queue.clone()),
+                Delay::Starting { asked, .. }
+                    if now.duration_since(*asked) < super::timer::START_RETRY =>
+                {
+                    continue;
+                }
+                Delay::Starting { at, queue, .. } => (*at, queue.clone()),
+                Delay::None => {
+                    self.timer.set(&key, None);
+                    continue;
+                }
+            };
+            let admitted = matches!(t.delay, Delay::Starting { queue: None, .. });
+            if queue.is_none() && !admitted && !self.live.try_start(&key, self.max_concurrent) {
+                blocked += 1;
+                continue;
+            }
+            log::info!(
+                "message {} job {}/{}: starting (start after {}{})",
+                t.id,
+                t.namespace,
+                t.name,
+                crate::schedule::annotation(at),
+                queue
+                    .as_deref()
+                    .map(|q| format!(", into Kueue queue {q}"))
+                    .unwrap_or_default()
+            );
+            metrics::inc(metrics::DELAYED_STARTS, &[]);
+            t.delay = Delay::Starting {
+                at,
+                queue: queue.clone(),
+                asked: now,
+            };
+            out.push(Action::StartJob {
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                queue,
+            });
+        }
+        self.live.set_due(blocked);
     }
 
     #[cfg(test)]
@@ -422,6 +503,8 @@ impl Tracker {
             terminal,
             queue_name,
             admission,
+            start_after,
+            delayed_queue,
         } = observe::job_object(job)?;
         let t = self.jobs.entry(key.clone()).or_insert_with(|| Tracked {
             view: JobView {
@@ -439,6 +522,7 @@ impl Tracker {
             stage: Stage::New,
             admission: Admission::Waiting,
             queue_name: None,
+            delay: Delay::None,
             ending: None,
             deleting: false,
             held: false,
@@ -459,11 +543,21 @@ impl Tracker {
         t.held = held;
         t.created = created.or(t.created);
         t.admission = t.admission.after(admission, wall);
+        let seen = Seen {
+            at: start_after,
+            queue: delayed_queue.clone(),
+            suspended: admission == observe::Admission::Suspended,
+            queue_labelled: queue_name.is_some(),
+        };
+        t.delay = std::mem::replace(&mut t.delay, Delay::None).after(&seen, now);
         if queue_name.is_some() {
             t.queue_name = queue_name;
+        } else if delayed_queue.is_some() {
+            t.queue_name = delayed_queue;
         }
         t.view.queue_name = t.queue_name.clone();
         t.view.admission = match (t.admission, &t.queue_name) {
+            (Admission::Waiting, _) if t.delay != Delay::None => Some("delayed"),
             (Admission::Waiting, _) => Some("queued"),
             (Admission::Admitted { .. }, Some(_)) => Some("admitted"),
             (Admission::Admitted { .. }, None) => None,
@@ -481,8 +575,18 @@ impl Tracker {
                 fetched_pods: false,
             });
         }
+        let timed = (!t.stage.is_done() && !t.deleting)
+            .then(|| t.delay.at())
+            .flatten();
+        self.timer.set(&key, timed);
         if !t.stage.is_done() {
-            self.live.insert(&key, t.admission.slot());
+            // A start in flight already holds its admitted slot.
+            let slot = if t.delay.holds_admitted_slot() {
+                Slot::Admitted
+            } else {
+                t.admission.slot()
+            };
+            self.live.insert(&key, slot);
         } else {
             // An adopted Job that already finished: intake counted it.
             self.live.remove(&key);
@@ -528,6 +632,7 @@ impl Tracker {
     }
 
     fn finish(&mut self, key: &str, result: &str) {
+        self.timer.set(key, None);
         if self.jobs.contains_key(key) {
             metrics::inc(metrics::JOBS_FINISHED, &[("result", result)]);
         }
@@ -567,7 +672,10 @@ impl Tracker {
             return;
         }
         if t.stage == Stage::New {
-            let detail = detail::created(&t.uid, &t.name, t.queue_name.as_deref());
+            let mut detail = detail::created(&t.uid, &t.name, t.queue_name.as_deref());
+            if let Some(at) = t.delay.at() {
+                detail::add_start_after(&mut detail, &crate::schedule::annotation(at));
+            }
             Self::emit(t, Status::Created, detail, wall, out);
         }
         let pod_started = pod.as_ref().is_some_and(|p| p.started);
@@ -700,6 +808,7 @@ impl Tracker {
             return;
         };
         self.pods.remove(key);
+        self.timer.set(key, None);
         self.forget(t.uid.clone());
         if !t.stage.is_done() {
             // Never announce a Job that no longer exists: straight to the 99.
