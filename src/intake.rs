@@ -7,6 +7,8 @@
 //! owns the queue client: creators report verdicts back over a channel. At
 //! MAX_CONCURRENT_JOBS (live Jobs plus creates in progress) it stops receiving
 //! (back-pressure); it never sleeps between receives while messages flow.
+//! A message whose service is at its SERVICE_MAX_CONCURRENT cap is deferred
+//! (`Queue::defer`, 1, 2, 4 … 60 s by attempt) while other services flow.
 
 mod create;
 
@@ -20,6 +22,7 @@ use serde_json::Value;
 
 use crate::backoff::{Backoff, redelivery_delay};
 use crate::callbacks::{Callback, CallbackMsg};
+use crate::caps::{self, ServiceCaps};
 use crate::contract::{self, ErrorCode, Status};
 use crate::kube::Client;
 use crate::message::{self, Limits};
@@ -47,6 +50,10 @@ pub struct Intake {
     pub settled: Receiver<u64>,
     pub live: Arc<LiveJobs>,
     pub max_concurrent_jobs: usize,
+    /// SERVICE_MAX_CONCURRENT (empty: no per-service cap).
+    pub service_caps: ServiceCaps,
+    /// JOB_CREATE_RATE, Jobs per second (None: unlimited).
+    pub job_create_rate: Option<f64>,
     /// Creator threads (CREATE_CONCURRENCY).
     pub create_concurrency: usize,
     pub polling_interval: Duration,
@@ -125,6 +132,12 @@ impl Intake {
             tracker: self.tracker.clone(),
             live: self.live.clone(),
             stop: self.stop.clone(),
+            rate: self.job_create_rate.map(|r| {
+                Arc::new(std::sync::Mutex::new(crate::rate::TokenBucket::new(
+                    r,
+                    Instant::now(),
+                )))
+            }),
         };
         let creators = match Creators::spawn(self.create_concurrency, shared, done_tx) {
             Ok(c) => c,
@@ -139,6 +152,8 @@ impl Intake {
         let max_in_flight = 2 * self.create_concurrency.max(1) + self.queue.max_batch();
         let mut in_flight: usize = 0;
         let mut last_sweep = Instant::now();
+        // Deferrals so far per message id (Redis has no receive count).
+        let mut deferrals: HashMap<String, u32> = HashMap::new();
         while !self.stop.load(Ordering::SeqCst) {
             self.heartbeat.beat();
             self.settle(&mut pending);
@@ -218,8 +233,16 @@ impl Intake {
                 let Prepared::Create(task) = self.prepare(&m, &mut pending, &mut next_token) else {
                     continue;
                 };
+                let service = task.msg.service.clone();
+                let cap = self.service_caps.cap(&service);
+                if !self.live.try_reserve_service(&service, cap) {
+                    self.defer(&task.m, &task.id, &service, &mut deferrals);
+                    continue;
+                }
+                deferrals.remove(&task.id);
                 if !self.live.try_reserve(self.max_concurrent_jobs, task.slot) {
                     // Cannot happen (intake alone reserves, within `room`).
+                    self.live.release_service(&service);
                     self.later(&task.m.handle, Duration::from_secs(1));
                     continue;
                 }
@@ -227,6 +250,7 @@ impl Intake {
                     Ok(()) => in_flight += 1,
                     Err(task) => {
                         self.live.release(task.slot);
+                        self.live.release_service(&service);
                         self.later(&task.m.handle, Duration::from_secs(1));
                     }
                 }
@@ -264,6 +288,40 @@ impl Intake {
             "intake: stopped ({} rejected message(s) still waiting for their 99 callback)",
             pending.len()
         );
+    }
+
+    /// The message's service is at its cap: put it aside (not rejected),
+    /// longer each time (the attempt is the larger of this leader's count and
+    /// the queue's receive count, SQS's ApproximateReceiveCount).
+    fn defer(
+        &mut self,
+        m: &Received,
+        id: &str,
+        service: &str,
+        deferrals: &mut HashMap<String, u32>,
+    ) {
+        if deferrals.len() >= 100_000 {
+            deferrals.clear(); // bounded memory: the schedule restarts
+        }
+        let n = deferrals.entry(id.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let attempt = (*n).max(m.receive_count);
+        let d = caps::defer_delay(attempt);
+        let label = caps::label(&self.service_caps.named(), service).to_string();
+        metrics::inc(metrics::MESSAGES_DEFERRED, &[("service", &label)]);
+        let text = format!(
+            "message {id}: service {service} is at its cap of {} live Job(s); deferred for {} s (attempt {attempt})",
+            self.service_caps.cap(service).unwrap_or(0),
+            d.as_secs()
+        );
+        if attempt == 1 {
+            log::info!("{text}");
+        } else {
+            log::debug!("{text}");
+        }
+        if let Err(e) = self.queue.defer(&m.handle, d) {
+            self.queue_error("defer", &e);
+        }
     }
 
     fn later(&mut self, handle: &Handle, d: Duration) {

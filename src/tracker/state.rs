@@ -480,6 +480,9 @@ impl Tracker {
         }
         if !t.stage.is_done() {
             self.live.insert(&key, t.admission.slot());
+            if let Some(service) = observe::service(job) {
+                self.live.tag(&key, service);
+            }
         } else {
             // An adopted Job that already finished: intake counted it.
             self.live.remove(&key);
