@@ -1,0 +1,299 @@
+//! Per-service caps (SERVICE_MAX_CONCURRENT) and the create rate
+//! (JOB_CREATE_RATE) on the test bed, for Redis and SQS (moto): one service
+//! held at its cap by pods that never start (kwok's `outcome=pending`) while
+//! another's messages get their Jobs at once; the capped service's messages
+//! deferred (the Redis `<prefix>delayed` set, SQS visibility), never lost,
+//! and completing once the cap frees (the blocking Jobs deleted); and
+//! JOB_CREATE_RATE=5 holding 50 creates to at least 9 s.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::worker::{Launcher, Q, Worker, calls_for, make_pvc, message, statuses};
+use support::{WebhookReceiver, bed, wait_for};
+
+const PENDING: &str = "testbed.k8s-job-worker.io/outcome";
+
+/// The value of `name{service="<service>"}` on the worker's /metrics (0 if absent).
+fn by_service(w: &Worker, name: &str, service: &str) -> f64 {
+    let prefix = format!("{name}{{service=\"{service}\"}} ");
+    w.get("/metrics")
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// This deployment's Jobs of `service` (their `app` label).
+fn jobs_of(w: &Worker, service: &str) -> Vec<Value> {
+    w.jobs()
+        .into_iter()
+        .filter(|j| j["metadata"]["labels"]["app"] == json!(service))
+        .collect()
+}
+
+/// Message id → its Job's creationTimestamp (RFC 3339, 1 s resolution).
+fn created_at(jobs: &[Value]) -> HashMap<String, String> {
+    jobs.iter()
+        .filter_map(|j| {
+            let id = j["metadata"]["annotations"]["k8s-job-worker.io/message-id"].as_str()?;
+            let t = j["metadata"]["creationTimestamp"].as_str()?;
+            Some((id.to_string(), t.to_string()))
+        })
+        .collect()
+}
+
+/// Enqueues `bodies` quickly: Redis in one LPUSH, SQS by batches of 10 (one
+/// boto3 process per call, so a call per message would dominate the timings).
+fn send_fast(w: &Worker, bodies: &[String]) {
+    if w.q == Q::Redis {
+        return w.send_all(bodies);
+    }
+    for chunk in bodies.chunks(10) {
+        let entries: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| json!({"Id": i.to_string(), "MessageBody": b}))
+            .collect();
+        let r = bed()
+            .aws_call(
+                "sqs",
+                "send_message_batch",
+                &json!({"QueueUrl": w.sqs_url, "Entries": entries}),
+            )
+            .unwrap_or_else(|e| panic!("send_message_batch: {e}"));
+        assert!(
+            r.get("Failed")
+                .is_none_or(|f| f.as_array().is_none_or(Vec::is_empty)),
+            "{r}"
+        );
+    }
+}
+
+fn terminal_count(hook: &WebhookReceiver, id: &str) -> usize {
+    statuses(&calls_for(hook, id))
+        .iter()
+        .filter(|s| [2, 3, 99].contains(*s))
+        .count()
+}
+
+fn a_capped_service_is_deferred_while_another_flows(q: Q) {
+    let hook = WebhookReceiver::start();
+    let w = Launcher::new(q)
+        .ns_tag("caps")
+        .envs(&[
+            ("SERVICE_MAX_CONCURRENT", "slow=2,*=50"),
+            ("POD_START_TIMEOUT", "3600"),
+        ])
+        .start();
+    make_pvc(&w.ns);
+    let msg = |service: &str, pending: bool| {
+        message(&w, &hook, |m| {
+            m["service"] = json!(service);
+            if pending {
+                m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
+            }
+        })
+    };
+    // Two slow Jobs whose pods never start fill the slow service's cap.
+    let blockers: Vec<(String, String)> = (0..2).map(|_| msg("slow", true)).collect();
+    send_fast(
+        &w,
+        &blockers.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || jobs_of(&w, "slow").len() == 2),
+        "the two blocking Jobs were not created\n{}",
+        w.logs()
+    );
+    // Six more slow messages and ten of another service, interleaved.
+    let deferred: Vec<(String, String)> = (0..6).map(|_| msg("slow", false)).collect();
+    let fast: Vec<(String, String)> = (0..10).map(|_| msg("fast", false)).collect();
+    let mut bodies = Vec::new();
+    for i in 0..10 {
+        bodies.push(fast[i].1.clone());
+        if let Some((_, b)) = deferred.get(i) {
+            bodies.push(b.clone());
+        }
+    }
+    let t0 = Instant::now();
+    send_fast(&w, &bodies);
+    let sent = t0.elapsed();
+    assert!(
+        wait_for(Duration::from_secs(60), || jobs_of(&w, "fast").len() == 10),
+        "the other service's Jobs were held up: {} of 10\n{}",
+        jobs_of(&w, "fast").len(),
+        w.logs()
+    );
+    eprintln!(
+        "[caps {q:?}] 10 Jobs of the uncapped service created {:.2} s after sending began ({:.2} s to send), beside a service at its cap",
+        t0.elapsed().as_secs_f64(),
+        sent.as_secs_f64()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || by_service(
+            &w,
+            "job_worker_messages_deferred_total",
+            "slow"
+        ) >= 6.0),
+        "the capped service's messages were not deferred\n{}",
+        w.logs()
+    );
+    assert_eq!(
+        jobs_of(&w, "slow").len(),
+        2,
+        "a Job past the cap was created"
+    );
+    assert_eq!(by_service(&w, "job_worker_jobs_in_flight", "slow"), 2.0);
+    // Services not named share the `other` label; none is deferred.
+    assert_eq!(
+        by_service(&w, "job_worker_messages_deferred_total", "other"),
+        0.0
+    );
+    if q == Q::Redis {
+        // They wait in the delayed set, not in the queue or processing.
+        let key = format!("{}delayed", w.redis_prefix);
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                redis::cmd("ZCARD")
+                    .arg(&key)
+                    .query::<i64>(&mut w.redis_conn())
+                    .unwrap_or(0)
+                    >= 1
+            }),
+            "nothing in {key}"
+        );
+    }
+    for (id, _) in &fast {
+        assert!(
+            wait_for(Duration::from_secs(90), || terminal_count(&hook, id) == 1),
+            "no terminal status for {id}: {:?}",
+            statuses(&calls_for(&hook, id))
+        );
+        assert_eq!(statuses(&calls_for(&hook, id)), vec![0, 1, 2], "{id}");
+    }
+    // Free the cap: delete the two blocking Jobs.
+    let b = bed();
+    for j in jobs_of(&w, "slow") {
+        let name = j["metadata"]["name"].as_str().unwrap_or_default();
+        let (code, body) = b.kube_delete(
+            &format!("/apis/batch/v1/namespaces/{}/jobs/{name}", w.ns),
+            Some(&json!({"propagationPolicy": "Background"})),
+        );
+        assert!(code == 200 || code == 202, "{code} {body}");
+    }
+    let t1 = Instant::now();
+    let mut most_slow = 0.0f64;
+    let done = wait_for(Duration::from_secs(240), || {
+        most_slow = most_slow.max(by_service(&w, "job_worker_jobs_in_flight", "slow"));
+        deferred
+            .iter()
+            .all(|(id, _)| terminal_count(&hook, id) == 1)
+    });
+    assert!(
+        done,
+        "deferred messages did not complete: {:?}\n{}",
+        deferred
+            .iter()
+            .map(|(id, _)| statuses(&calls_for(&hook, id)))
+            .collect::<Vec<_>>(),
+        w.logs()
+    );
+    eprintln!(
+        "[caps {q:?}] the 6 deferred messages completed {:.1} s after the cap freed; at most {most_slow} slow Job(s) in flight",
+        t1.elapsed().as_secs_f64()
+    );
+    assert!(most_slow <= 2.0, "the cap was passed: {most_slow}");
+    for (id, _) in &deferred {
+        assert_eq!(statuses(&calls_for(&hook, id)), vec![0, 1, 2], "{id}");
+    }
+    for (id, _) in &blockers {
+        assert!(
+            wait_for(Duration::from_secs(30), || terminal_count(&hook, id) == 1),
+            "blocking Job {id}: {:?}",
+            statuses(&calls_for(&hook, id))
+        );
+    }
+    // Every fast Job was created before any deferred one.
+    let created = created_at(&w.jobs());
+    let last_fast = fast.iter().filter_map(|(id, _)| created.get(id)).max();
+    let first_deferred = deferred.iter().filter_map(|(id, _)| created.get(id)).min();
+    assert!(
+        last_fast.is_some() && first_deferred.is_some() && last_fast <= first_deferred,
+        "fast {last_fast:?} vs deferred {first_deferred:?}"
+    );
+    // Nothing lost or duplicated: one terminal status each, the queue empty.
+    for (id, _) in blockers.iter().chain(&deferred).chain(&fast) {
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(terminal_count(&hook, id), 1, "{id}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || w.queued() == 0),
+        "queue not empty: {}",
+        w.queued()
+    );
+    if q == Q::Redis {
+        let n: i64 = redis::cmd("ZCARD")
+            .arg(format!("{}delayed", w.redis_prefix))
+            .query(&mut w.redis_conn())
+            .unwrap_or(-1);
+        assert_eq!(n, 0, "the delayed set is empty at the end");
+    }
+}
+
+fn the_create_rate_holds(q: Q) {
+    let hook = WebhookReceiver::start();
+    let w = Launcher::new(q)
+        .ns_tag("rate")
+        .envs(&[("JOB_CREATE_RATE", "5")])
+        .start();
+    make_pvc(&w.ns);
+    let msgs: Vec<(String, String)> = (0..50).map(|_| message(&w, &hook, |_| {})).collect();
+    let bodies: Vec<String> = msgs.iter().map(|(_, b)| b.clone()).collect();
+    let t0 = Instant::now();
+    send_fast(&w, &bodies);
+    let sent = t0.elapsed();
+    let mut n = 0;
+    let ok = wait_for(Duration::from_secs(120), || {
+        n = w.jobs().len();
+        n >= 50
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(ok, "only {n} of 50 Jobs\n{}", w.logs());
+    eprintln!(
+        "[rate {q:?}] JOB_CREATE_RATE=5: 50 Jobs in {secs:.2} s after sending began ({:.2} s to send): {:.2} Jobs/s",
+        sent.as_secs_f64(),
+        50.0 / secs
+    );
+    // The burst of 5 at once, then 45 at 5 per second.
+    assert!(secs >= 9.0, "50 creates took only {secs:.2} s");
+    assert_eq!(w.jobs().len(), 50, "one Job per message");
+    assert!(
+        wait_for(Duration::from_secs(60), || w.queued() == 0),
+        "queue not empty: {}",
+        w.queued()
+    );
+}
+
+#[test]
+fn redis_a_capped_service_is_deferred_while_another_flows() {
+    a_capped_service_is_deferred_while_another_flows(Q::Redis);
+}
+
+#[test]
+fn sqs_a_capped_service_is_deferred_while_another_flows() {
+    a_capped_service_is_deferred_while_another_flows(Q::Sqs);
+}
+
+#[test]
+fn redis_the_create_rate_holds() {
+    the_create_rate_holds(Q::Redis);
+}
+
+#[test]
+fn sqs_the_create_rate_holds() {
+    the_create_rate_holds(Q::Sqs);
+}
