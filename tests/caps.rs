@@ -4,16 +4,21 @@
 //! another's messages get their Jobs at once; the capped service's messages
 //! deferred (the Redis `<prefix>delayed` set, SQS visibility), never lost,
 //! and completing once the cap frees (the blocking Jobs deleted); and
-//! JOB_CREATE_RATE=5 holding 50 creates to at least 9 s.
+//! JOB_CREATE_RATE=5 holding 50 creates to at least 9 s. And the API
+//! server's own 429 (API Priority and Fairness, a priority level that rejects,
+//! its seats held by slow requests) keeping the messages until it lets
+//! creates through.
 
 mod support;
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::worker::{Launcher, Q, Worker, calls_for, make_pvc, message, statuses};
-use support::{WebhookReceiver, bed, wait_for};
+use support::{WebhookReceiver, bed, unique, wait_for};
 
 const PENDING: &str = "testbed.k8s-job-worker.io/outcome";
 
@@ -296,4 +301,158 @@ fn redis_the_create_rate_holds() {
 #[test]
 fn sqs_the_create_rate_holds() {
     the_create_rate_holds(Q::Sqs);
+}
+
+/// Holds the seats of an APF priority level: `n` requests (a dry-run Job
+/// create as `token`) whose headers are sent and whose body never finishes,
+/// until stdin closes. Python, so the bytes on the wire are exactly these.
+const HOLD_SEATS: &str = r#"
+import json, socket, ssl, sys
+host, port, token, ca, ns, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+ctx = ssl.create_default_context(cafile=ca)
+body = json.dumps({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "seat"},
+    "spec": {"template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "busybox"}]}}}}).encode()
+held = []
+for i in range(n):
+    s = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname=host)
+    head = ("POST /apis/batch/v1/namespaces/%s/jobs?dryRun=All HTTP/1.1\r\nHost: %s:%d\r\n"
+            "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\n\r\n" % (ns, host, port, token, len(body)))
+    s.sendall(head.encode() + body[:1])
+    held.append(s)
+print("held", flush=True)
+sys.stdin.read()
+"#;
+
+fn a_429_from_the_api_server_keeps_the_message(q: Q) {
+    let b = bed();
+    let hook = WebhookReceiver::start();
+    let ns = b.new_namespace("apf");
+    make_pvc(&ns);
+    let sa = support::container::service_account_dir(&ns);
+    let token = std::fs::read_to_string(sa.join("token")).expect("token");
+    // A priority level with the fewest seats that rejects at once, for the
+    // worker's creates of Jobs only.
+    let name = unique("caps-apf");
+    let api = "/apis/flowcontrol.apiserver.k8s.io/v1";
+    let (code, body) = b.kube_post(
+        &format!("{api}/prioritylevelconfigurations"),
+        &json!({"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+            "metadata": {"name": name},
+            "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 1,
+                "lendablePercent": 0, "borrowingLimitPercent": 0,
+                "limitResponse": {"type": "Reject"}}}}),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = b.kube_post(
+        &format!("{api}/flowschemas"),
+        &json!({"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+            "metadata": {"name": name},
+            "spec": {"priorityLevelConfiguration": {"name": name}, "matchingPrecedence": 100,
+                "distinguisherMethod": {"type": "ByUser"},
+                "rules": [{"subjects": [{"kind": "ServiceAccount",
+                        "serviceAccount": {"name": "k8s-job-worker", "namespace": ns}}],
+                    "resourceRules": [{"verbs": ["create"], "apiGroups": ["batch"],
+                        "resources": ["jobs"], "namespaces": [ns]}]}]}}),
+    );
+    assert_eq!(code, 201, "{body}");
+    let port = b.api_url.rsplit(':').next().unwrap_or_default().to_string();
+    let mut holder = Command::new(&b.python)
+        .args(["-c", HOLD_SEATS, "127.0.0.1", &port, &token])
+        .arg(&b.ca_file)
+        .args([ns.as_str(), "12"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("holder");
+    assert_eq!(line.trim(), "held");
+    // The level is full once a create of ours is refused with 429 (the
+    // apiserver applies the new FlowSchema within a moment).
+    let probe = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox"}]}}}});
+    let mut last = (0, Value::Null);
+    let full = wait_for(Duration::from_secs(30), || {
+        last = b.kube_as(
+            &token,
+            "POST",
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs?dryRun=All"),
+            Some(&probe),
+        );
+        last.0 == 429
+    });
+    assert!(full, "APF never answered 429: {last:?}");
+    let w = Launcher::new(q)
+        .namespace(&ns)
+        .instance_tag("apf")
+        .env("KUBE_TOKEN_FILE", &sa.join("token").to_string_lossy())
+        .start();
+    let msgs: Vec<(String, String)> = (0..3).map(|_| message(&w, &hook, |_| {})).collect();
+    send_fast(&w, &msgs.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>());
+    let refused = |w: &Worker| {
+        w.get("/metrics")
+            .1
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("job_worker_job_create_errors_total{code=\"429\"} ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || refused(&w) >= 3.0),
+        "no 429 on the worker's creates\n{}",
+        w.logs()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(w.jobs().is_empty(), "a Job was created while APF refused");
+    assert_eq!(w.queued(), 3, "the refused messages stay in the queue");
+    let logs = w.logs();
+    let retry = logs
+        .lines()
+        .find(|l| l.contains("429") && l.contains("retrying in"));
+    assert!(
+        retry.is_some(),
+        "the worker did not say when it retries\n{logs}"
+    );
+    eprintln!("[apf {q:?}] {}", retry.unwrap_or_default());
+    // Let creates through: the held requests end.
+    let t0 = Instant::now();
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    for (id, _) in &msgs {
+        assert!(
+            wait_for(Duration::from_secs(120), || terminal_count(&hook, id) == 1),
+            "{id}: {:?}\n{}",
+            statuses(&calls_for(&hook, id)),
+            w.logs()
+        );
+        assert_eq!(statuses(&calls_for(&hook, id)), vec![0, 1, 2], "{id}");
+    }
+    eprintln!(
+        "[apf {q:?}] {} create(s) refused with 429; all 3 Jobs done {:.1} s after the level freed",
+        refused(&w),
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(w.jobs().len(), 3, "one Job per message");
+    assert!(wait_for(Duration::from_secs(30), || w.queued() == 0));
+    for kind in ["flowschemas", "prioritylevelconfigurations"] {
+        let _ = b.kube_delete(&format!("{api}/{kind}/{name}"), None);
+    }
+}
+
+#[test]
+fn redis_a_429_from_the_api_server_keeps_the_message() {
+    a_429_from_the_api_server_keeps_the_message(Q::Redis);
+}
+
+#[test]
+fn sqs_a_429_from_the_api_server_keeps_the_message() {
+    a_429_from_the_api_server_keeps_the_message(Q::Sqs);
 }
