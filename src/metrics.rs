@@ -109,7 +109,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         JOBS_IN_FLIGHT.0,
         Kind::Gauge,
-        "Jobs of this worker that have not reached a terminal status (unlabelled: all; by service: named ones, else other).",
+        "Jobs of this worker that have not reached a terminal status, by service (named ones, else other).",
     ),
     (
         CALLBACKS_SENT.0,

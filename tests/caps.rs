@@ -16,6 +16,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_job_worker::queue::Queue;
+use k8s_job_worker::queue::redis::RedisQueue;
 use serde_json::{Value, json};
 use support::worker::{Launcher, Q, Worker, calls_for, make_pvc, message, statuses};
 use support::{WebhookReceiver, bed, unique, wait_for};
@@ -118,8 +120,8 @@ fn a_capped_service_is_deferred_while_another_flows(q: Q) {
     let deferred: Vec<(String, String)> = (0..6).map(|_| msg("slow", false)).collect();
     let fast: Vec<(String, String)> = (0..10).map(|_| msg("fast", false)).collect();
     let mut bodies = Vec::new();
-    for i in 0..10 {
-        bodies.push(fast[i].1.clone());
+    for (i, (_, f)) in fast.iter().enumerate() {
+        bodies.push(f.clone());
         if let Some((_, b)) = deferred.get(i) {
             bodies.push(b.clone());
         }
@@ -455,4 +457,73 @@ fn redis_a_429_from_the_api_server_keeps_the_message() {
 #[test]
 fn sqs_a_429_from_the_api_server_keeps_the_message() {
     a_429_from_the_api_server_keeps_the_message(Q::Sqs);
+}
+
+fn redis_int(args: &[&str]) -> i64 {
+    match bed().redis_cmd(args) {
+        redis::Value::Int(n) => n,
+        v => panic!("{args:?}: {v:?}"),
+    }
+}
+
+/// The Redis delayed set on its own: `defer` moves a held message from the
+/// consumer's processing list into `<prefix>delayed` (nothing in between);
+/// it is not received before it is due, comes back to the queue once due,
+/// survives the consumer handing back and a new consumer taking over, and
+/// the earliest comes back first.
+#[test]
+fn redis_deferred_messages_wait_in_the_delayed_set_and_come_back_when_due() {
+    let prefix = format!("{}-", unique("dq"));
+    let endpoint = format!("127.0.0.1:{}", bed().redis_port);
+    let (queue, processing, delayed) = (
+        format!("{prefix}queue"),
+        format!("{prefix}processing:w-a"),
+        format!("{prefix}delayed"),
+    );
+    let mut q = RedisQueue::new(&endpoint, 0, &prefix, "w-a", None).expect("queue");
+    q.send(b"late").expect("send");
+    q.send(b"early").expect("send");
+    let got = q.receive(10, Duration::from_secs(1)).expect("receive");
+    assert_eq!(got.len(), 2);
+    let by = |b: &[u8]| got.iter().find(|r| r.body == b).expect("received").clone();
+    let (late, early) = (by(b"late"), by(b"early"));
+    q.defer(&late.handle, Duration::from_secs(3))
+        .expect("defer");
+    q.defer(&early.handle, Duration::from_millis(1500))
+        .expect("defer");
+    assert_eq!(
+        redis_int(&["LLEN", &processing]),
+        0,
+        "moved out of processing"
+    );
+    assert_eq!(redis_int(&["ZCARD", &delayed]), 2, "into the delayed set");
+    assert_eq!(redis_int(&["LLEN", &queue]), 0);
+    // Not before it is due (the receive blocks at most until the first is).
+    let t0 = Instant::now();
+    let none = q.receive(10, Duration::from_millis(500)).expect("receive");
+    assert!(none.is_empty(), "received before due: {none:?}");
+    // A consumer that hands back leaves the set alone; the next one takes over.
+    assert_eq!(q.hand_back().expect("hand back"), 0);
+    drop(q);
+    let mut next = RedisQueue::new(&endpoint, 0, &prefix, "w-b", None).expect("queue");
+    next.recover().expect("recover");
+    let mut bodies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bodies.len() < 2 && Instant::now() < deadline {
+        for r in next.receive(10, Duration::from_secs(5)).expect("receive") {
+            bodies.push((String::from_utf8_lossy(&r.body).to_string(), t0.elapsed()));
+            next.ack(&[r.handle]).expect("ack");
+        }
+    }
+    eprintln!("[delayed] came back: {bodies:?}");
+    let names: Vec<&str> = bodies.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["early", "late"],
+        "each once, the earliest first"
+    );
+    assert!(bodies[0].1 >= Duration::from_millis(1400), "{bodies:?}");
+    assert!(bodies[1].1 >= Duration::from_millis(2900), "{bodies:?}");
+    assert_eq!(redis_int(&["ZCARD", &delayed]), 0);
+    assert_eq!(redis_int(&["LLEN", &queue]), 0);
 }

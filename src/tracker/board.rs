@@ -173,7 +173,8 @@ impl LiveJobs {
     }
 
     /// The services named in SERVICE_MAX_CONCURRENT get their own
-    /// `jobs_in_flight{service}` label; all others count as `other`.
+    /// `jobs_in_flight{service}` label; all others count as `other`. (The
+    /// gauge has only these series: their sum is every live Job.)
     pub fn with_service_labels(mut self, named: Vec<String>) -> LiveJobs {
         self.named = named;
         self
@@ -241,7 +242,6 @@ impl LiveJobs {
     pub fn insert(&self, key: &str, slot: Slot) {
         let mut s = self.lock();
         let before = s.set.insert(key.to_string(), slot);
-        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
         if before.is_some_and(|b| b != slot) {
             self.changed.notify_all();
         }
@@ -250,7 +250,6 @@ impl LiveJobs {
     pub fn remove(&self, key: &str) {
         let mut s = self.lock();
         if s.set.remove(key).is_some() {
-            metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
             if let Some(service) = s.services.untag(key) {
                 self.gauge(&s, &service);
             }
@@ -283,7 +282,6 @@ impl LiveJobs {
         let r = &mut s.reserved[reserved.index()];
         *r = r.saturating_sub(1);
         let before = s.set.insert(key.to_string(), actual);
-        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
         if before.is_some() || reserved != actual {
             self.changed.notify_all(); // already live, or another bound: room again
         }
