@@ -90,6 +90,18 @@ fn receive_budget(room: usize, batch: usize, in_flight: usize, max_in_flight: us
     room.min(batch).min(max_in_flight.saturating_sub(in_flight))
 }
 
+/// The most tasks waiting or running (pure): enough to keep every creator
+/// busy while the next batch is received; with JOB_CREATE_RATE no more than
+/// two seconds' worth of creates (at least 1), so throttled messages wait in
+/// the queue, not in intake (an SQS message would outlive its visibility).
+fn max_in_flight(create_concurrency: usize, batch: usize, rate: Option<f64>) -> usize {
+    let base = 2 * create_concurrency.max(1) + batch;
+    match rate {
+        Some(r) if r.is_finite() && r > 0.0 => base.min(((r * 2.0).ceil() as usize).max(1)),
+        _ => base,
+    }
+}
+
 /// How long one receive may block (pure): POLLING_INTERVAL at idle; while
 /// creates are in progress only briefly, so their acks are not held back.
 fn receive_wait(polling: Duration, in_flight: usize) -> Duration {
@@ -147,9 +159,11 @@ impl Intake {
                 return;
             }
         };
-        // Tasks waiting or running: enough to keep every creator busy while
-        // the next batch is received.
-        let max_in_flight = 2 * self.create_concurrency.max(1) + self.queue.max_batch();
+        let max_in_flight = max_in_flight(
+            self.create_concurrency,
+            self.queue.max_batch(),
+            self.job_create_rate,
+        );
         let mut in_flight: usize = 0;
         let mut last_sweep = Instant::now();
         // Deferrals so far per message id (Redis has no receive count).
@@ -321,6 +335,7 @@ impl Intake {
         }
         if let Err(e) = self.queue.defer(&m.handle, d) {
             self.queue_error("defer", &e);
+            self.later(&m.handle, d); // still held: receive it again
         }
     }
 
@@ -596,6 +611,23 @@ mod tests {
         assert_eq!(receive_budget(usize::MAX, 64, 96, 96), 0);
         assert_eq!(receive_budget(usize::MAX, 64, 100, 96), 0);
         assert_eq!(receive_budget(0, 64, 0, 96), 0);
+    }
+
+    #[test]
+    fn a_create_rate_bounds_the_tasks_in_flight() {
+        // (creators, batch, JOB_CREATE_RATE, most in flight)
+        for (c, b, r, want) in [
+            (16, 64, None, 96),
+            (16, 30, None, 62),
+            (0, 10, None, 12),
+            (16, 64, Some(5.0), 10),
+            (16, 64, Some(0.5), 1),
+            (16, 64, Some(0.01), 1),
+            (16, 64, Some(1000.0), 96),
+            (16, 64, Some(f64::NAN), 96),
+        ] {
+            assert_eq!(max_in_flight(c, b, r), want, "{c} {b} {r:?}");
+        }
     }
 
     #[test]
