@@ -165,6 +165,17 @@ impl Intake {
             self.job_create_rate,
         );
         let mut in_flight: usize = 0;
+        // Per-service counts come from the Jobs the tracker lists: until every
+        // list is in, a capped message is deferred (a new leader would
+        // otherwise count its service from nothing).
+        let mut listed = self.service_caps.is_empty();
+        if !listed {
+            let until = Instant::now() + Duration::from_secs(10);
+            while !listed && Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                self.heartbeat.beat();
+                listed = self.live.wait_listed(Duration::from_millis(200));
+            }
+        }
         let mut last_sweep = Instant::now();
         // Deferrals so far per message id (Redis has no receive count).
         let mut deferrals: HashMap<String, u32> = HashMap::new();
@@ -249,7 +260,8 @@ impl Intake {
                 };
                 let service = task.msg.service.clone();
                 let cap = self.service_caps.cap(&service);
-                if !self.live.try_reserve_service(&service, cap) {
+                listed = listed || self.live.wait_listed(Duration::ZERO);
+                if (cap.is_some() && !listed) || !self.live.try_reserve_service(&service, cap) {
                     self.defer(&task.m, &task.id, &service, &mut deferrals);
                     continue;
                 }

@@ -240,7 +240,8 @@ impl Leading {
         };
         let live = Arc::new(
             LiveJobs::new(cfg.max_queued_jobs)
-                .with_service_labels(cfg.service_max_concurrent.named()),
+                .with_service_labels(cfg.service_max_concurrent.named())
+                .expecting_lists(cfg.allowed_namespaces.len().max(1)),
         );
         let board: Board = Arc::new(Mutex::new(HashMap::new()));
         let (cb_tx, cb_rx) = unbounded::<CallbackMsg>();

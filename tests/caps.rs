@@ -527,3 +527,118 @@ fn redis_deferred_messages_wait_in_the_delayed_set_and_come_back_when_due() {
     assert_eq!(redis_int(&["ZCARD", &delayed]), 0);
     assert_eq!(redis_int(&["LLEN", &queue]), 0);
 }
+
+/// A leader killed while a capped service's messages wait in the delayed set:
+/// the new leader counts the service's live Jobs from the Jobs it lists (their
+/// `app` label), keeps deferring past the cap, and creates the waiting ones
+/// once the cap frees; each message ends with exactly one terminal status.
+#[test]
+fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
+    let hook = WebhookReceiver::start();
+    let d = Launcher::new(Q::Redis)
+        .ns_tag("caps-fo")
+        .envs(&[
+            ("SERVICE_MAX_CONCURRENT", "slow=1"),
+            ("POD_START_TIMEOUT", "3600"),
+            ("LEASE_DURATION", "6"),
+            ("RENEW_DEADLINE", "4"),
+            ("RETRY_PERIOD", "1"),
+        ])
+        .die_with_parent()
+        .deploy();
+    make_pvc(&d.ns);
+    let mut first = d.spawn(&format!("{}-a", d.instance));
+    assert!(
+        wait_for(Duration::from_secs(30), || first.is_leader_by_metrics()),
+        "no leader\n{}",
+        first.logs()
+    );
+    let second = d.spawn(&format!("{}-b", d.instance));
+    let msg = |pending: bool| {
+        support::worker::seed_message(&d.ns, &hook.url(), |m| {
+            m["service"] = json!("slow");
+            if pending {
+                m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
+            }
+        })
+    };
+    let blocker = msg(true);
+    first.send(&blocker.1);
+    assert!(
+        wait_for(Duration::from_secs(60), || jobs_of(&first, "slow").len()
+            == 1),
+        "{}",
+        first.logs()
+    );
+    let waiting: Vec<(String, String)> = (0..3).map(|_| msg(false)).collect();
+    send_fast(
+        &first,
+        &waiting.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || by_service(
+            &first,
+            "job_worker_messages_deferred_total",
+            "slow"
+        ) >= 3.0),
+        "not deferred\n{}",
+        first.logs()
+    );
+    first.kill9();
+    let t0 = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(60), || second.is_leader_by_metrics()),
+        "the standby did not take over\n{}",
+        second.logs()
+    );
+    eprintln!(
+        "[caps failover] new leader after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // The new leader defers them again: the listed blocking Job holds the cap.
+    assert!(
+        wait_for(Duration::from_secs(60), || by_service(
+            &second,
+            "job_worker_messages_deferred_total",
+            "slow"
+        ) >= 1.0),
+        "the new leader did not defer\n{}",
+        second.logs()
+    );
+    assert_eq!(jobs_of(&second, "slow").len(), 1, "the cap was passed");
+    let name = jobs_of(&second, "slow")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (code, body) = bed().kube_delete(
+        &format!("/apis/batch/v1/namespaces/{}/jobs/{name}", d.ns),
+        Some(&json!({"propagationPolicy": "Background"})),
+    );
+    assert!(code == 200 || code == 202, "{code} {body}");
+    let mut most = 0.0f64;
+    let done = wait_for(Duration::from_secs(240), || {
+        most = most.max(by_service(&second, "job_worker_jobs_in_flight", "slow"));
+        waiting.iter().all(|(id, _)| terminal_count(&hook, id) == 1)
+    });
+    assert!(
+        done,
+        "{:?}\n{}",
+        waiting
+            .iter()
+            .map(|(id, _)| statuses(&calls_for(&hook, id)))
+            .collect::<Vec<_>>(),
+        second.logs()
+    );
+    assert!(most <= 1.0, "the cap was passed: {most}");
+    for (id, _) in &waiting {
+        assert_eq!(statuses(&calls_for(&hook, id)), vec![0, 1, 2], "{id}");
+    }
+    assert!(wait_for(Duration::from_secs(30), || terminal_count(
+        &hook, &blocker.0
+    ) == 1));
+    assert!(wait_for(Duration::from_secs(30), || second.queued() == 0));
+    eprintln!(
+        "[caps failover] the 3 deferred messages done {:.1} s after the kill",
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -86,6 +86,8 @@ pub struct LiveJobs {
     max_queued: usize,
     /// The services named in SERVICE_MAX_CONCURRENT (their own metric label).
     named: Vec<String>,
+    /// Job lists (one per watch) before the per-service counts are complete.
+    lists_expected: usize,
 }
 
 #[derive(Default)]
@@ -93,6 +95,8 @@ struct Inner {
     set: HashMap<String, Slot>,
     /// Reservations per slot: [admitted, queued].
     reserved: [usize; 2],
+    /// Job lists the tracker has taken in.
+    lists: usize,
     /// Per message `service` (the Job's `app` label): see `Services`.
     services: Services,
 }
@@ -178,6 +182,31 @@ impl LiveJobs {
     pub fn with_service_labels(mut self, named: Vec<String>) -> LiveJobs {
         self.named = named;
         self
+    }
+
+    /// The per-service counts are complete only once the tracker took in
+    /// `n` Job lists (one per watch): a new leader's intake must not count a
+    /// service from Jobs it has not listed yet.
+    pub fn expecting_lists(mut self, n: usize) -> LiveJobs {
+        self.lists_expected = n;
+        self
+    }
+
+    /// The tracker took in a complete Job list.
+    pub fn listed(&self) {
+        let mut s = self.lock();
+        s.lists += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` until every expected Job list was taken in.
+    pub fn wait_listed(&self, timeout: Duration) -> bool {
+        let s = self.lock();
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, timeout, |s| s.lists < self.lists_expected)
+            .unwrap_or_else(|e| e.into_inner());
+        s.lists >= self.lists_expected
     }
 
     fn gauge(&self, s: &Inner, service: &str) {
@@ -420,6 +449,17 @@ mod tests {
         // A tag for a Job already gone is ignored.
         l.tag("ns/gone", "ocr");
         assert_eq!(l.service_taken("ocr"), 2);
+    }
+
+    #[test]
+    fn counts_are_complete_once_every_job_list_is_in() {
+        assert!(LiveJobs::default().wait_listed(Duration::ZERO));
+        let l = LiveJobs::default().expecting_lists(2);
+        assert!(!l.wait_listed(Duration::ZERO));
+        l.listed();
+        assert!(!l.wait_listed(Duration::from_millis(10)));
+        l.listed();
+        assert!(l.wait_listed(Duration::ZERO));
     }
 
     #[test]

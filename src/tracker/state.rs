@@ -300,6 +300,7 @@ impl Tracker {
                         self.advance(&key, now, wall, &mut out);
                     }
                 }
+                self.live.listed();
                 // A Job known only from intake may have been created after the
                 // list's snapshot: its ADDED event follows. Gone only if a
                 // later relist misses it too.
