@@ -262,7 +262,7 @@ impl Intake {
                 let cap = self.service_caps.cap(&service);
                 listed = listed || self.live.wait_listed(Duration::ZERO);
                 if (cap.is_some() && !listed) || !self.live.try_reserve_service(&service, cap) {
-                    self.defer(&task.m, &task.id, &service, &mut deferrals);
+                    self.defer(&task.m, &task.id, &service, listed, &mut deferrals);
                     continue;
                 }
                 deferrals.remove(&task.id);
@@ -324,6 +324,7 @@ impl Intake {
         m: &Received,
         id: &str,
         service: &str,
+        listed: bool,
         deferrals: &mut HashMap<String, u32>,
     ) {
         if deferrals.len() >= 100_000 {
@@ -335,9 +336,16 @@ impl Intake {
         let d = caps::defer_delay(attempt);
         let label = caps::label(&self.service_caps.named(), service).to_string();
         metrics::inc(metrics::MESSAGES_DEFERRED, &[("service", &label)]);
+        let why = if listed {
+            format!(
+                "is at its cap of {} live Job(s)",
+                self.service_caps.cap(service).unwrap_or(0)
+            )
+        } else {
+            "has a cap and the Jobs are not listed yet".to_string()
+        };
         let text = format!(
-            "message {id}: service {service} is at its cap of {} live Job(s); deferred for {} s (attempt {attempt})",
-            self.service_caps.cap(service).unwrap_or(0),
+            "message {id}: service {service} {why}; deferred for {} s (attempt {attempt})",
             d.as_secs()
         );
         if attempt == 1 {

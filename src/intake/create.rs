@@ -16,8 +16,8 @@
 //! Each task also holds a slot of its message's service (SERVICE_MAX_CONCURRENT),
 //! committed or released with the other. With JOB_CREATE_RATE a creator takes
 //! a token of the shared bucket before each create and sleeps until it is
-//! due (checking the stop flag), so throttled messages wait in the queue's
-//! processing state and intake stops receiving once every creator is busy.
+//! due (checking the stop flag); intake then holds at most two seconds' worth
+//! of creates, so throttled messages wait in the queue.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
