@@ -61,6 +61,10 @@ pub struct Config {
     pub max_concurrent_jobs: usize,
     /// Suspended Jobs waiting in a Kueue queue (MAX_QUEUED_JOBS); 0 = unlimited.
     pub max_queued_jobs: usize,
+    /// Live Jobs per message `service` (SERVICE_MAX_CONCURRENT).
+    pub service_max_concurrent: crate::caps::ServiceCaps,
+    /// Job creates per second, burst of the same size (JOB_CREATE_RATE); None = unlimited.
+    pub job_create_rate: Option<f64>,
     /// Creator threads (`create-N`) creating Jobs in parallel (1..=64).
     pub create_concurrency: usize,
     /// Concurrent callback attempts per destination (1..=64).
@@ -234,6 +238,22 @@ impl Config {
                 "CALLBACK_CONCURRENCY_PER_HOST={callback_concurrency} must be between 1 and {MAX_POOL}"
             ));
         }
+        let service_max_concurrent = match r.str("SERVICE_MAX_CONCURRENT") {
+            None => crate::caps::ServiceCaps::default(),
+            Some(v) => crate::caps::ServiceCaps::parse("SERVICE_MAX_CONCURRENT", &v)
+                .unwrap_or_else(|e| {
+                    r.error(e);
+                    crate::caps::ServiceCaps::default()
+                }),
+        };
+        let job_create_rate: f64 = r.num("JOB_CREATE_RATE", 0.0);
+        if !(job_create_rate.is_finite() && (0.0..=1e6).contains(&job_create_rate)) {
+            r.error(format!(
+                "JOB_CREATE_RATE={job_create_rate} must be a number of Jobs per second between 0 (unlimited) and 1000000"
+            ));
+        }
+        let job_create_rate =
+            (job_create_rate.is_finite() && job_create_rate > 0.0).then_some(job_create_rate);
         let cfg = Config {
             queue,
             kube,
@@ -243,6 +263,8 @@ impl Config {
             polling_interval: polling_interval.max(Duration::from_millis(100)),
             max_concurrent_jobs: r.num("MAX_CONCURRENT_JOBS", 0),
             max_queued_jobs: r.num("MAX_QUEUED_JOBS", 0),
+            service_max_concurrent,
+            job_create_rate,
             create_concurrency: create_concurrency.clamp(1, MAX_POOL),
             callback_concurrency_per_host: callback_concurrency.clamp(1, MAX_POOL),
             pod_start_timeout: r.secs("POD_START_TIMEOUT", 600.0),
@@ -368,6 +390,48 @@ mod tests {
             let mut p = BASE.to_vec();
             p.push(("REDIS_ENDPOINT", "x:1"));
             p.extend(env);
+            let e = cfg(&p).unwrap_err();
+            assert!(e.contains(needle), "{needle} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn service_caps_and_the_create_rate_are_read_and_checked() {
+        let mut p = BASE.to_vec();
+        p.push(("REDIS_ENDPOINT", "x:1"));
+        let c = cfg(&p).expect("valid");
+        assert!(c.service_max_concurrent.is_empty());
+        assert_eq!(c.job_create_rate, None);
+        for (caps, rate, ocr, other, want_rate) in [
+            ("ocr=10,render=2,*=50", "5", Some(10), Some(50), Some(5.0)),
+            ("ocr=1", "0.5", Some(1), None, Some(0.5)),
+            ("", "0", None, None, None),
+        ] {
+            let mut p = p.clone();
+            p.extend([("SERVICE_MAX_CONCURRENT", caps), ("JOB_CREATE_RATE", rate)]);
+            let c = cfg(&p).expect("valid");
+            assert_eq!(c.service_max_concurrent.cap("ocr"), ocr, "{caps}");
+            assert_eq!(c.service_max_concurrent.cap("x"), other, "{caps}");
+            assert_eq!(c.job_create_rate, want_rate, "{rate}");
+        }
+        for (k, v, needle) in [
+            (
+                "SERVICE_MAX_CONCURRENT",
+                "ocr=0",
+                "SERVICE_MAX_CONCURRENT: entry \"ocr=0\"",
+            ),
+            ("SERVICE_MAX_CONCURRENT", "ocr", "must be service=N"),
+            ("JOB_CREATE_RATE", "-1", "JOB_CREATE_RATE=-1 must be"),
+            ("JOB_CREATE_RATE", "NaN", "JOB_CREATE_RATE=NaN must be"),
+            ("JOB_CREATE_RATE", "inf", "JOB_CREATE_RATE=inf must be"),
+            (
+                "JOB_CREATE_RATE",
+                "fast",
+                "JOB_CREATE_RATE=\"fast\" is not a valid number",
+            ),
+        ] {
+            let mut p = p.clone();
+            p.push((k, v));
             let e = cfg(&p).unwrap_err();
             assert!(e.contains(needle), "{needle} missing from {e}");
         }

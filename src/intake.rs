@@ -7,6 +7,8 @@
 //! owns the queue client: creators report verdicts back over a channel. At
 //! MAX_CONCURRENT_JOBS (live Jobs plus creates in progress) it stops receiving
 //! (back-pressure); it never sleeps between receives while messages flow.
+//! A message whose service is at its SERVICE_MAX_CONCURRENT cap is deferred
+//! (`Queue::defer`, 1, 2, 4 … 60 s by attempt) while other services flow.
 
 mod create;
 
@@ -20,6 +22,7 @@ use serde_json::Value;
 
 use crate::backoff::{Backoff, redelivery_delay};
 use crate::callbacks::{Callback, CallbackMsg};
+use crate::caps::{self, ServiceCaps};
 use crate::contract::{self, ErrorCode, Status};
 use crate::kube::Client;
 use crate::message::{self, Limits};
@@ -47,6 +50,10 @@ pub struct Intake {
     pub settled: Receiver<u64>,
     pub live: Arc<LiveJobs>,
     pub max_concurrent_jobs: usize,
+    /// SERVICE_MAX_CONCURRENT (empty: no per-service cap).
+    pub service_caps: ServiceCaps,
+    /// JOB_CREATE_RATE, Jobs per second (None: unlimited).
+    pub job_create_rate: Option<f64>,
     /// Creator threads (CREATE_CONCURRENCY).
     pub create_concurrency: usize,
     pub polling_interval: Duration,
@@ -81,6 +88,18 @@ enum Prepared {
 /// the creators can take before `max_in_flight` tasks are waiting or running.
 fn receive_budget(room: usize, batch: usize, in_flight: usize, max_in_flight: usize) -> usize {
     room.min(batch).min(max_in_flight.saturating_sub(in_flight))
+}
+
+/// The most tasks waiting or running (pure): enough to keep every creator
+/// busy while the next batch is received; with JOB_CREATE_RATE no more than
+/// two seconds' worth of creates (at least 1), so throttled messages wait in
+/// the queue, not in intake (an SQS message would outlive its visibility).
+fn max_in_flight(create_concurrency: usize, batch: usize, rate: Option<f64>) -> usize {
+    let base = 2 * create_concurrency.max(1) + batch;
+    match rate {
+        Some(r) if r.is_finite() && r > 0.0 => base.min(((r * 2.0).ceil() as usize).max(1)),
+        _ => base,
+    }
 }
 
 /// How long one receive may block (pure): POLLING_INTERVAL at idle; while
@@ -125,6 +144,12 @@ impl Intake {
             tracker: self.tracker.clone(),
             live: self.live.clone(),
             stop: self.stop.clone(),
+            rate: self.job_create_rate.map(|r| {
+                Arc::new(std::sync::Mutex::new(crate::rate::TokenBucket::new(
+                    r,
+                    Instant::now(),
+                )))
+            }),
         };
         let creators = match Creators::spawn(self.create_concurrency, shared, done_tx) {
             Ok(c) => c,
@@ -134,11 +159,26 @@ impl Intake {
                 return;
             }
         };
-        // Tasks waiting or running: enough to keep every creator busy while
-        // the next batch is received.
-        let max_in_flight = 2 * self.create_concurrency.max(1) + self.queue.max_batch();
+        let max_in_flight = max_in_flight(
+            self.create_concurrency,
+            self.queue.max_batch(),
+            self.job_create_rate,
+        );
         let mut in_flight: usize = 0;
+        // Per-service counts come from the Jobs the tracker lists: until every
+        // list is in, a capped message is deferred (a new leader would
+        // otherwise count its service from nothing).
+        let mut listed = self.service_caps.is_empty();
+        if !listed {
+            let until = Instant::now() + Duration::from_secs(10);
+            while !listed && Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                self.heartbeat.beat();
+                listed = self.live.wait_listed(Duration::from_millis(200));
+            }
+        }
         let mut last_sweep = Instant::now();
+        // Deferrals so far per message id (Redis has no receive count).
+        let mut deferrals: HashMap<String, u32> = HashMap::new();
         while !self.stop.load(Ordering::SeqCst) {
             self.heartbeat.beat();
             self.settle(&mut pending);
@@ -218,8 +258,17 @@ impl Intake {
                 let Prepared::Create(task) = self.prepare(&m, &mut pending, &mut next_token) else {
                     continue;
                 };
+                let service = task.msg.service.clone();
+                let cap = self.service_caps.cap(&service);
+                listed = listed || self.live.wait_listed(Duration::ZERO);
+                if (cap.is_some() && !listed) || !self.live.try_reserve_service(&service, cap) {
+                    self.defer(&task.m, &task.id, &service, listed, &mut deferrals);
+                    continue;
+                }
+                deferrals.remove(&task.id);
                 if !self.live.try_reserve(self.max_concurrent_jobs, task.slot) {
                     // Cannot happen (intake alone reserves, within `room`).
+                    self.live.release_service(&service);
                     self.later(&task.m.handle, Duration::from_secs(1));
                     continue;
                 }
@@ -227,6 +276,7 @@ impl Intake {
                     Ok(()) => in_flight += 1,
                     Err(task) => {
                         self.live.release(task.slot);
+                        self.live.release_service(&service);
                         self.later(&task.m.handle, Duration::from_secs(1));
                     }
                 }
@@ -264,6 +314,49 @@ impl Intake {
             "intake: stopped ({} rejected message(s) still waiting for their 99 callback)",
             pending.len()
         );
+    }
+
+    /// The message's service is at its cap: put it aside (not rejected),
+    /// longer each time (the attempt is the larger of this leader's count and
+    /// the queue's receive count, SQS's ApproximateReceiveCount).
+    fn defer(
+        &mut self,
+        m: &Received,
+        id: &str,
+        service: &str,
+        listed: bool,
+        deferrals: &mut HashMap<String, u32>,
+    ) {
+        if deferrals.len() >= 100_000 {
+            deferrals.clear(); // bounded memory: the schedule restarts
+        }
+        let n = deferrals.entry(id.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let attempt = (*n).max(m.receive_count);
+        let d = caps::defer_delay(attempt);
+        let label = caps::label(&self.service_caps.named(), service).to_string();
+        metrics::inc(metrics::MESSAGES_DEFERRED, &[("service", &label)]);
+        let why = if listed {
+            format!(
+                "is at its cap of {} live Job(s)",
+                self.service_caps.cap(service).unwrap_or(0)
+            )
+        } else {
+            "has a cap and the Jobs are not listed yet".to_string()
+        };
+        let text = format!(
+            "message {id}: service {service} {why}; deferred for {} s (attempt {attempt})",
+            d.as_secs()
+        );
+        if attempt == 1 {
+            log::info!("{text}");
+        } else {
+            log::debug!("{text}");
+        }
+        if let Err(e) = self.queue.defer(&m.handle, d) {
+            self.queue_error("defer", &e);
+            self.later(&m.handle, d); // still held: receive it again
+        }
     }
 
     fn later(&mut self, handle: &Handle, d: Duration) {
@@ -539,6 +632,23 @@ mod tests {
         assert_eq!(receive_budget(usize::MAX, 64, 96, 96), 0);
         assert_eq!(receive_budget(usize::MAX, 64, 100, 96), 0);
         assert_eq!(receive_budget(0, 64, 0, 96), 0);
+    }
+
+    #[test]
+    fn a_create_rate_bounds_the_tasks_in_flight() {
+        // (creators, batch, JOB_CREATE_RATE, most in flight)
+        for (c, b, r, want) in [
+            (16, 64, None, 96),
+            (16, 30, None, 62),
+            (0, 10, None, 12),
+            (16, 64, Some(5.0), 10),
+            (16, 64, Some(0.5), 1),
+            (16, 64, Some(0.01), 1),
+            (16, 64, Some(1000.0), 96),
+            (16, 64, Some(f64::NAN), 96),
+        ] {
+            assert_eq!(max_in_flight(c, b, r), want, "{c} {b} {r:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 // The wire contract and the pure core: no I/O (except `WebhookGuard::resolve`,
 // which asks DNS).
 pub mod backoff;
+pub mod caps;
 pub mod contract;
 pub mod message;
 pub mod policy;
@@ -36,6 +37,7 @@ pub mod env;
 pub mod heartbeat;
 pub mod logging;
 pub mod metrics;
+pub mod rate;
 pub mod signal;
 
 /// The version printed by `--version` and exported as build info.

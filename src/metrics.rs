@@ -33,6 +33,7 @@ pub const LEADER: Metric = Metric("leader");
 pub const MESSAGES_RECEIVED: Metric = Metric("messages_received_total");
 pub const MESSAGES_ACKNOWLEDGED: Metric = Metric("messages_acknowledged_total");
 pub const MESSAGES_REJECTED: Metric = Metric("messages_rejected_total");
+pub const MESSAGES_DEFERRED: Metric = Metric("messages_deferred_total");
 pub const QUEUE_ERRORS: Metric = Metric("queue_errors_total");
 pub const JOBS_CREATED: Metric = Metric("jobs_created_total");
 pub const JOBS_ADOPTED: Metric = Metric("jobs_adopted_total");
@@ -76,6 +77,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Messages rejected, by reason (error code).",
     ),
     (
+        MESSAGES_DEFERRED.0,
+        Kind::Counter,
+        "Messages deferred because their service was at its SERVICE_MAX_CONCURRENT cap, by service (named ones, else other).",
+    ),
+    (
         QUEUE_ERRORS.0,
         Kind::Counter,
         "Errors talking to the queue, by operation.",
@@ -104,7 +110,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         JOBS_IN_FLIGHT.0,
         Kind::Gauge,
-        "Jobs of this worker that have not reached a terminal status.",
+        "Jobs of this worker that have not reached a terminal status, by service (named ones, else other).",
     ),
     (
         DELAYED_STARTS.0,

@@ -252,7 +252,11 @@ impl Leading {
             beats.push(hb.clone());
             hb
         };
-        let live = Arc::new(LiveJobs::new(cfg.max_queued_jobs));
+        let live = Arc::new(
+            LiveJobs::new(cfg.max_queued_jobs)
+                .with_service_labels(cfg.service_max_concurrent.named())
+                .expecting_lists(cfg.allowed_namespaces.len().max(1)),
+        );
         let board: Board = Arc::new(Mutex::new(HashMap::new()));
         let (cb_tx, cb_rx) = unbounded::<CallbackMsg>();
         let (tr_tx, tr_rx) = unbounded::<TrackerMsg>();
@@ -355,6 +359,8 @@ impl Leading {
             settled: settle_rx,
             live: live.clone(),
             max_concurrent_jobs: cfg.max_concurrent_jobs,
+            service_caps: cfg.service_max_concurrent.clone(),
+            job_create_rate: cfg.job_create_rate,
             create_concurrency: cfg.create_concurrency,
             polling_interval: cfg.polling_interval,
             sweep_interval: cfg.lease.lease_duration,

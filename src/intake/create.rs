@@ -12,11 +12,17 @@
 //! MAX_CONCURRENT_JOBS and MAX_QUEUED_JOBS hold while creates run in parallel.
 //! A message with a payload gets its Secret right after its Job exists, before
 //! the verdict: it is acknowledged only when both exist.
+//!
+//! Each task also holds a slot of its message's service (SERVICE_MAX_CONCURRENT),
+//! committed or released with the other. With JOB_CREATE_RATE a creator takes
+//! a token of the shared bucket before each create and sleeps until it is
+//! due (checking the stop flag); intake then holds at most two seconds' worth
+//! of creates, so throttled messages wait in the queue.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde_json::Value;
@@ -28,6 +34,7 @@ use crate::message::Message;
 use crate::metrics;
 use crate::payload;
 use crate::queue::Received;
+use crate::rate::TokenBucket;
 use crate::render::RenderConfig;
 use crate::tracker::{LiveJobs, Slot, TrackerMsg};
 use crate::webhook_guard::WebhookUrl;
@@ -126,6 +133,33 @@ pub(super) struct Shared {
     pub tracker: Sender<TrackerMsg>,
     pub live: Arc<LiveJobs>,
     pub stop: Arc<AtomicBool>,
+    /// JOB_CREATE_RATE's bucket, shared by the creators (None: unlimited).
+    pub rate: Option<Arc<Mutex<TokenBucket>>>,
+}
+
+impl Shared {
+    /// Waits for a create token (at once without JOB_CREATE_RATE); false when
+    /// leadership ended meanwhile.
+    fn throttle(&self) -> bool {
+        let Some(bucket) = &self.rate else {
+            return true;
+        };
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(Instant::now());
+        let until = Instant::now() + wait;
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
 }
 
 /// The running pool; `close` stops it.
@@ -180,8 +214,9 @@ impl Creators {
 
 fn creator_loop(rx: Receiver<Box<Task>>, shared: Shared, results: Sender<Done>) {
     for task in rx {
-        let verdict = if shared.stop.load(Ordering::SeqCst) {
+        let verdict = if shared.stop.load(Ordering::SeqCst) || !shared.throttle() {
             shared.live.release(task.slot);
+            shared.live.release_service(&task.msg.service);
             Verdict::Skipped
         } else {
             create(&shared, &task)
@@ -245,10 +280,12 @@ fn create(s: &Shared, t: &Task) -> Verdict {
     match existing {
         Ok(job) => {
             s.live.commit(&key, t.slot, Slot::of_job(&job));
+            s.live.commit_service(&key, &t.msg.service);
             job_ready(s, t, &key, job)
         }
         Err(v) => {
             s.live.release(t.slot);
+            s.live.release_service(&t.msg.service);
             v
         }
     }

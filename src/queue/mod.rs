@@ -68,6 +68,13 @@ pub trait Queue: Send {
     /// Makes the message receivable again after `delay` (the message stays
     /// durable meanwhile).
     fn retry_later(&mut self, handle: &Handle, delay: Duration) -> Result<(), QueueError>;
+    /// Puts a message aside for `delay` because it cannot start now (its
+    /// service is at its SERVICE_MAX_CONCURRENT cap); it stays durable and is
+    /// received again once due. Redis: the `<prefix>delayed` sorted set; SQS
+    /// (the default): a longer visibility timeout, like `retry_later`.
+    fn defer(&mut self, handle: &Handle, delay: Duration) -> Result<(), QueueError> {
+        self.retry_later(handle, delay)
+    }
     /// Moves a message that can never succeed out of the queue, recording why
     /// (a dead-letter list, or a delete when the backend has no such place).
     fn dead_letter(&mut self, handle: &Handle, body: &[u8], reason: &str)

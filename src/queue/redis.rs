@@ -11,6 +11,14 @@
 //! losing the Lease or stopping) this consumer's own. The pre-0.2 shared list
 //! `<prefix>processing` is recovered too. A broken connection is dropped and
 //! re-opened on the next call.
+//!
+//! A message deferred (its service at its cap, `defer`) moves atomically, in
+//! one Lua script, from this consumer's processing list into the sorted set
+//! `<prefix>delayed`, scored by its due time (the server's clock, ms); another
+//! script moves every due member back to the consumer end of the queue
+//! (ZRANGEBYSCORE, RPUSH, ZREM) before a receive once the earliest is due, and
+//! at `recover` and `sweep`, so the set survives any leader change. Byte-identical
+//! entries (the same message sent twice) wait there as one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,6 +38,11 @@ pub struct RedisQueue {
     /// This consumer's own list: `<prefix>processing:<consumer>`.
     processing_key: String,
     dead_key: String,
+    /// `<prefix>delayed`: deferred messages by due time.
+    delayed_key: String,
+    /// When the earliest deferred message is due (None: the set was empty
+    /// when last looked at; `sweep` looks again).
+    next_promote: Option<Instant>,
     /// Messages told to retry later: still in the processing list, handed out
     /// again once due.
     deferred: Vec<(Instant, Received)>,
@@ -115,6 +128,8 @@ impl RedisQueue {
             processing_stem: format!("{key_prefix}processing"),
             processing_key: format!("{key_prefix}processing:{consumer}"),
             dead_key: format!("{key_prefix}dead"),
+            delayed_key: format!("{key_prefix}delayed"),
+            next_promote: None,
             deferred: Vec::new(),
             attempts: HashMap::new(),
             flowing: false,
@@ -229,6 +244,53 @@ impl RedisQueue {
         Ok(got.into_iter().flatten().map(Self::received).collect())
     }
 
+    /// Runs a Lua script by EVALSHA, falling back to EVAL when the server
+    /// does not have it cached (NOSCRIPT).
+    fn script<T: redis::FromRedisValue>(
+        &mut self,
+        op: &str,
+        src: &str,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T, QueueError> {
+        let sha = sha1_hex(src);
+        self.with(op, Duration::from_secs(5), |c| {
+            let call = |verb: &str, first: &str| {
+                let mut cmd = redis::cmd(verb);
+                cmd.arg(first).arg(keys.len());
+                for k in keys {
+                    cmd.arg(*k);
+                }
+                for a in args {
+                    cmd.arg(*a);
+                }
+                cmd
+            };
+            match call("EVALSHA", &sha).query(c) {
+                Err(e) if e.code() == Some("NOSCRIPT") => call("EVAL", src).query(c),
+                other => other,
+            }
+        })
+    }
+
+    /// Moves the deferred messages that are due back to the queue; notes
+    /// when the next one is due. Returns how many moved.
+    fn promote(&mut self) -> Result<usize, QueueError> {
+        let (d, q) = (self.delayed_key.clone(), self.queue_key.clone());
+        let limit = PROMOTE_BATCH.to_string();
+        let (moved, wait_ms): (usize, i64) =
+            self.script("EVAL promote", PROMOTE, &[&d, &q], &[limit.as_bytes()])?;
+        let now = Instant::now();
+        self.next_promote = if moved >= PROMOTE_BATCH {
+            Some(now)
+        } else if wait_ms >= 0 {
+            Some(now + Duration::from_millis(wait_ms as u64))
+        } else {
+            None
+        };
+        Ok(moved)
+    }
+
     fn received(raw: Vec<u8>) -> Received {
         Received {
             body: raw.clone(),
@@ -250,6 +312,9 @@ impl Queue for RedisQueue {
 
     fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
         let max = max.max(1);
+        if self.next_promote.is_some_and(|t| t <= Instant::now()) {
+            self.promote()?;
+        }
         let now = Instant::now();
         let mut out = Vec::new();
         let mut i = 0;
@@ -273,6 +338,13 @@ impl Queue for RedisQueue {
         let mut block = if out.is_empty() { wait } else { Duration::ZERO };
         if let Some(next) = self.deferred.iter().map(|(due, _)| *due).min() {
             block = block.min(next.saturating_duration_since(now));
+        }
+        if let Some(next) = self.next_promote {
+            // Wake for the earliest deferred message (at least 10 ms).
+            block = block.min(
+                next.saturating_duration_since(now)
+                    .max(Duration::from_millis(10)),
+            );
         }
         // While messages flow (the last receive was full), take a batch first
         // and block only if it came back empty.
@@ -389,13 +461,30 @@ impl Queue for RedisQueue {
         true
     }
 
+    fn defer(&mut self, handle: &Handle, delay: Duration) -> Result<(), QueueError> {
+        let Handle::Redis { raw } = handle else {
+            return Ok(());
+        };
+        self.deferred.retain(|(_, r)| r.handle != *handle);
+        self.attempts.remove(raw);
+        let (p, d) = (self.processing_key.clone(), self.delayed_key.clone());
+        let ms = delay.as_millis().min(u64::MAX as u128).to_string();
+        let _: i64 = self.script("EVAL defer", DEFER, &[&p, &d], &[raw, ms.as_bytes()])?;
+        let due = Instant::now() + delay;
+        self.next_promote = Some(self.next_promote.map_or(due, |t| t.min(due)));
+        Ok(())
+    }
+
     fn recover(&mut self) -> Result<usize, QueueError> {
         let own = self.hand_back()?;
-        Ok(own + self.drain_others()?)
+        let others = self.drain_others()?;
+        Ok(own + others + self.promote()?)
     }
 
     fn sweep(&mut self) -> Result<usize, QueueError> {
-        self.drain_others()
+        // Also what a deposed leader deferred after this one last looked.
+        let others = self.drain_others()?;
+        Ok(others + self.promote()?)
     }
 
     fn hand_back(&mut self) -> Result<usize, QueueError> {
@@ -414,6 +503,48 @@ impl Queue for RedisQueue {
     }
 }
 
+/// The most deferred messages one promote moves (one script run).
+const PROMOTE_BATCH: usize = 256;
+
+/// KEYS: processing list, delayed set; ARGV: the entry, the delay (ms).
+/// Moves the entry from the list into the set, scored by the server's clock
+/// plus the delay; nothing when the list no longer holds it.
+const DEFER: &str = r#"
+redis.replicate_commands()
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"#;
+
+/// KEYS: delayed set, queue; ARGV: the most to move. Moves the due members
+/// to the consumer end of the queue (the earliest is received first) and
+/// returns {moved, ms until the next is due or -1 when none is left}.
+const PROMOTE: &str = r#"
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for i = #due, 1, -1 do
+  redis.call('RPUSH', KEYS[2], due[i])
+  redis.call('ZREM', KEYS[1], due[i])
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = -1
+if nxt[2] then wait = math.max(0, tonumber(nxt[2]) - now) end
+return {#due, wait}
+"#;
+
+/// Lowercase hex SHA-1 of a script (its EVALSHA name).
+fn sha1_hex(src: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, src.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// `s` with Redis glob metacharacters escaped, for SCAN MATCH.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -429,6 +560,12 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripts_are_named_by_their_sha1() {
+        // echo -n abc | sha1sum
+        assert_eq!(sha1_hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+    }
 
     #[test]
     fn glob_metacharacters_are_escaped() {

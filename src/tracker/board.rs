@@ -84,6 +84,10 @@ pub struct LiveJobs {
     changed: Condvar,
     /// MAX_QUEUED_JOBS (0 = unlimited).
     max_queued: usize,
+    /// The services named in SERVICE_MAX_CONCURRENT (their own metric label).
+    named: Vec<String>,
+    /// Job lists (one per watch) before the per-service counts are complete.
+    lists_expected: usize,
 }
 
 #[derive(Default)]
@@ -94,6 +98,54 @@ struct Inner {
     /// Delayed Jobs past their start time waiting for an admitted slot: they
     /// count as admitted for intake, so a freed slot goes to them first.
     due: usize,
+    /// Job lists the tracker has taken in.
+    lists: usize,
+    /// Per message `service` (the Job's `app` label): see `Services`.
+    services: Services,
+}
+
+/// Live Jobs and reservations per service, for SERVICE_MAX_CONCURRENT: the
+/// service of each live Job (from the creator, or the `app` label of a Job a
+/// new leader lists), counts kept as they change.
+#[derive(Default)]
+struct Services {
+    of: HashMap<String, String>,
+    live: HashMap<String, usize>,
+    reserved: HashMap<String, usize>,
+}
+
+impl Services {
+    fn taken(&self, service: &str) -> usize {
+        self.live.get(service).copied().unwrap_or(0)
+            + self.reserved.get(service).copied().unwrap_or(0)
+    }
+
+    fn bump(map: &mut HashMap<String, usize>, service: &str, up: bool) {
+        if up {
+            *map.entry(service.to_string()).or_insert(0) += 1;
+        } else if let Some(n) = map.get_mut(service) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(service);
+            }
+        }
+    }
+
+    /// Forgets the Job `key`'s service; returns it.
+    fn untag(&mut self, key: &str) -> Option<String> {
+        let s = self.of.remove(key)?;
+        Self::bump(&mut self.live, &s, false);
+        Some(s)
+    }
+
+    /// Live Jobs whose service has the metric label `label`.
+    fn labelled(&self, named: &[String], label: &str) -> usize {
+        self.live
+            .iter()
+            .filter(|(s, _)| crate::caps::label(named, s) == label)
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 impl Inner {
@@ -128,6 +180,93 @@ impl LiveJobs {
         }
     }
 
+    /// The services named in SERVICE_MAX_CONCURRENT get their own
+    /// `jobs_in_flight{service}` label; all others count as `other`. (The
+    /// gauge has only these series: their sum is every live Job.)
+    pub fn with_service_labels(mut self, named: Vec<String>) -> LiveJobs {
+        self.named = named;
+        self
+    }
+
+    /// The per-service counts are complete only once the tracker took in
+    /// `n` Job lists (one per watch): a new leader's intake must not count a
+    /// service from Jobs it has not listed yet.
+    pub fn expecting_lists(mut self, n: usize) -> LiveJobs {
+        self.lists_expected = n;
+        self
+    }
+
+    /// The tracker took in a complete Job list.
+    pub fn listed(&self) {
+        let mut s = self.lock();
+        s.lists += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` until every expected Job list was taken in.
+    pub fn wait_listed(&self, timeout: Duration) -> bool {
+        let s = self.lock();
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, timeout, |s| s.lists < self.lists_expected)
+            .unwrap_or_else(|e| e.into_inner());
+        s.lists >= self.lists_expected
+    }
+
+    fn gauge(&self, s: &Inner, service: &str) {
+        let label = crate::caps::label(&self.named, service);
+        let n = s.services.labelled(&self.named, label);
+        metrics::set(metrics::JOBS_IN_FLIGHT, &[("service", label)], n as f64);
+    }
+
+    /// Records the service of the live Job `key` (ignored once it is gone).
+    pub fn tag(&self, key: &str, service: &str) {
+        let mut s = self.lock();
+        self.tag_locked(&mut s, key, service);
+    }
+
+    fn tag_locked(&self, s: &mut Inner, key: &str, service: &str) {
+        if !s.set.contains_key(key) || s.services.of.get(key).is_some_and(|v| v == service) {
+            return;
+        }
+        if let Some(old) = s.services.untag(key) {
+            self.gauge(s, &old);
+        }
+        s.services.of.insert(key.to_string(), service.to_string());
+        Services::bump(&mut s.services.live, service, true);
+        self.gauge(s, service);
+    }
+
+    /// Takes a slot of `service` for a Job about to be created, unless its
+    /// live Jobs plus reservations reached `cap` (None: no cap).
+    pub fn try_reserve_service(&self, service: &str, cap: Option<usize>) -> bool {
+        let mut s = self.lock();
+        if cap.is_some_and(|cap| s.services.taken(service) >= cap) {
+            return false;
+        }
+        Services::bump(&mut s.services.reserved, service, true);
+        true
+    }
+
+    /// The service slot's create failed or was not attempted.
+    pub fn release_service(&self, service: &str) {
+        let mut s = self.lock();
+        Services::bump(&mut s.services.reserved, service, false);
+        self.changed.notify_all();
+    }
+
+    /// The service slot has its Job `key` (after `commit`).
+    pub fn commit_service(&self, key: &str, service: &str) {
+        let mut s = self.lock();
+        Services::bump(&mut s.services.reserved, service, false);
+        self.tag_locked(&mut s, key, service);
+    }
+
+    /// Live Jobs of `service` plus its reservations.
+    pub fn service_taken(&self, service: &str) -> usize {
+        self.lock().services.taken(service)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -136,7 +275,6 @@ impl LiveJobs {
     pub fn insert(&self, key: &str, slot: Slot) {
         let mut s = self.lock();
         let before = s.set.insert(key.to_string(), slot);
-        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
         if before.is_some_and(|b| b != slot) {
             self.changed.notify_all();
         }
@@ -145,7 +283,9 @@ impl LiveJobs {
     pub fn remove(&self, key: &str) {
         let mut s = self.lock();
         if s.set.remove(key).is_some() {
-            metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
+            if let Some(service) = s.services.untag(key) {
+                self.gauge(&s, &service);
+            }
             self.changed.notify_all();
         }
     }
@@ -175,7 +315,6 @@ impl LiveJobs {
         let r = &mut s.reserved[reserved.index()];
         *r = r.saturating_sub(1);
         let before = s.set.insert(key.to_string(), actual);
-        metrics::set(metrics::JOBS_IN_FLIGHT, &[], s.set.len() as f64);
         if before.is_some() || reserved != actual {
             self.changed.notify_all(); // already live, or another bound: room again
         }
@@ -298,6 +437,57 @@ mod tests {
             "0 is unlimited"
         );
         assert!(LiveJobs::default().try_reserve(0, Slot::Admitted));
+    }
+
+    #[test]
+    fn service_slots_count_live_jobs_and_reservations_per_service() {
+        let l = LiveJobs::new(0).with_service_labels(vec!["ocr".into()]);
+        // (action, service, key, expected ocr taken, expected reserve result)
+        assert!(l.try_reserve_service("ocr", Some(2)));
+        assert!(l.try_reserve_service("ocr", Some(2)));
+        assert!(!l.try_reserve_service("ocr", Some(2)), "at its cap");
+        assert!(l.try_reserve_service("pdf", Some(2)), "other services flow");
+        assert!(l.try_reserve_service("ocr", None), "no cap: always");
+        l.release_service("ocr");
+        assert_eq!(l.service_taken("ocr"), 2);
+        // A create commits: the reservation becomes the live Job.
+        l.commit("ns/a", Slot::Admitted, Slot::Admitted);
+        l.commit_service("ns/a", "ocr");
+        assert_eq!(l.service_taken("ocr"), 2);
+        assert!(!l.try_reserve_service("ocr", Some(2)));
+        // The tracker tagging the same Job again changes nothing.
+        l.tag("ns/a", "ocr");
+        assert_eq!(l.service_taken("ocr"), 2);
+        // A failed create gives its slot back.
+        l.release_service("ocr");
+        assert_eq!(l.service_taken("ocr"), 1);
+        // A Job the tracker lists after a failover counts by its app label.
+        l.insert("ns/b", Slot::Admitted);
+        l.tag("ns/b", "ocr");
+        assert_eq!(l.service_taken("ocr"), 2);
+        let gauge = |s: &str| metrics::value("jobs_in_flight", &[("service", s)]);
+        assert_eq!(gauge("ocr"), 2.0);
+        l.insert("ns/c", Slot::Admitted);
+        l.tag("ns/c", "pdf");
+        assert!(gauge("other") >= 1.0);
+        // A Job that finished frees its service's slot.
+        l.remove("ns/a");
+        assert_eq!(l.service_taken("ocr"), 1);
+        assert!(l.try_reserve_service("ocr", Some(2)));
+        // A tag for a Job already gone is ignored.
+        l.tag("ns/gone", "ocr");
+        assert_eq!(l.service_taken("ocr"), 2);
+    }
+
+    #[test]
+    fn counts_are_complete_once_every_job_list_is_in() {
+        assert!(LiveJobs::default().wait_listed(Duration::ZERO));
+        let l = LiveJobs::default().expecting_lists(2);
+        assert!(!l.wait_listed(Duration::ZERO));
+        l.listed();
+        assert!(!l.wait_listed(Duration::from_millis(10)));
+        l.listed();
+        assert!(l.wait_listed(Duration::ZERO));
     }
 
     #[test]

@@ -20,6 +20,14 @@ pub(super) fn job_key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
 
+/// The message `service` a Job was created for: its `app` label.
+pub(super) fn service(job: &Value) -> Option<&str> {
+    job.get("metadata")?
+        .get("labels")?
+        .get(crate::contract::LABEL_APP)?
+        .as_str()
+}
+
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }

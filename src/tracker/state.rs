@@ -328,6 +328,7 @@ impl Tracker {
                         self.advance(&key, now, wall, &mut out);
                     }
                 }
+                self.live.listed();
                 // A Job known only from intake may have been created after the
                 // list's snapshot: its ADDED event follows. Gone only if a
                 // later relist misses it too.
@@ -587,6 +588,9 @@ impl Tracker {
                 t.admission.slot()
             };
             self.live.insert(&key, slot);
+            if let Some(service) = observe::service(job) {
+                self.live.tag(&key, service);
+            }
         } else {
             // An adopted Job that already finished: intake counted it.
             self.live.remove(&key);
