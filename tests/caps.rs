@@ -642,3 +642,92 @@ fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// MAX_CONCURRENT_JOBS across a leader kill: the new leader counts the Jobs it
+/// lists before it receives anything, so messages waiting in the queue at the
+/// takeover do not start past the cap.
+#[test]
+fn redis_a_new_leader_keeps_max_concurrent_jobs_from_its_first_receive() {
+    let hook = WebhookReceiver::start();
+    let d = Launcher::new(Q::Redis)
+        .ns_tag("cap-fo")
+        .envs(&[
+            ("MAX_CONCURRENT_JOBS", "1"),
+            ("POD_START_TIMEOUT", "3600"),
+            ("LEASE_DURATION", "6"),
+            ("RENEW_DEADLINE", "4"),
+            ("RETRY_PERIOD", "1"),
+        ])
+        .die_with_parent()
+        .deploy();
+    make_pvc(&d.ns);
+    let mut first = d.spawn(&format!("{}-a", d.instance));
+    assert!(
+        wait_for(Duration::from_secs(30), || first.is_leader_by_metrics()),
+        "no leader\n{}",
+        first.logs()
+    );
+    let second = d.spawn(&format!("{}-b", d.instance));
+    let msg = |pending: bool| {
+        support::worker::seed_message(&d.ns, &hook.url(), |m| {
+            m["service"] = json!("slow");
+            if pending {
+                m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
+            }
+        })
+    };
+    let blocker = msg(true);
+    first.send(&blocker.1);
+    assert!(
+        wait_for(Duration::from_secs(60), || jobs_of(&first, "slow").len()
+            == 1),
+        "{}",
+        first.logs()
+    );
+    // At the cap the leader receives nothing: these wait in the queue.
+    let waiting: Vec<(String, String)> = (0..3).map(|_| msg(false)).collect();
+    send_fast(
+        &first,
+        &waiting.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || first.queued() == 3),
+        "the messages are not waiting in the queue\n{}",
+        first.logs()
+    );
+    first.kill9();
+    let t0 = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(60), || second.is_leader_by_metrics()),
+        "the standby did not take over\n{}",
+        second.logs()
+    );
+    // Watch the Jobs for a while after the takeover: never more than one.
+    let mut most = 0;
+    while t0.elapsed() < Duration::from_secs(15) {
+        most = most.max(jobs_of(&second, "slow").len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        most,
+        1,
+        "the new leader passed MAX_CONCURRENT_JOBS\n{}",
+        second.logs()
+    );
+    let name = jobs_of(&second, "slow")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (code, body) = bed().kube_delete(
+        &format!("/apis/batch/v1/namespaces/{}/jobs/{name}", d.ns),
+        Some(&json!({"propagationPolicy": "Background"})),
+    );
+    assert!(code == 200 || code == 202, "{code} {body}");
+    let done = wait_for(Duration::from_secs(240), || {
+        waiting.iter().all(|(id, _)| terminal_count(&hook, id) == 1)
+    });
+    assert!(done, "{}", second.logs());
+    for (id, _) in &waiting {
+        assert_eq!(statuses(&calls_for(&hook, id)), vec![0, 1, 2], "{id}");
+    }
+}

@@ -377,9 +377,17 @@ impl LiveJobs {
     /// `timeout` passes; returns the free room, the smaller of the two
     /// (usize::MAX when both unlimited). Intake cannot tell whether a message
     /// will be queued before it receives it, so either bound stops it receiving.
+    ///
+    /// Until the tracker has taken in every Job list, a capped worker has no
+    /// room at all: a new leader counts only the Jobs it has listed, and would
+    /// otherwise start past MAX_CONCURRENT_JOBS.
     pub fn wait_for_room(&self, cap: usize, timeout: Duration) -> usize {
         let max_queued = self.max_queued;
+        let expected = self.lists_expected;
         let room = |s: &Inner| {
+            if s.lists < expected {
+                return 0;
+            }
             let (a, q) = s.taken();
             free(cap, a).min(free(max_queued, q))
         };
@@ -398,6 +406,19 @@ impl LiveJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capped_new_leader_has_no_room_until_every_list_is_in() {
+        let l = LiveJobs::new(0).expecting_lists(2);
+        assert_eq!(l.wait_for_room(5, Duration::ZERO), 0);
+        l.listed();
+        assert_eq!(l.wait_for_room(5, Duration::ZERO), 0);
+        l.listed();
+        assert_eq!(l.wait_for_room(5, Duration::ZERO), 5);
+        // Uncapped, nothing to count: room at once.
+        let l = LiveJobs::new(0).expecting_lists(1);
+        assert_eq!(l.wait_for_room(0, Duration::ZERO), usize::MAX);
+    }
 
     #[test]
     fn reservations_count_against_their_bound_until_committed_or_released() {
