@@ -298,25 +298,33 @@ impl Leading {
 
         // Watches: per namespace when an allowlist is set, cluster-wide otherwise.
         let sel = crate::contract::selector(&cfg.render.instance);
-        let scopes: Vec<(String, String)> = if cfg.allowed_namespaces.is_empty() {
-            vec![("/apis/batch/v1/jobs".into(), "/api/v1/pods".into())]
+        // A namespace's Job watch tags its events with the namespace: its
+        // relist speaks for that namespace only.
+        type Wrap = Box<dyn Fn(watch::Event) -> TrackerMsg + Send>;
+        let scopes: Vec<(String, String, Wrap)> = if cfg.allowed_namespaces.is_empty() {
+            vec![(
+                "/apis/batch/v1/jobs".into(),
+                "/api/v1/pods".into(),
+                Box::new(TrackerMsg::Jobs),
+            )]
         } else {
             cfg.allowed_namespaces
                 .iter()
                 .map(|ns| {
+                    let scope = ns.clone();
+                    let wrap: Wrap = Box::new(move |e| TrackerMsg::NamespaceJobs(scope.clone(), e));
                     (
                         format!("/apis/batch/v1/namespaces/{ns}/jobs"),
                         format!("/api/v1/namespaces/{ns}/pods"),
+                        wrap,
                     )
                 })
                 .collect()
         };
         let mut watches = Vec::new();
-        for (jobs, pods) in scopes {
-            for (path, what, wrap) in [
-                (jobs, "jobs", TrackerMsg::Jobs as fn(_) -> _),
-                (pods, "pods", TrackerMsg::Pods),
-            ] {
+        for (jobs, pods, wrap_jobs) in scopes {
+            let wrap_pods: Wrap = Box::new(TrackerMsg::Pods);
+            for (path, what, wrap) in [(jobs, "jobs", wrap_jobs), (pods, "pods", wrap_pods)] {
                 let api = RestApi {
                     client: kube.clone(),
                     path,

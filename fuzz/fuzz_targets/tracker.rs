@@ -1,7 +1,9 @@
 //! Fuzz target `tracker`: arbitrary bytes as a script of what the API server
 //! and intake tell the tracker: a JSON array of one-key objects,
 //! `{"created": job}`, `{"jobs"|"pods": {"applied"|"deleted": object}}`,
-//! `{"jobs"|"pods": {"restarted": [objects]}}`, `{"rejected": "id"}` and
+//! `{"jobs"|"pods": {"restarted": [objects]}}`, the same events of one
+//! namespace's watch as `{"nsjobs": {"ns": "<namespace>", "applied": object}}`
+//! (or "deleted", "restarted"), `{"rejected": "id"}` and
 //! `{"tick": seconds}`, each a second after the last. The Job and Pod objects
 //! come from outside the process, so `Tracker::handle` and `tick` must never
 //! panic, and per Job (namespace, name, uid) the callbacks keep their order:
@@ -31,13 +33,29 @@ fn jobs_in<'a>(kind: &str, v: &'a Value) -> Vec<&'a Value> {
         ("created", _) => vec![v],
         ("jobs", Some((_, Value::Array(list)))) => list.iter().collect(),
         ("jobs", Some((_, obj))) => vec![obj],
+        ("nsjobs", _) => match scoped(v).map(|(_, e)| e) {
+            Some((_, Value::Array(list))) => list.iter().collect(),
+            Some((_, obj)) => vec![obj],
+            None => Vec::new(),
+        },
         _ => Vec::new(),
     }
 }
 
+/// A namespaced step's namespace and its (first) event entry.
+fn scoped(v: &Value) -> Option<(String, (&String, &Value))> {
+    let m = v.as_object()?;
+    let ns = m.get("ns")?.as_str()?.to_string();
+    Some((ns, m.iter().find(|(k, _)| k.as_str() != "ns")?))
+}
+
 fn event(v: &Value) -> Option<Event> {
     let (kind, obj) = v.as_object()?.iter().next()?;
-    Some(match kind.as_str() {
+    event_of(kind, obj)
+}
+
+fn event_of(kind: &str, obj: &Value) -> Option<Event> {
+    Some(match kind {
         "applied" => Event::Applied(obj.clone()),
         "deleted" => Event::Deleted(obj.clone()),
         "restarted" => Event::Restarted(obj.as_array()?.clone()),
@@ -103,6 +121,13 @@ fuzz_target!(|data: &[u8]| {
                     TrackerMsg::Pods(e)
                 };
                 t.handle(msg, now, wall)
+            }
+            "nsjobs" => {
+                let Some((ns, (k, obj))) = scoped(v) else {
+                    continue;
+                };
+                let Some(e) = event_of(k, obj) else { continue };
+                t.handle(TrackerMsg::NamespaceJobs(ns, e), now, wall)
             }
             "rejected" => t.handle(
                 TrackerMsg::Rejected {

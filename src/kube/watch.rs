@@ -307,7 +307,7 @@ pub fn spawn<T: Send + 'static>(
     mut api: RestApi,
     stop: Arc<AtomicBool>,
     to: Sender<T>,
-    wrap: fn(Event) -> T,
+    wrap: impl Fn(Event) -> T + Send + 'static,
     heartbeat: Arc<crate::heartbeat::Heartbeat>,
 ) -> std::io::Result<Watch> {
     let what = api.what.clone();

@@ -98,8 +98,9 @@ struct Inner {
     /// Delayed Jobs past their start time waiting for an admitted slot: they
     /// count as admitted for intake, so a freed slot goes to them first.
     due: usize,
-    /// Job lists the tracker has taken in.
-    lists: usize,
+    /// The scopes (namespaces, "" cluster-wide) whose Job list the tracker
+    /// has taken in: a second list of one namespace says nothing of another.
+    lists: std::collections::HashSet<String>,
     /// Per message `service` (the Job's `app` label): see `Services`.
     services: Services,
 }
@@ -196,10 +197,11 @@ impl LiveJobs {
         self
     }
 
-    /// The tracker took in a complete Job list.
-    pub fn listed(&self) {
+    /// The tracker took in a complete Job list of `scope` (a namespace, or ""
+    /// for a cluster-wide watch).
+    pub fn listed(&self, scope: &str) {
         let mut s = self.lock();
-        s.lists += 1;
+        s.lists.insert(scope.to_string());
         self.changed.notify_all();
     }
 
@@ -208,9 +210,9 @@ impl LiveJobs {
         let s = self.lock();
         let (s, _) = self
             .changed
-            .wait_timeout_while(s, timeout, |s| s.lists < self.lists_expected)
+            .wait_timeout_while(s, timeout, |s| s.lists.len() < self.lists_expected)
             .unwrap_or_else(|e| e.into_inner());
-        s.lists >= self.lists_expected
+        s.lists.len() >= self.lists_expected
     }
 
     fn gauge(&self, s: &Inner, service: &str) {
@@ -385,7 +387,7 @@ impl LiveJobs {
         let max_queued = self.max_queued;
         let expected = self.lists_expected;
         let room = |s: &Inner| {
-            if s.lists < expected {
+            if s.lists.len() < expected {
                 return 0;
             }
             let (a, q) = s.taken();
@@ -411,9 +413,9 @@ mod tests {
     fn a_capped_new_leader_has_no_room_until_every_list_is_in() {
         let l = LiveJobs::new(0).expecting_lists(2);
         assert_eq!(l.wait_for_room(5, Duration::ZERO), 0);
-        l.listed();
+        l.listed("a");
         assert_eq!(l.wait_for_room(5, Duration::ZERO), 0);
-        l.listed();
+        l.listed("b");
         assert_eq!(l.wait_for_room(5, Duration::ZERO), 5);
         // Uncapped, nothing to count: room at once.
         let l = LiveJobs::new(0).expecting_lists(1);
@@ -505,9 +507,12 @@ mod tests {
         assert!(LiveJobs::default().wait_listed(Duration::ZERO));
         let l = LiveJobs::default().expecting_lists(2);
         assert!(!l.wait_listed(Duration::ZERO));
-        l.listed();
+        l.listed("a");
         assert!(!l.wait_listed(Duration::from_millis(10)));
-        l.listed();
+        // A relist of the same namespace does not complete the other's.
+        l.listed("a");
+        assert!(!l.wait_listed(Duration::ZERO));
+        l.listed("b");
         assert!(l.wait_listed(Duration::ZERO));
     }
 

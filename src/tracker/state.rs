@@ -26,7 +26,11 @@ pub enum TrackerMsg {
         job: Value,
         received_at: Instant,
     },
+    /// An event of the cluster-wide Job watch.
     Jobs(Event),
+    /// An event of one namespace's Job watch (ALLOWED_NAMESPACES): its relist
+    /// speaks for that namespace's Jobs only.
+    NamespaceJobs(String, Event),
     Pods(Event),
     /// A message intake refused (its 99 is on its way); shown by /jobs/{id}.
     Rejected {
@@ -320,33 +324,13 @@ impl Tracker {
                 self.job_gone(&key, wall, &mut out);
             }
             TrackerMsg::Jobs(Event::Restarted(list)) => {
-                let mut present = HashSet::new();
-                for job in &list {
-                    if let Some(key) = self.upsert_job(job, now, wall) {
-                        present.insert(key.clone());
-                        self.mark_watched(&key);
-                        self.advance(&key, now, wall, &mut out);
-                    }
-                }
-                self.live.listed();
-                // A Job known only from intake may have been created after the
-                // list's snapshot: its ADDED event follows. Gone only if a
-                // later relist misses it too.
-                let mut gone = Vec::new();
-                for (k, t) in self.jobs.iter_mut() {
-                    if present.contains(k) {
-                        continue;
-                    }
-                    match &mut t.listing {
-                        Listing::FromIntake { misses: 0 } => {
-                            t.listing = Listing::FromIntake { misses: 1 }
-                        }
-                        Listing::FromIntake { .. } | Listing::Watched => gone.push(k.clone()),
-                    }
-                }
-                for key in gone {
-                    self.job_gone(&key, wall, &mut out);
-                }
+                self.relisted(None, &list, now, wall, &mut out);
+            }
+            TrackerMsg::NamespaceJobs(ns, Event::Restarted(list)) => {
+                self.relisted(Some(&ns), &list, now, wall, &mut out);
+            }
+            TrackerMsg::NamespaceJobs(_, event) => {
+                return self.handle(TrackerMsg::Jobs(event), now, wall);
             }
             TrackerMsg::Pods(Event::Applied(pod)) => {
                 if let Some(key) = self.upsert_pod(&pod) {
@@ -805,6 +789,45 @@ impl Tracker {
             }
         }
         self.publish(key);
+    }
+
+    /// A complete Job list of `scope` (a namespace, or cluster-wide): what it
+    /// shows is upserted; what it misses of that scope is gone once a second
+    /// list misses it too (or at once if a watch had shown it).
+    fn relisted(
+        &mut self,
+        scope: Option<&str>,
+        list: &[Value],
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<Action>,
+    ) {
+        let mut present = HashSet::new();
+        for job in list {
+            if let Some(key) = self.upsert_job(job, now, wall) {
+                present.insert(key.clone());
+                self.mark_watched(&key);
+                self.advance(&key, now, wall, out);
+            }
+        }
+        self.live.listed(scope.unwrap_or(""));
+        // A Job known only from intake may have been created after the
+        // list's snapshot: its ADDED event follows. Gone only if a
+        // later relist misses it too.
+        let mut gone = Vec::new();
+        for (k, t) in self.jobs.iter_mut() {
+            // A namespace's list says nothing of the Jobs of another.
+            if present.contains(k) || scope.is_some_and(|ns| t.namespace != ns) {
+                continue;
+            }
+            match &mut t.listing {
+                Listing::FromIntake { misses: 0 } => t.listing = Listing::FromIntake { misses: 1 },
+                Listing::FromIntake { .. } | Listing::Watched => gone.push(k.clone()),
+            }
+        }
+        for key in gone {
+            self.job_gone(&key, wall, out);
+        }
     }
 
     fn job_gone(&mut self, key: &str, wall: SystemTime, out: &mut Vec<Action>) {

@@ -819,3 +819,55 @@ fn a_callback_names_the_uid_of_its_own_job_when_a_newer_one_takes_the_name() {
     assert!(callbacks.iter().any(|(s, _)| *s == 99), "{callbacks:?}");
     assert!(callbacks.iter().any(|(s, _)| *s == 0), "{callbacks:?}");
 }
+
+#[test]
+fn a_namespace_list_says_nothing_of_another_namespace() {
+    // One watch per namespace (ALLOWED_NAMESPACES): the list of "other" does
+    // not show the Jobs of "ns", which stay tracked (no 99 JOB_DELETED); two
+    // lists of "ns" that miss one of its Jobs do report it gone.
+    let mut t = tracker();
+    let now = Instant::now();
+    let a = t.handle(
+        TrackerMsg::NamespaceJobs(
+            "ns".into(),
+            Event::Restarted(vec![job("a", json!([]), None)]),
+        ),
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![0]);
+    for _ in 0..3 {
+        let a = t.handle(
+            TrackerMsg::NamespaceJobs("other".into(), Event::Restarted(vec![])),
+            now,
+            wall(),
+        );
+        assert!(statuses(&a).is_empty(), "{a:?}");
+    }
+    t.handle(
+        TrackerMsg::Pods(Event::Applied(pod("a", "Succeeded", Some(0)))),
+        now,
+        wall(),
+    );
+    let a = t.handle(
+        TrackerMsg::NamespaceJobs("ns".into(), Event::Applied(job("a", complete(), None))),
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![2]);
+    let mut t = tracker();
+    t.handle(
+        TrackerMsg::NamespaceJobs(
+            "ns".into(),
+            Event::Restarted(vec![job("b", json!([]), None)]),
+        ),
+        now,
+        wall(),
+    );
+    let a = t.handle(
+        TrackerMsg::NamespaceJobs("ns".into(), Event::Restarted(vec![])),
+        now,
+        wall(),
+    );
+    assert_eq!(statuses(&a), vec![99]);
+}
