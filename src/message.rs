@@ -206,6 +206,21 @@ pub struct Message {
     pub payload: Option<Payload>,
 }
 
+/// What a queue message asks for: a job, as always (no `action`), or a
+/// control action on an earlier message (`{"id", "action": "cancel"}`; its
+/// other fields are ignored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Job(Box<Message>),
+    /// Cancel the job of message `id` (running, waiting, or not arrived yet).
+    Cancel {
+        id: String,
+    },
+}
+
+/// The only `action` values (absent or null: a job request).
+pub const ACTIONS: [&str; 1] = ["cancel"];
+
 /// A message's `payload`: the JSON text exactly as the sender wrote it (any
 /// JSON value but null), at most MAX_PAYLOAD_BYTES. The sender may consider it
 /// secret, so its `Debug` shows only its size and it has no `Display`.
@@ -288,7 +303,54 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Parses and validates one queue message body.
+/// Parses and validates one queue message body, a job request or a control
+/// message. An unknown `action` is an INVALID_MESSAGE naming `action` (with
+/// the id and webhook that could be read, so the sender hears of it).
+pub fn parse_request(body: &[u8], limits: &Limits) -> Result<Request, Rejection> {
+    if let Some(rej) = too_large(body, limits) {
+        return Err(rej);
+    }
+    let bare = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let value: Option<Value> = serde_json::from_slice(bare).ok();
+    let action = value
+        .as_ref()
+        .and_then(|v| v.get("action"))
+        .and_then(Value::as_str);
+    if action != Some("cancel") {
+        return parse(body, limits).map(|m| Request::Job(Box::new(m)));
+    }
+    let mut w = Walker::default();
+    let root = value.as_ref().and_then(Value::as_object);
+    let id = w.id(root.and_then(|r| r.get("id")));
+    match id {
+        Some(id) if w.problems.is_empty() => Ok(Request::Cancel { id }),
+        _ => Err(Rejection {
+            code: ErrorCode::InvalidMessage,
+            problems: w.problems,
+            id: None,
+            webhook_url: None,
+        }),
+    }
+}
+
+fn too_large(body: &[u8], limits: &Limits) -> Option<Rejection> {
+    (body.len() > limits.max_message_bytes).then(|| Rejection {
+        code: ErrorCode::MessageTooLarge,
+        problems: vec![Problem {
+            field: String::new(),
+            message: format!(
+                "body is {} bytes, over the limit of {} bytes",
+                body.len(),
+                limits.max_message_bytes
+            ),
+        }],
+        id: None,
+        webhook_url: None,
+    })
+}
+
+/// Parses and validates one queue message body as a job request (a control
+/// message is refused here, naming `action`; see `parse_request`).
 pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     if body.len() > limits.max_message_bytes {
         return Err(Rejection {
@@ -320,7 +382,12 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     };
 
     let mut w = Walker::default();
-    w.unknown(root, "", &["id", "service", "job", "webhook", "payload"]);
+    w.unknown(
+        root,
+        "",
+        &["id", "service", "job", "webhook", "payload", "action"],
+    );
+    w.action(root.get("action"));
     let id = w.id(root.get("id"));
     let webhook_url = w.webhook(root.get("webhook"));
     let service = w.opt_string(root.get("service"), "service");
@@ -567,6 +634,32 @@ impl Walker {
             return None;
         }
         Some(id)
+    }
+
+    /// `action` of a job request: absent or null. `cancel` is a control
+    /// message (`parse_request`); anything else is refused.
+    fn action(&mut self, v: Option<&Value>) {
+        match v {
+            None | Some(Value::Null) => {}
+            Some(Value::String(a)) if ACTIONS.contains(&a.as_str()) => self.add(
+                "action",
+                format!("{a:?} is a control message, not a job request"),
+            ),
+            Some(Value::String(a)) => {
+                let shown = crate::contract::truncate_utf8(a, 64);
+                self.add(
+                    "action",
+                    format!("unknown action {shown:?} (the only one is \"cancel\"; absent for a job request)"),
+                )
+            }
+            Some(other) => self.add(
+                "action",
+                format!(
+                    "must be the string \"cancel\" or absent, got {}",
+                    kind(other)
+                ),
+            ),
+        }
     }
 
     fn webhook(&mut self, v: Option<&Value>) -> Option<WebhookUrl> {

@@ -392,14 +392,24 @@ fn manifests_run_the_worker_with_least_privilege() {
         403,
         "no Secrets elsewhere"
     );
+    // Its own namespace holds its cancel tombstones (ConfigMaps); none elsewhere.
     assert_eq!(
         can(
             "GET",
             &format!("/api/v1/namespaces/{}/configmaps", n.worker),
             None
         ),
+        200,
+        "cancel tombstones: ConfigMaps in its own namespace"
+    );
+    assert_eq!(
+        can(
+            "GET",
+            &format!("/api/v1/namespaces/{}/configmaps", n.jobs),
+            None
+        ),
         403,
-        "the ConfigMap comes through envFrom, not the API"
+        "no ConfigMaps in the Job namespaces (envFrom is the kubelet's)"
     );
     assert_eq!(
         can(

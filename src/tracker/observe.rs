@@ -11,7 +11,7 @@ use crate::webhook_guard::WebhookUrl;
 
 use crate::contract::detail::ContainerEnd;
 use crate::contract::{
-    ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, LABEL_JOB_NAME,
+    ANN_CANCELLED_AT, ANN_DELIVERED, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, FINALIZER, LABEL_JOB_NAME,
     LABEL_JOB_NAME_LEGACY, LABEL_KUEUE_QUEUE_NAME, MAX_TERMINATION_MESSAGE_BYTES, Status,
     annotation_pointer, truncate_utf8,
 };
@@ -74,6 +74,8 @@ pub(super) struct JobObject {
     /// Its Kueue LocalQueue (label `kueue.x-k8s.io/queue-name`).
     pub queue_name: Option<String>,
     pub admission: Admission,
+    /// `cancelled-at`: a cancel was decided for it (3 CANCELLED is owed).
+    pub cancelled_at: Option<String>,
 }
 
 /// `spec.suspend` is true.
@@ -135,6 +137,7 @@ pub(super) fn job_object(job: &Value) -> Option<JobObject> {
             .and_then(Value::as_str)
             .map(str::to_string),
         admission: admission(job, created),
+        cancelled_at: s(job, &annotation_pointer(ANN_CANCELLED_AT)).map(str::to_string),
     })
 }
 
