@@ -2847,4 +2847,85 @@ mod tests {
             _ => {}
         }
     }
+
+    #[test]
+    fn the_action_field_is_validated() {
+        let req = |v: &Value| parse_request(v.to_string().as_bytes(), &Limits::default());
+        let fields =
+            |r: &Rejection| -> Vec<String> { r.problems.iter().map(|p| p.field.clone()).collect() };
+        // Absent or null: a job request, as today.
+        for action in [None, Some(json!(null))] {
+            let mut v = base();
+            if let Some(a) = action {
+                set(&mut v, "", "action", a);
+            }
+            assert!(matches!(req(&v), Ok(Request::Job(_))), "{v}");
+        }
+        // A cancel: only the id counts, every other field is ignored.
+        for v in [
+            json!({"id": "m1", "action": "cancel"}),
+            json!({"id": "m1", "action": "cancel", "job": 7, "webhook": "x", "payload": [1]}),
+            {
+                let mut v = base();
+                set(&mut v, "", "id", json!("m1"));
+                set(&mut v, "", "action", json!("cancel"));
+                v
+            },
+        ] {
+            assert_eq!(req(&v), Ok(Request::Cancel { id: "m1".into() }), "{v}");
+        }
+        // A cancel without a usable id: named, and nobody to call back.
+        for id in [
+            None,
+            Some(json!("")),
+            Some(json!(5)),
+            Some(json!("x".repeat(1025))),
+        ] {
+            let mut v = json!({"action": "cancel"});
+            if let Some(id) = id {
+                v["id"] = id;
+            }
+            let r = req(&v).expect_err("refused");
+            assert_eq!(r.code, ErrorCode::InvalidMessage);
+            assert_eq!(fields(&r), vec!["id"], "{v}");
+            assert_eq!((r.id, r.webhook_url), (None, None));
+        }
+        // Unknown or wrong-typed actions: INVALID_MESSAGE naming `action`,
+        // with the id and webhook read so the sender hears of it.
+        for a in [
+            json!("stop"),
+            json!("CANCEL"),
+            json!(""),
+            json!(1),
+            json!(["cancel"]),
+            json!({}),
+        ] {
+            let mut v = base();
+            set(&mut v, "", "action", a.clone());
+            let r = req(&v).expect_err("refused");
+            assert_eq!(r.code, ErrorCode::InvalidMessage);
+            assert_eq!(fields(&r), vec!["action"], "{a}");
+            assert!(r.id.is_some() && r.webhook_url.is_some());
+        }
+        // `parse` (job requests only) names `action` for a cancel.
+        let r = parse_value(&json!({"id": "m1", "action": "cancel"})).expect_err("refused");
+        assert!(fields(&r).contains(&"action".to_string()), "{r}");
+        // Size and JSON are checked first, as for a job request.
+        let big = format!(
+            r#"{{"id": "m1", "action": "cancel", "pad": "{}"}}"#,
+            "x".repeat(300 * 1024)
+        );
+        assert_eq!(
+            parse_request(big.as_bytes(), &Limits::default()).map_err(|r| r.code),
+            Err(ErrorCode::MessageTooLarge)
+        );
+        assert!(parse_request(b"{not json", &Limits::default()).is_err());
+        assert_eq!(
+            parse_request(
+                b"\xEF\xBB\xBF{\"id\": \"m\", \"action\": \"cancel\"}",
+                &Limits::default()
+            ),
+            Ok(Request::Cancel { id: "m".into() })
+        );
+    }
 }

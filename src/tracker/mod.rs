@@ -11,6 +11,8 @@
 //! the thread loop that performs the actions.
 
 mod board;
+#[cfg(test)]
+mod cancel_tests;
 mod observe;
 mod state;
 #[cfg(test)]
