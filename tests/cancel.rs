@@ -249,6 +249,43 @@ fn cancel_before_the_job_request(q: Q) {
     );
 }
 
+/// A Job whose pod never starts (Pending, ImagePullBackOff) is waiting too:
+/// 0, then 3 CANCELLED, and its pod goes.
+#[test]
+fn redis_cancel_of_a_pending_job_sends_0_3_cancelled() {
+    let hook = WebhookReceiver::start();
+    let w = launcher(Q::Redis).start();
+    let (id, body) = seed_message(&w.ns, &hook.url(), |m| {
+        if let Some(j) = m["job"].as_object_mut() {
+            j.remove("volume");
+            j.remove("envRef");
+        }
+        m["job"]["fargate"] = json!({"key": OUTCOME, "value": "pending"});
+    });
+    w.send(&body);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let jobs = w.jobs();
+            let name = jobs
+                .first()
+                .and_then(|j| j["metadata"]["name"].as_str())
+                .unwrap_or("")
+                .to_string();
+            !name.is_empty() && !pods_of(&w.ns, &name).is_empty()
+        }),
+        "its pod exists, pending"
+    );
+    assert_eq!(statuses(&calls_for(&hook, &id)), vec![0]);
+    w.send(&cancel_body(&id));
+    let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(60));
+    assert_eq!(statuses(&calls), vec![0, 3]);
+    assert_cancelled(&calls[1].body);
+    assert!(
+        wait_for(Duration::from_secs(60), || w.jobs().is_empty()),
+        "the Job and its pod are gone"
+    );
+}
+
 #[test]
 fn redis_cancel_of_a_running_job_sends_0_1_3_cancelled_and_the_pod_goes() {
     cancel_of_a_running_job(Q::Redis);
