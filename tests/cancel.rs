@@ -349,10 +349,9 @@ fn redis_an_unmatched_tombstone_expires() {
 /// request C not sent yet wait in the queue. The standby finishes all three:
 /// A and B 0, 1, 3 CANCELLED; C (sent after the takeover) only 3 CANCELLED and
 /// never a pod; each exactly one terminal status.
-#[test]
-fn redis_cancel_during_a_leader_kill() {
+fn cancel_during_a_leader_kill(q: Q) {
     let hook = WebhookReceiver::start();
-    let spec = launcher(Q::Redis)
+    let spec = launcher(q)
         .instance_tag("cfo")
         .env("LEASE_DURATION", "6")
         .env("RENEW_DEADLINE", "4")
@@ -447,4 +446,14 @@ fn redis_cancel_during_a_leader_kill() {
         );
     }
     assert!(wait_for(Duration::from_secs(10), || spec.queued() == 0));
+}
+
+#[test]
+fn redis_cancel_during_a_leader_kill() {
+    cancel_during_a_leader_kill(Q::Redis);
+}
+
+#[test]
+fn sqs_cancel_during_a_leader_kill() {
+    cancel_during_a_leader_kill(Q::Sqs);
 }
