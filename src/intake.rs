@@ -153,9 +153,17 @@ impl Intake {
                     }
                     break;
                 }
-                Err(e) => {
+                Err(e) if e.is_transient() => {
                     log::warn!("intake: {e}");
                     std::thread::sleep(backoff.next_delay());
+                }
+                // Refused for good (RBAC without ConfigMaps, e.g. mid-upgrade):
+                // job requests keep flowing; each cancel reports its own error.
+                Err(e) => {
+                    log::error!(
+                        "intake: {e}; cancels recorded before their job request are not applied"
+                    );
+                    break;
                 }
             }
         }
