@@ -457,3 +457,49 @@ fn redis_cancel_during_a_leader_kill() {
 fn sqs_cancel_during_a_leader_kill() {
     cancel_during_a_leader_kill(Q::Sqs);
 }
+
+/// `k8s-job-worker cancel <id>` pushes the control message onto the
+/// configured queue (here Redis), and the worker cancels the running Job;
+/// `validate` accepts a cancel; a missing id is a usage error.
+#[test]
+fn redis_the_cancel_command_cancels_a_running_job() {
+    let hook = WebhookReceiver::start();
+    let w = launcher(Q::Redis).start();
+    let (id, body) = job_message(&w, &hook, true);
+    w.send(&body);
+    assert!(
+        wait_for(Duration::from_secs(60), || statuses(&calls_for(&hook, &id))
+            == vec![0, 1]),
+        "0 and 1 first"
+    );
+    let bin = env!("CARGO_BIN_EXE_k8s-job-worker");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(args)
+            .env_clear()
+            .env("QUEUE_TYPE", "redis")
+            .env("REDIS_ENDPOINT", format!("127.0.0.1:{}", w.redis_port))
+            .env("REDIS_JOB_KEY_PREFIX", &w.redis_prefix)
+            .output()
+            .expect("run the CLI")
+    };
+    let out = cli(&["cancel", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(60));
+    assert_eq!(statuses(&calls), vec![0, 1, 3]);
+    assert_cancelled(&calls[2].body);
+    assert_eq!(cli(&["cancel"]).status.code(), Some(2));
+    let file = std::env::temp_dir().join(format!("{}-cancel.json", w.instance));
+    std::fs::write(&file, cancel_body(&id)).unwrap();
+    let out = cli(&["validate", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ok: cancel of message {id}")
+    );
+    let _ = std::fs::remove_file(file);
+}
