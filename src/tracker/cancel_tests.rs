@@ -277,3 +277,33 @@ fn a_job_seen_after_its_tombstone_is_cancelled_at_once() {
     );
     assert_eq!(cancel_jobs(&a).len(), 1);
 }
+
+#[test]
+fn a_pod_stopped_by_the_cancel_brings_no_1() {
+    // A pending pod (never started) that the cancel stops shows terminated
+    // (exit 137): the sender had 0 and gets 3, no 1 in between.
+    let index = Arc::new(Tombstones::default());
+    let mut t = tracker(&index);
+    let now = Instant::now();
+    assert_eq!(
+        statuses(&t.handle(applied("g", json!([]), false, false), now, wall())),
+        vec![0]
+    );
+    index.insert(tombstone("id-g"));
+    let a = t.handle(
+        TrackerMsg::Cancel {
+            id: "id-g".into(),
+            fresh: true,
+        },
+        now,
+        wall(),
+    );
+    assert_eq!(cancel_jobs(&a).len(), 1);
+    let stopped = json!({"metadata": {"namespace": "ns", "name": "g-abcde", "uid": "pod-g",
+        "labels": {"batch.kubernetes.io/job-name": "g"}},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "job",
+            "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]}});
+    assert!(statuses(&t.handle(TrackerMsg::Pods(Event::Applied(stopped)), now, wall())).is_empty());
+    let a = t.handle(applied("g", json!([]), true, true), now, wall());
+    assert_eq!(statuses(&a), vec![3]);
+}

@@ -689,7 +689,8 @@ impl Tracker {
             Self::emit(t, Status::Created, detail, wall, out);
         }
         let pod_started = pod.as_ref().is_some_and(|p| p.started);
-        if t.stage == Stage::Created && pod_started {
+        // After a cancel, no new 1: a pod stopped by it shows as terminated.
+        if t.stage == Stage::Created && pod_started && t.cancelled_at.is_none() {
             let p = pod.clone().unwrap_or_default();
             let detail = detail::running(&p.uid, &p.name);
             Self::emit(t, Status::Running, detail, wall, out);
