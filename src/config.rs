@@ -411,6 +411,30 @@ mod tests {
     }
 
     #[test]
+    fn cancel_tombstone_ttl_is_seconds_of_at_least_one() {
+        let with = |v: &str| {
+            let mut p = BASE.to_vec();
+            p.extend([
+                ("REDIS_ENDPOINT", "127.0.0.1:6379"),
+                ("CANCEL_TOMBSTONE_TTL", v),
+            ]);
+            cfg(&p)
+        };
+        assert_eq!(
+            with("3600").map(|c| c.cancel_tombstone_ttl),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            with("0").map(|c| c.cancel_tombstone_ttl),
+            Ok(Duration::from_secs(1))
+        );
+        for bad in ["a day", "-5", "1e99"] {
+            let e = with(bad).map(|_| ()).expect_err(bad);
+            assert!(e.contains("CANCEL_TOMBSTONE_TTL"), "{e}");
+        }
+    }
+
+    #[test]
     fn sqs_region_falls_back_to_the_queue_url() {
         let mut p = BASE.to_vec();
         p.extend([
