@@ -611,11 +611,13 @@ fn cancel_of_a_queued_and_an_admitted_job() {
     w.send(&body);
     let name = k8s_job_worker::contract::job_name("bb", &waiting);
     assert!(
-        wait_for(Duration::from_secs(30), || view(&w, &waiting)["admission"]
-            == "queued"
-            && statuses(&calls_for(&hook, &waiting)) == vec![0]),
+        wait_for(Duration::from_secs(30), || {
+            let v = w.get(&format!("/jobs/{waiting}")).1;
+            serde_json::from_str::<Value>(&v).is_ok_and(|v| v["admission"] == "queued")
+                && statuses(&calls_for(&hook, &waiting)) == vec![0]
+        }),
         "the second one waits in the queue: {}",
-        view(&w, &waiting)
+        w.get(&format!("/jobs/{waiting}")).1
     );
     let cancel = |id: &str| json!({"id": id, "action": "cancel"}).to_string();
     w.send(&cancel(&waiting));
