@@ -82,6 +82,8 @@ pub struct Config {
     pub json_logs: bool,
     /// PEM CA bundle for https webhooks (WEBHOOK_CA_FILE); replaces the built-in roots.
     pub webhook_ca_file: Option<std::path::PathBuf>,
+    /// How long a cancel tombstone waits for its job request (CANCEL_TOMBSTONE_TTL).
+    pub cancel_tombstone_ttl: Duration,
     /// What a message may ask for (ALLOWED_*, MAX_*, REQUIRE_IMAGE_DIGEST); see `policy`.
     pub policy: Policy,
     /// Where callbacks may go (WEBHOOK_ALLOWED_HOSTS, WEBHOOK_DENY_PRIVATE); see `webhook_guard`.
@@ -279,6 +281,9 @@ impl Config {
             shutdown_grace: r.secs("SHUTDOWN_GRACE", 20.0),
             json_logs: r.string("LOG_FORMAT", "text").eq_ignore_ascii_case("json"),
             webhook_ca_file: r.str("WEBHOOK_CA_FILE").map(std::path::PathBuf::from),
+            cancel_tombstone_ttl: r
+                .secs("CANCEL_TOMBSTONE_TTL", 86_400.0)
+                .max(Duration::from_secs(1)),
             policy,
             webhook_guard,
         };
@@ -350,6 +355,7 @@ mod tests {
         assert_eq!(c.lease.lease_duration, Duration::from_secs(15));
         assert_eq!(c.http_port, 8080);
         assert_eq!(c.max_queued_jobs, 0);
+        assert_eq!(c.cancel_tombstone_ttl, Duration::from_secs(86_400));
         assert_eq!(c.limits.default_queue_name, None);
         assert_eq!(c.limits.max_start_delay, Duration::from_secs(7 * 86_400));
         assert!(c.policy.allowed_queues.is_empty());
@@ -470,6 +476,30 @@ mod tests {
             ("RETRY_PERIOD", "2"),
         ]);
         assert!(cfg(&p).is_err(), "2.4 is not > 1.2 × 2");
+    }
+
+    #[test]
+    fn cancel_tombstone_ttl_is_seconds_of_at_least_one() {
+        let with = |v: &str| {
+            let mut p = BASE.to_vec();
+            p.extend([
+                ("REDIS_ENDPOINT", "127.0.0.1:6379"),
+                ("CANCEL_TOMBSTONE_TTL", v),
+            ]);
+            cfg(&p)
+        };
+        assert_eq!(
+            with("3600").map(|c| c.cancel_tombstone_ttl),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            with("0").map(|c| c.cancel_tombstone_ttl),
+            Ok(Duration::from_secs(1))
+        );
+        for bad in ["a day", "-5", "1e99"] {
+            let e = with(bad).map(|_| ()).expect_err(bad);
+            assert!(e.contains("CANCEL_TOMBSTONE_TTL"), "{e}");
+        }
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub const ANN_START_AFTER: &str = "k8s-job-worker.io/start-after";
 pub const ANN_QUEUE_NAME: &str = "k8s-job-worker.io/queue-name";
 /// Finalizer holding a finished Job until its terminal callback is settled.
 pub const FINALIZER: &str = "k8s-job-worker.io/result";
+/// On a Job (and a cancel tombstone): when its cancel was received (RFC 3339).
+/// A Job carrying it is owed 3 CANCELLED, never a pod again.
+pub const ANN_CANCELLED_AT: &str = "k8s-job-worker.io/cancelled-at";
+/// On a cancel tombstone: when it may be deleted (RFC 3339).
+pub const ANN_EXPIRES_AT: &str = "k8s-job-worker.io/expires-at";
+/// On a cancel tombstone: what it was applied to (`cancelled` or
+/// `already_finished`); absent while it waits for its job request.
+pub const ANN_CONSUMED: &str = "k8s-job-worker.io/consumed";
+/// Label marking a cancel tombstone ConfigMap (value `cancel`).
+pub const LABEL_TOMBSTONE: &str = "k8s-job-worker.io/tombstone";
 
 /// Environment variable naming the message id, set in every Job's container.
 pub const ENV_MESSAGE_ID: &str = "JOB_WORKER_MESSAGE_ID";
@@ -73,6 +83,18 @@ pub fn job_name(prefix: &str, id: &str) -> String {
 /// The JSON pointer of an annotation (`/` in the key escaped as `~1`).
 pub fn annotation_pointer(key: &str) -> String {
     format!("/metadata/annotations/{}", key.replace('/', "~1"))
+}
+
+/// The name of the cancel tombstone (a ConfigMap in the worker's namespace) of
+/// message `id` of installation `instance`: 32 hex of sha256(instance NUL id).
+pub fn tombstone_name(instance: &str, id: &str) -> String {
+    let hex = crate::encode::sha256_hex(format!("{instance}\u{0}{id}").as_bytes());
+    format!("k8s-job-worker-cancel-{}", &hex[..32])
+}
+
+/// The label selector of one installation's cancel tombstones.
+pub fn tombstone_selector(instance: &str) -> String {
+    format!("{},{LABEL_TOMBSTONE}=cancel", selector(instance))
 }
 
 /// The label selector of one installation's Jobs and Pods.
@@ -165,6 +187,8 @@ pub enum ErrorCode {
     PodStartTimeout,
     /// 99: the Job was deleted before it finished.
     JobDeleted,
+    /// 3: a cancel control message stopped it (`{"id", "action": "cancel"}`).
+    Cancelled,
     /// 3: the Job's `Failed` condition reason in UPPER_SNAKE_CASE
     /// (`BACKOFF_LIMIT_EXCEEDED`, `DEADLINE_EXCEEDED`, ...); see `job_failed`.
     JobFailed(String),
@@ -180,6 +204,7 @@ impl ErrorCode {
             ErrorCode::JobNameConflict => "JOB_NAME_CONFLICT",
             ErrorCode::PodStartTimeout => "POD_START_TIMEOUT",
             ErrorCode::JobDeleted => "JOB_DELETED",
+            ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::JobFailed(code) => code,
         }
     }
@@ -327,6 +352,16 @@ mod tests {
         // sha256("") = e3b0c44298fc...
         assert_eq!(job_name("p", ""), "p-e3b0c44298");
         assert_eq!(job_name("p", "é\u{0}").len(), "p-".len() + 10);
+    }
+
+    #[test]
+    fn tombstone_names_are_per_instance_and_fit_a_name() {
+        let a = tombstone_name("default", "m1");
+        assert_eq!(a.len(), "k8s-job-worker-cancel-".len() + 32);
+        assert_eq!(a, tombstone_name("default", "m1"));
+        assert_ne!(a, tombstone_name("other", "m1"));
+        assert_ne!(a, tombstone_name("default", "m2"));
+        assert_eq!(ErrorCode::Cancelled.as_str(), "CANCELLED");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::backoff::{Backoff, redelivery_delay};
 use crate::callbacks::{Callback, CallbackMsg};
+use crate::cancel::{self, Admit, Tombstone, Tombstones};
 use crate::caps::{self, ServiceCaps};
 use crate::contract::{self, ErrorCode, Status};
 use crate::kube::Client;
@@ -67,6 +68,11 @@ pub struct Intake {
     pub health: Arc<crate::http::Health>,
     /// Beaten once per loop iteration and per message (for /healthz).
     pub heartbeat: Arc<crate::heartbeat::Heartbeat>,
+    /// The leader's cancel tombstones (shared with the tracker), the
+    /// namespace they live in (POD_NAMESPACE) and CANCEL_TOMBSTONE_TTL.
+    pub tombstones: Arc<Tombstones>,
+    pub tombstone_ns: String,
+    pub tombstone_ttl: Duration,
 }
 
 struct Pending {
@@ -81,6 +87,8 @@ enum Prepared {
     Create(Box<Task>),
     /// Rejected (dead-lettered or waiting for its 99).
     Rejected,
+    /// Handled without a create (a cancel, or a request cancelled before).
+    Handled,
 }
 
 /// How many messages intake may take from the queue now (pure): no more than
@@ -133,6 +141,48 @@ impl Intake {
                 Err(e) => {
                     self.queue_error("recover", &e);
                     std::thread::sleep(backoff.next_delay());
+                }
+            }
+        }
+        backoff.reset();
+        // The cancel tombstones, before the first job request is read.
+        while !self.stop.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
+            match crate::kube::tombstone::list(
+                &self.kube,
+                &self.tombstone_ns,
+                &self.render.instance,
+            ) {
+                Ok(list) => {
+                    let waiting: Vec<String> = list
+                        .iter()
+                        .filter(|t| t.consumed.is_none())
+                        .map(|t| t.id.clone())
+                        .collect();
+                    if !list.is_empty() {
+                        log::info!(
+                            "intake: {} cancel tombstone(s), {} waiting for their job",
+                            list.len(),
+                            waiting.len()
+                        );
+                    }
+                    self.tombstones.replace_all(list);
+                    for id in waiting {
+                        let _ = self.tracker.send(TrackerMsg::Cancel { id, fresh: false });
+                    }
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    log::warn!("intake: {e}");
+                    std::thread::sleep(backoff.next_delay());
+                }
+                // Refused for good (RBAC without ConfigMaps, e.g. mid-upgrade):
+                // job requests keep flowing; each cancel reports its own error.
+                Err(e) => {
+                    log::error!(
+                        "intake: {e}; cancels recorded before their job request are not applied"
+                    );
+                    break;
                 }
             }
         }
@@ -198,6 +248,7 @@ impl Intake {
                     }
                     Err(e) => self.queue_error("sweep", &e),
                 }
+                self.expire_tombstones();
             }
             if in_flight >= max_in_flight {
                 // Every creator busy and a full batch waiting: wait for one.
@@ -439,14 +490,91 @@ impl Intake {
         }
     }
 
+    /// Deletes the tombstones past CANCEL_TOMBSTONE_TTL; a waiting one expires
+    /// unmatched.
+    fn expire_tombstones(&mut self) {
+        for t in self.tombstones.expired(std::time::SystemTime::now()) {
+            match crate::kube::tombstone::delete(&self.kube, &self.tombstone_ns, &t.name) {
+                Ok(()) => {
+                    self.tombstones.remove(&t.id);
+                    if t.consumed.is_none() {
+                        metrics::inc(metrics::CANCELS, &[("outcome", "expired")]);
+                        log::info!(
+                            "message {}: cancel tombstone expired; its job request never arrived",
+                            t.id
+                        );
+                    }
+                }
+                Err(e) => log::warn!("intake: {e}"),
+            }
+        }
+    }
+
+    fn ack_one(&mut self, handle: &Handle) {
+        match self.queue.ack(std::slice::from_ref(handle)) {
+            Ok(()) => metrics::inc(
+                metrics::MESSAGES_ACKNOWLEDGED,
+                &[("queue", self.queue.kind())],
+            ),
+            Err(e) => self.queue_error("ack", &e),
+        }
+    }
+
+    /// A cancel: its tombstone first (durable; 409 is a repeated cancel, a
+    /// no-op), then the tracker applies it and the message is acknowledged.
+    fn cancel(&mut self, m: &Received, id: String) -> Prepared {
+        let now = std::time::SystemTime::now();
+        let t = Tombstone::new(&self.render.instance, &id, now, self.tombstone_ttl);
+        match crate::kube::tombstone::create(
+            &self.kube,
+            &self.tombstone_ns,
+            &self.render.instance,
+            &t,
+        ) {
+            Ok(None) => {
+                log::info!(
+                    "message {id}: cancel received; tombstone {} written",
+                    t.name
+                );
+                self.tombstones.insert(t);
+                let _ = self.tracker.send(TrackerMsg::Cancel { id, fresh: true });
+                self.ack_one(&m.handle);
+            }
+            Ok(Some(existing)) => {
+                log::info!(
+                    "message {id}: repeated cancel (first at {}); nothing more to do",
+                    existing.cancelled_at
+                );
+                self.tombstones.insert(existing);
+                self.ack_one(&m.handle);
+            }
+            Err(e) if e.is_transient() => {
+                let d = redelivery_delay(m.receive_count);
+                log::warn!("message {id}: cancel: {e}; retrying in {} s", d.as_secs());
+                self.later(&m.handle, d);
+            }
+            Err(e) => {
+                metrics::inc(metrics::MESSAGES_REJECTED, &[("reason", "CANCEL_FAILED")]);
+                log::error!("message {id}: cancel cannot be recorded: {e}");
+                self.dead_letter(
+                    &m.handle,
+                    &m.body,
+                    &format!("cancel cannot be recorded: {e}"),
+                );
+            }
+        }
+        Prepared::Handled
+    }
+
     fn prepare(
         &mut self,
         m: &Received,
         pending: &mut HashMap<u64, Pending>,
         next_token: &mut u64,
     ) -> Prepared {
-        let msg = match message::parse(&m.body, &self.limits) {
-            Ok(msg) => msg,
+        let msg = match message::parse_request(&m.body, &self.limits) {
+            Ok(message::Request::Job(msg)) => *msg,
+            Ok(message::Request::Cancel { id }) => return self.cancel(m, id),
             Err(rej) => {
                 let text = rej.to_string();
                 return self.reject(
@@ -486,22 +614,43 @@ impl Intake {
                 next_token,
             );
         }
-        if let Err(e) = payload::precheck(&self.kube, &msg) {
+        let mut msg = msg;
+        let admit = cancel::admit(self.tombstones.get(&msg.id).as_ref());
+        if admit == Admit::AlreadyHandled {
+            log::info!(
+                "message {}: cancelled or finished before; nothing to create",
+                msg.id
+            );
+            self.ack_one(&m.handle);
+            return Prepared::Handled;
+        }
+        if let Admit::CreateCancelled { .. } = admit {
+            // Its Job never runs: no input to hand over.
+            msg.payload = None;
+        } else if let Err(e) = payload::precheck(&self.kube, &msg) {
             return self.payload_refused(m, &msg, e, pending, next_token);
         }
-        let job = render::render(&msg, &self.render);
+        let mut job = render::render(&msg, &self.render);
+        // A delayed Job waits suspended: a queued slot until its start.
+        let mut slot = if msg.job.queue_name.is_some() || msg.job.start_after.is_some() {
+            Slot::Queued
+        } else {
+            Slot::Admitted
+        };
+        if let Admit::CreateCancelled { at } = &admit {
+            log::info!(
+                "message {}: cancelled by request at {at} before it arrived; its Job is created suspended and deleted",
+                msg.id
+            );
+            job = cancel::cancelled_job(job, at);
+            slot = Slot::Queued;
+        }
         let ns = msg.job.namespace.clone();
         let name = job
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        // A delayed Job waits suspended: a queued slot until its start.
-        let slot = if msg.job.queue_name.is_some() || msg.job.start_after.is_some() {
-            Slot::Queued
-        } else {
-            Slot::Admitted
-        };
         Prepared::Create(Box::new(Task {
             m: m.clone(),
             id: msg.id.clone(),

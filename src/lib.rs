@@ -7,6 +7,7 @@
 // The wire contract and the pure core: no I/O (except `WebhookGuard::resolve`,
 // which asks DNS).
 pub mod backoff;
+pub mod cancel;
 pub mod caps;
 pub mod contract;
 pub mod message;

@@ -26,6 +26,7 @@ USAGE:
     k8s-job-worker validate FILE  check a message (FILE or - for stdin); print each problem
     k8s-job-worker render FILE    print the Job the worker would create for a message
     k8s-job-worker enqueue FILE   push a message onto the configured Redis list or SQS queue
+    k8s-job-worker cancel ID      push a cancel of message ID onto the configured queue
     k8s-job-worker cleanup        remove the worker's finalizer from all its Jobs (before uninstalling)
     k8s-job-worker schema [message|callback]  print the message (default) or callback JSON Schema
     k8s-job-worker --help | --version
@@ -90,8 +91,16 @@ fn validate_cmd(arg: Option<&String>, print_job: bool) -> ExitCode {
         }
     };
     let (limits, rcfg) = offline_settings();
-    match message::parse(&body, &limits) {
-        Ok(msg) => {
+    match message::parse_request(&body, &limits) {
+        Ok(message::Request::Cancel { id }) => {
+            if print_job {
+                eprintln!("error: a cancel of message {id} renders no Job");
+                return ExitCode::from(1);
+            }
+            println!("ok: cancel of message {id}");
+            ExitCode::SUCCESS
+        }
+        Ok(message::Request::Job(msg)) => {
             if print_job {
                 let job = render::render(&msg, &rcfg);
                 println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
@@ -119,6 +128,20 @@ fn validate_cmd(arg: Option<&String>, print_job: bool) -> ExitCode {
     }
 }
 
+/// `cancel ID`: the control message `{"id": ID, "action": "cancel"}`.
+fn cancel_cmd(arg: Option<&String>) -> ExitCode {
+    let Some(id) = arg.filter(|id| !id.is_empty()) else {
+        eprintln!("error: missing ID (the id of the message to cancel)");
+        return ExitCode::from(2);
+    };
+    let body = serde_json::json!({"id": id, "action": "cancel"}).to_string();
+    if let Err(rej) = message::parse_request(body.as_bytes(), &Limits::default()) {
+        eprintln!("error: {rej}");
+        return ExitCode::from(2);
+    }
+    send_cmd(body.into_bytes())
+}
+
 fn enqueue_cmd(arg: Option<&String>) -> ExitCode {
     let body = match read_input(arg) {
         Ok(b) => b,
@@ -127,6 +150,11 @@ fn enqueue_cmd(arg: Option<&String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    send_cmd(body)
+}
+
+/// Pushes one body onto the configured queue.
+fn send_cmd(body: Vec<u8>) -> ExitCode {
     let fallback = [
         ("LEADER_ELECTION", "false"),
         ("KUBE_API_URL", "http://unused.invalid"),
@@ -315,6 +343,7 @@ fn main() -> ExitCode {
         Some("validate") => validate_cmd(args.get(2), false),
         Some("render") => validate_cmd(args.get(2), true),
         Some("enqueue") => enqueue_cmd(args.get(2)),
+        Some("cancel") => cancel_cmd(args.get(2)),
         Some("cleanup") => cleanup_cmd(),
         Some("schema") => schema_cmd(args.get(2).map(String::as_str)),
         Some(other) => {

@@ -215,6 +215,21 @@ pub struct Message {
     pub payload: Option<Payload>,
 }
 
+/// What a queue message asks for: a job, as always (no `action`), or a
+/// control action on an earlier message (`{"id", "action": "cancel"}`; its
+/// other fields are ignored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Job(Box<Message>),
+    /// Cancel the job of message `id` (running, waiting, or not arrived yet).
+    Cancel {
+        id: String,
+    },
+}
+
+/// The only `action` values (absent or null: a job request).
+pub const ACTIONS: [&str; 1] = ["cancel"];
+
 /// A message's `payload`: the JSON text exactly as the sender wrote it (any
 /// JSON value but null), at most MAX_PAYLOAD_BYTES. The sender may consider it
 /// secret, so its `Debug` shows only its size and it has no `Display`.
@@ -297,7 +312,63 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Parses and validates one queue message body received now.
+/// Parses and validates one queue message body, a job request or a control
+/// message. An unknown `action` is an INVALID_MESSAGE naming `action` (with
+/// the id and webhook that could be read, so the sender hears of it).
+pub fn parse_request(body: &[u8], limits: &Limits) -> Result<Request, Rejection> {
+    parse_request_at(body, limits, std::time::SystemTime::now())
+}
+
+/// `parse_request` of a body received at `now` (see `parse_at`).
+pub fn parse_request_at(
+    body: &[u8],
+    limits: &Limits,
+    now: std::time::SystemTime,
+) -> Result<Request, Rejection> {
+    if let Some(rej) = too_large(body, limits) {
+        return Err(rej);
+    }
+    let bare = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let value: Option<Value> = serde_json::from_slice(bare).ok();
+    let action = value
+        .as_ref()
+        .and_then(|v| v.get("action"))
+        .and_then(Value::as_str);
+    if action != Some("cancel") {
+        return parse_at(body, limits, now).map(|m| Request::Job(Box::new(m)));
+    }
+    let mut w = Walker::default();
+    let root = value.as_ref().and_then(Value::as_object);
+    let id = w.id(root.and_then(|r| r.get("id")));
+    match id {
+        Some(id) if w.problems.is_empty() => Ok(Request::Cancel { id }),
+        _ => Err(Rejection {
+            code: ErrorCode::InvalidMessage,
+            problems: w.problems,
+            id: None,
+            webhook_url: None,
+        }),
+    }
+}
+
+fn too_large(body: &[u8], limits: &Limits) -> Option<Rejection> {
+    (body.len() > limits.max_message_bytes).then(|| Rejection {
+        code: ErrorCode::MessageTooLarge,
+        problems: vec![Problem {
+            field: String::new(),
+            message: format!(
+                "body is {} bytes, over the limit of {} bytes",
+                body.len(),
+                limits.max_message_bytes
+            ),
+        }],
+        id: None,
+        webhook_url: None,
+    })
+}
+
+/// Parses and validates one queue message body as a job request (a control
+/// message is refused here, naming `action`; see `parse_request`).
 pub fn parse(body: &[u8], limits: &Limits) -> Result<Message, Rejection> {
     parse_at(body, limits, std::time::SystemTime::now())
 }
@@ -309,20 +380,8 @@ pub fn parse_at(
     limits: &Limits,
     now: std::time::SystemTime,
 ) -> Result<Message, Rejection> {
-    if body.len() > limits.max_message_bytes {
-        return Err(Rejection {
-            code: ErrorCode::MessageTooLarge,
-            problems: vec![Problem {
-                field: String::new(),
-                message: format!(
-                    "body is {} bytes, over the limit of {} bytes",
-                    body.len(),
-                    limits.max_message_bytes
-                ),
-            }],
-            id: None,
-            webhook_url: None,
-        });
+    if let Some(rej) = too_large(body, limits) {
+        return Err(rej);
     }
     // RFC 8259 §8.1 lets a parser ignore a leading byte-order mark, and
     // Windows and .NET producers send one.
@@ -339,7 +398,12 @@ pub fn parse_at(
     };
 
     let mut w = Walker::default();
-    w.unknown(root, "", &["id", "service", "job", "webhook", "payload"]);
+    w.unknown(
+        root,
+        "",
+        &["id", "service", "job", "webhook", "payload", "action"],
+    );
+    w.action(root.get("action"));
     let id = w.id(root.get("id"));
     let webhook_url = w.webhook(root.get("webhook"));
     let service = w.opt_string(root.get("service"), "service");
@@ -586,6 +650,32 @@ impl Walker {
             return None;
         }
         Some(id)
+    }
+
+    /// `action` of a job request: absent or null. `cancel` is a control
+    /// message (`parse_request`); anything else is refused.
+    fn action(&mut self, v: Option<&Value>) {
+        match v {
+            None | Some(Value::Null) => {}
+            Some(Value::String(a)) if ACTIONS.contains(&a.as_str()) => self.add(
+                "action",
+                format!("{a:?} is a control message, not a job request"),
+            ),
+            Some(Value::String(a)) => {
+                let shown = crate::contract::truncate_utf8(a, 64);
+                self.add(
+                    "action",
+                    format!("unknown action {shown:?} (the only one is \"cancel\"; absent for a job request)"),
+                )
+            }
+            Some(other) => self.add(
+                "action",
+                format!(
+                    "must be the string \"cancel\" or absent, got {}",
+                    kind(other)
+                ),
+            ),
+        }
     }
 
     fn webhook(&mut self, v: Option<&Value>) -> Option<WebhookUrl> {
@@ -2940,5 +3030,86 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_action_field_is_validated() {
+        let req = |v: &Value| parse_request(v.to_string().as_bytes(), &Limits::default());
+        let fields =
+            |r: &Rejection| -> Vec<String> { r.problems.iter().map(|p| p.field.clone()).collect() };
+        // Absent or null: a job request, as today.
+        for action in [None, Some(json!(null))] {
+            let mut v = base();
+            if let Some(a) = action {
+                set(&mut v, "", "action", a);
+            }
+            assert!(matches!(req(&v), Ok(Request::Job(_))), "{v}");
+        }
+        // A cancel: only the id counts, every other field is ignored.
+        for v in [
+            json!({"id": "m1", "action": "cancel"}),
+            json!({"id": "m1", "action": "cancel", "job": 7, "webhook": "x", "payload": [1]}),
+            {
+                let mut v = base();
+                set(&mut v, "", "id", json!("m1"));
+                set(&mut v, "", "action", json!("cancel"));
+                v
+            },
+        ] {
+            assert_eq!(req(&v), Ok(Request::Cancel { id: "m1".into() }), "{v}");
+        }
+        // A cancel without a usable id: named, and nobody to call back.
+        for id in [
+            None,
+            Some(json!("")),
+            Some(json!(5)),
+            Some(json!("x".repeat(1025))),
+        ] {
+            let mut v = json!({"action": "cancel"});
+            if let Some(id) = id {
+                v["id"] = id;
+            }
+            let r = req(&v).expect_err("refused");
+            assert_eq!(r.code, ErrorCode::InvalidMessage);
+            assert_eq!(fields(&r), vec!["id"], "{v}");
+            assert_eq!((r.id, r.webhook_url), (None, None));
+        }
+        // Unknown or wrong-typed actions: INVALID_MESSAGE naming `action`,
+        // with the id and webhook read so the sender hears of it.
+        for a in [
+            json!("stop"),
+            json!("CANCEL"),
+            json!(""),
+            json!(1),
+            json!(["cancel"]),
+            json!({}),
+        ] {
+            let mut v = base();
+            set(&mut v, "", "action", a.clone());
+            let r = req(&v).expect_err("refused");
+            assert_eq!(r.code, ErrorCode::InvalidMessage);
+            assert_eq!(fields(&r), vec!["action"], "{a}");
+            assert!(r.id.is_some() && r.webhook_url.is_some());
+        }
+        // `parse` (job requests only) names `action` for a cancel.
+        let r = parse_value(&json!({"id": "m1", "action": "cancel"})).expect_err("refused");
+        assert!(fields(&r).contains(&"action".to_string()), "{r}");
+        // Size and JSON are checked first, as for a job request.
+        let big = format!(
+            r#"{{"id": "m1", "action": "cancel", "pad": "{}"}}"#,
+            "x".repeat(300 * 1024)
+        );
+        assert_eq!(
+            parse_request(big.as_bytes(), &Limits::default()).map_err(|r| r.code),
+            Err(ErrorCode::MessageTooLarge)
+        );
+        assert!(parse_request(b"{not json", &Limits::default()).is_err());
+        assert_eq!(
+            parse_request(
+                b"\xEF\xBB\xBF{\"id\": \"m\", \"action\": \"cancel\"}",
+                &Limits::default()
+            ),
+            Ok(Request::Cancel { id: "m".into() })
+        );
     }
 }

@@ -48,6 +48,7 @@ pub const CALLBACK_DELIVERY_SECONDS: Metric = Metric("callback_delivery_seconds"
 pub const JOB_DURATION_SECONDS: Metric = Metric("job_duration_seconds");
 pub const QUEUE_TO_JOB_SECONDS: Metric = Metric("queue_to_job_seconds");
 pub const WATCH_RESTARTS: Metric = Metric("watch_restarts_total");
+pub const CANCELS: Metric = Metric("cancels_total");
 
 /// (name without the `job_worker_` prefix, kind, help).
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
@@ -87,6 +88,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Errors talking to the queue, by operation.",
     ),
     (JOBS_CREATED.0, Kind::Counter, "Jobs created."),
+    (
+        CANCELS.0,
+        Kind::Counter,
+        "Cancel requests, by outcome (cancelled, already_finished, early, expired).",
+    ),
     (
         JOBS_ADOPTED.0,
         Kind::Counter,

@@ -261,6 +261,7 @@ impl Leading {
         let (cb_tx, cb_rx) = unbounded::<CallbackMsg>();
         let (tr_tx, tr_rx) = unbounded::<TrackerMsg>();
         let (settle_tx, settle_rx) = unbounded::<u64>();
+        let tombstones = Arc::new(crate::cancel::Tombstones::default());
 
         let signing_secret = match &cfg.webhook_signing_secret {
             Some(s) => Some(callbacks::SigningKey::from_whsec(s).map_err(|detail| {
@@ -342,12 +343,15 @@ impl Leading {
 
         let tracker = tracker::spawn(
             Tracker::new(live.clone(), board.clone(), cfg.pod_start_timeout)
-                .with_max_concurrent(cfg.max_concurrent_jobs),
+                .with_max_concurrent(cfg.max_concurrent_jobs)
+                .with_cancels(tombstones.clone()),
             tracker::Channels {
                 rx: tr_rx,
                 me: tr_tx.clone(),
                 callbacks: cb_tx.clone(),
                 heartbeat: beat("tracker", bounds.tracker),
+                cancels: tombstones.clone(),
+                tombstone_ns: cfg.lease.namespace.clone(),
             },
             kube.clone(),
             stop.clone(),
@@ -376,6 +380,9 @@ impl Leading {
             stop: stop.clone(),
             health: health.clone(),
             heartbeat: beat("intake", bounds.intake),
+            tombstones,
+            tombstone_ns: cfg.lease.namespace.clone(),
+            tombstone_ttl: cfg.cancel_tombstone_ttl,
         };
         let intake = spawn_named("intake", move || intake.run()).map_err(spawn_error("intake"))?;
         for hb in &beats {

@@ -392,14 +392,24 @@ fn manifests_run_the_worker_with_least_privilege() {
         403,
         "no Secrets elsewhere"
     );
+    // Its own namespace holds its cancel tombstones (ConfigMaps); none elsewhere.
     assert_eq!(
         can(
             "GET",
             &format!("/api/v1/namespaces/{}/configmaps", n.worker),
             None
         ),
+        200,
+        "cancel tombstones: ConfigMaps in its own namespace"
+    );
+    assert_eq!(
+        can(
+            "GET",
+            &format!("/api/v1/namespaces/{}/configmaps", n.jobs),
+            None
+        ),
         403,
-        "the ConfigMap comes through envFrom, not the API"
+        "no ConfigMaps in the Job namespaces (envFrom is the kubelet's)"
     );
     assert_eq!(
         can(
@@ -426,6 +436,33 @@ fn manifests_run_the_worker_with_least_privilege() {
     let id = send_seed(&w, &n, &hook);
     assert_eq!(wait_terminal(&w, &hook, &id), vec![0, 1, 2], "{}", w.logs());
     assert_eq!(lease_holder(&n).as_deref(), Some(w.name.as_str()));
+    // A cancel before its request, under the same Roles: the tombstone is
+    // created and consumed (ConfigMaps in its own namespace), the Job created
+    // cancelled, patched and deleted; only 3 CANCELLED.
+    let early = unique("msg");
+    w.send(&json!({"id": early, "action": "cancel"}).to_string());
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let (c, l) = b.kube_get(&format!("/api/v1/namespaces/{}/configmaps", n.worker));
+            c == 200 && l["items"].as_array().is_some_and(|i| !i.is_empty())
+        }),
+        "the cancel tombstone exists\n{}",
+        w.logs()
+    );
+    let early_job = {
+        let mut m: Value = serde_json::from_str(SEED_002).expect("seed parses");
+        m["id"] = json!(early);
+        m["job"]["namespace"] = json!(n.jobs);
+        m["job"]["prefixName"] = json!("cx");
+        m["webhook"]["url"] = json!(format!("{}/hook/{early}", hook.url()));
+        let job = m["job"].as_object_mut().unwrap();
+        for k in ["nodeSelector", "toleration", "volume"] {
+            job.remove(k);
+        }
+        m.to_string()
+    };
+    w.send(&early_job);
+    assert_eq!(wait_terminal(&w, &hook, &early), vec![3], "{}", w.logs());
     let logs = w.logs();
     for bad in [" 403 ", "Forbidden", "forbidden"] {
         assert!(

@@ -4,8 +4,9 @@
 //! equal `<name>.job.json` (compared as JSON values); a message with a
 //! `payload` also renders its Secret (owner uid `GOLDEN_JOB_UID`), compared with
 //! `<name>.secret.json`. A message that is refused is compared with
-//! `<name>.rejection.json` instead. With `UPDATE_GOLDEN=1` the expected files
-//! are (re)written rather than compared.
+//! `<name>.rejection.json` instead, and a control message (`"action":
+//! "cancel"`) with `<name>.cancel.json` (what `parse_request` read). With
+//! `UPDATE_GOLDEN=1` the expected files are (re)written rather than compared.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,25 @@ fn golden() {
         let file = input.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let name = file.trim_end_matches(".input.json");
         let body = fs::read(input).expect("readable input");
+        let cancel_path = dir.join(format!("{name}.cancel.json"));
+        if let Ok(message::Request::Cancel { id }) =
+            message::parse_request_at(&body, &Limits::default(), golden_now())
+        {
+            check(
+                update,
+                name,
+                &json!({"action": "cancel", "id": id}),
+                &cancel_path,
+                &mut failures,
+            );
+            continue;
+        }
+        if cancel_path.exists() {
+            failures.push(format!(
+                "{name}: not a cancel, but {} exists",
+                cancel_path.display()
+            ));
+        }
         let parsed = message::parse_at(&body, &Limits::default(), golden_now());
         let secret_path = dir.join(format!("{name}.secret.json"));
         match parsed

@@ -581,3 +581,78 @@ fn a_queued_payload_job_gets_its_secret_and_is_admitted() {
     );
     assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
 }
+
+/// Cancel of a Job waiting in a Kueue queue (suspended, its quota taken by a
+/// running one) and of the running, admitted one: the waiting Job gets 0 then
+/// 3 CANCELLED and never a pod, and its Workload goes with it; the running one
+/// 0, 1, 3 CANCELLED. The real Kueue manager admits and queues them.
+#[test]
+fn cancel_of_a_queued_and_an_admitted_job() {
+    let b = kueue_bed();
+    let ns = b.new_namespace("kq-cx");
+    let q = b.kueue_queues(&ns, "1", "Never");
+    let hook = WebhookReceiver::start();
+    let w = start(&ns, &[("ALLOWED_QUEUES", &q.local_queue)]);
+    // outcome=run: the admitted pod runs until it is deleted.
+    let run = |m: &mut Value| {
+        m["job"]["fargate"] = json!({"key": "testbed.k8s-job-worker.io/outcome", "value": "run"});
+    };
+    let (running, body) = queued_message_with(&w, &hook, &q.local_queue, run);
+    w.send(&body);
+    assert!(
+        wait_for(Duration::from_secs(60), || statuses(&calls_for(
+            &hook, &running
+        )) == vec![0, 1]),
+        "the first Job is admitted and runs: {:?}\n{}",
+        statuses(&calls_for(&hook, &running)),
+        w.logs()
+    );
+    let (waiting, body) = queued_message_with(&w, &hook, &q.local_queue, run);
+    w.send(&body);
+    let name = k8s_job_worker::contract::job_name("bb", &waiting);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let v = w.get(&format!("/jobs/{waiting}")).1;
+            serde_json::from_str::<Value>(&v).is_ok_and(|v| v["admission"] == "queued")
+                && statuses(&calls_for(&hook, &waiting)) == vec![0]
+        }),
+        "the second one waits in the queue: {}",
+        w.get(&format!("/jobs/{waiting}")).1
+    );
+    let cancel = |id: &str| json!({"id": id, "action": "cancel"}).to_string();
+    w.send(&cancel(&waiting));
+    let calls = wait_terminal(&w, &hook, &waiting, Duration::from_secs(60));
+    assert_eq!(statuses(&calls), vec![0, 3]);
+    assert_eq!(calls[1].body["detail"]["error"]["errorCode"], "CANCELLED");
+    assert!(
+        wait_for(Duration::from_secs(30), || b
+            .kube_get(&format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"))
+            .0
+            == 404),
+        "the waiting Job is gone"
+    );
+    let pods = b.kube_get(&format!(
+        "/api/v1/namespaces/{ns}/pods?labelSelector=batch.kubernetes.io%2Fjob-name%3D{name}"
+    ));
+    assert_eq!(
+        pods.1["items"].as_array().map(Vec::len),
+        Some(0),
+        "never a pod"
+    );
+    assert_eq!(
+        statuses(&calls_for(&hook, &running)),
+        vec![0, 1],
+        "the other runs on"
+    );
+    w.send(&cancel(&running));
+    let calls = wait_terminal(&w, &hook, &running, Duration::from_secs(60));
+    assert_eq!(statuses(&calls), vec![0, 1, 3]);
+    assert_eq!(calls[2].body["detail"]["error"]["errorCode"], "CANCELLED");
+    assert!(
+        wait_for(Duration::from_secs(60), || b
+            .kueue_workloads(&ns)
+            .is_empty()),
+        "their Workloads go with them: {:?}",
+        b.kueue_workloads(&ns)
+    );
+}

@@ -134,13 +134,14 @@ fn numeric_policy() -> Policy {
 /// Ok, or the refusal: (code, the fields named, the text).
 fn worker(v: &Value) -> Result<(), (String, Vec<String>, String)> {
     let body = v.to_string();
-    match message::parse(body.as_bytes(), &Limits::default()) {
+    match message::parse_request(body.as_bytes(), &Limits::default()) {
         Err(r) => Err((
             r.code.to_string(),
             r.problems.iter().map(|p| p.field.clone()).collect(),
             r.to_string(),
         )),
-        Ok(m) => numeric_policy()
+        Ok(message::Request::Cancel { .. }) => Ok(()),
+        Ok(message::Request::Job(m)) => numeric_policy()
             .check(&m)
             .map_err(|denied| ("POLICY_DENIED".to_string(), Vec::new(), denied.to_string())),
     }
@@ -268,6 +269,23 @@ fn invalid_table() -> Vec<(&'static str, Value, &'static str)> {
         ("job missing", without("", "job"), "job"),
         ("job a string", with("", "job", json!("job")), "job"),
         ("job null", with("", "job", Value::Null), "job"),
+        (
+            "action unknown",
+            with("", "action", json!("stop")),
+            "action",
+        ),
+        (
+            "action upper case",
+            with("", "action", json!("CANCEL")),
+            "action",
+        ),
+        ("action a number", with("", "action", json!(1)), "action"),
+        ("a cancel without an id", json!({"action": "cancel"}), "id"),
+        (
+            "a cancel with an empty id",
+            json!({"action": "cancel", "id": ""}),
+            "id",
+        ),
         (
             "service with spaces",
             with("", "service", json!("a b")),
@@ -964,6 +982,8 @@ fn valid_table() -> Vec<(&'static str, Value)> {
     let long = |n: usize| "a".repeat(n);
     vec![
         ("the seed example", base()),
+        ("action null", with("", "action", Value::Null)),
+        ("a cancel", json!({"id": "m1", "action": "cancel"})),
         (
             "a JSON object payload",
             with(
@@ -1255,8 +1275,10 @@ fn examples_and_golden_inputs_are_valid() {
         let in_golden = path.parent().is_some_and(|p| p.ends_with("tests/golden"));
         let (is_input, meant_valid) = if in_golden {
             let stem = name.strip_suffix(".input.json");
-            let accepted =
-                stem.is_some_and(|s| path.with_file_name(format!("{s}.job.json")).exists());
+            let accepted = stem.is_some_and(|s| {
+                path.with_file_name(format!("{s}.job.json")).exists()
+                    || path.with_file_name(format!("{s}.cancel.json")).exists()
+            });
             (stem.is_some(), accepted)
         } else {
             (name.ends_with(".json"), name != "invalid.json")
@@ -1265,7 +1287,7 @@ fn examples_and_golden_inputs_are_valid() {
             continue;
         }
         let body = std::fs::read(&path).expect("read");
-        let parsed = message::parse(&body, &Limits::default());
+        let parsed = message::parse_request(&body, &Limits::default());
         assert_eq!(
             parsed.is_ok(),
             meant_valid,
@@ -1286,8 +1308,8 @@ fn examples_and_golden_inputs_are_valid() {
     );
     assert_eq!(
         refused.len(),
-        3,
-        "example/invalid.json, tests/golden/invalid.input.json and delayed-both.input.json"
+        4,
+        "example/invalid.json, tests/golden/invalid.input.json, delayed-both.input.json and unknown-action.input.json"
     );
 
     let instances: Vec<Value> = valid.iter().map(|(_, v)| v.clone()).collect();

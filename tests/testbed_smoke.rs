@@ -176,6 +176,31 @@ fn pending_outcome_never_starts() {
     }
 }
 
+/// outcome=run: Running until deleted (no completion stage matches it).
+#[test]
+fn run_outcome_keeps_running() {
+    let b = bed();
+    let ns = b.new_namespace("smoke-run");
+    create_job(
+        &ns,
+        &job("long", json!({OUTCOME: "run"}), json!({}), json!({})),
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || job_pods(&ns, "long")
+            .first()
+            .is_some_and(|p| p["status"]["phase"] == "Running")),
+        "pod never Running: {}",
+        diag(&ns)
+    );
+    // Far beyond the default 1 s run: still running, the Job not finished.
+    std::thread::sleep(Duration::from_secs(4));
+    let pods = job_pods(&ns, "long");
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0]["status"]["phase"], "Running", "{}", pods[0]);
+    assert!(job_condition(&ns, "long", "Complete").is_none());
+    assert!(job_condition(&ns, "long", "Failed").is_none());
+}
+
 #[test]
 fn ttl_after_finished_deletes_the_job_and_its_pods() {
     let b = bed();

@@ -3,8 +3,11 @@
 //! `{"created": job}`, `{"jobs"|"pods": {"applied"|"deleted": object}}`,
 //! `{"jobs"|"pods": {"restarted": [objects]}}`, the same events of one
 //! namespace's watch as `{"nsjobs": {"ns": "<namespace>", "applied": object}}`
-//! (or "deleted", "restarted"), `{"rejected": "id"}` and
-//! `{"tick": seconds}`, each a second after the last. The Job and Pod objects
+//! (or "deleted", "restarted"), `{"rejected": "id"}`,
+//! `{"cancel": "id"}` (a waiting cancel tombstone for the id, then the cancel
+//! notice), `{"consume": "id"}` (its tombstone marked consumed, as the
+//! tracker's thread does once its write landed) and `{"tick": seconds}`, each
+//! a second after the last. The Job and Pod objects
 //! come from outside the process, so `Tracker::handle` and `tick` must never
 //! panic, and per Job (namespace, name, uid) the callbacks keep their order:
 //! 0 → 1 → terminal, each at most once, nothing after the terminal one.
@@ -14,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use k8s_job_worker::cancel::{Consumed, Tombstone, Tombstones};
 use k8s_job_worker::kube::watch::Event;
 use k8s_job_worker::tracker::{Action, Board, LiveJobs, Tracker, TrackerMsg, callback_msg};
 use libfuzzer_sys::fuzz_target;
@@ -67,11 +71,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(Value::Array(steps)) = serde_json::from_slice::<Value>(data) else {
         return;
     };
+    let cancels = Arc::new(Tombstones::default());
     let mut t = Tracker::new(
         Arc::new(LiveJobs::default()),
         Board::default(),
         Duration::from_secs(60),
-    );
+    )
+    .with_cancels(cancels.clone());
     let start = Instant::now();
     let wall0 = UNIX_EPOCH + Duration::from_secs(1_795_503_600);
     // Per Job (namespace, name, uid): the ranks sent so far. A new uid under a
@@ -137,6 +143,15 @@ fuzz_target!(|data: &[u8]| {
                 now,
                 wall,
             ),
+            "cancel" => {
+                let id = v.as_str().unwrap_or_default().to_string();
+                cancels.insert(Tombstone::new("fuzz", &id, wall, Duration::from_secs(86_400)));
+                t.handle(TrackerMsg::Cancel { id, fresh: true }, now, wall)
+            }
+            "consume" => {
+                cancels.mark(v.as_str().unwrap_or_default(), Consumed::Cancelled);
+                continue;
+            }
             "tick" => {
                 secs += v.as_u64().unwrap_or(0).min(86_400);
                 let now = start + Duration::from_secs(secs);

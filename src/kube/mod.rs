@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod lease;
+pub mod tombstone;
 pub mod watch;
 
 pub use client::{Client, KubeConfig, KubeError};

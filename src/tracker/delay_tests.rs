@@ -247,3 +247,41 @@ fn a_new_leader_starts_an_overdue_job_from_its_annotation() {
     );
     assert!(starts(&t.tick(now, late)).is_empty());
 }
+
+#[test]
+fn a_delayed_job_cancelled_while_it_waits_is_never_started() {
+    use crate::cancel::{Tombstone, Tombstones};
+    let live = Arc::new(LiveJobs::default());
+    let index = Arc::new(Tombstones::default());
+    let mut t = tracker(&live, 0).with_cancels(index.clone());
+    let now = Instant::now();
+    let t0 = ts(CREATED);
+    let a = t.handle(
+        TrackerMsg::Created {
+            job: delayed("c", None, None),
+            received_at: now,
+        },
+        now,
+        t0,
+    );
+    assert_eq!(statuses(&a), vec![0]);
+    // The cancel arrives before the start time.
+    index.insert(Tombstone {
+        cancelled_at: "2026-11-24T07:00:03Z".into(),
+        ..Tombstone::new("i", "id-c", t0, Duration::from_secs(86_400))
+    });
+    let a = t.handle(
+        TrackerMsg::Jobs(Event::Applied(delayed("c", None, None))),
+        now + secs(3),
+        t0 + secs(3),
+    );
+    assert!(
+        a.iter().any(|a| matches!(a, Action::CancelJob { .. })),
+        "{a:?}"
+    );
+    // Past its start time: no start is ever asked for.
+    for s in [8, 9, 30] {
+        let a = t.tick(now + secs(s), t0 + secs(s));
+        assert!(starts(&a).is_empty(), "{s} s: {a:?}");
+    }
+}

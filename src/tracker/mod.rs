@@ -12,6 +12,8 @@
 
 mod board;
 #[cfg(test)]
+mod cancel_tests;
+#[cfg(test)]
 mod delay_tests;
 mod observe;
 mod state;
@@ -31,6 +33,7 @@ pub use board::{Board, JobView, LiveJobs, Slot};
 pub use state::{Action, Tracker, TrackerMsg};
 
 use crate::callbacks::{Callback, CallbackMsg, JobRef};
+use crate::cancel::{self, Consumed, Tombstones};
 use crate::contract::{
     ANN_DELIVERED, ANN_QUEUE_NAME, ANN_START_AFTER, FINALIZER, LABEL_JOB_NAME,
     LABEL_KUEUE_QUEUE_NAME,
@@ -73,6 +76,9 @@ pub struct Channels {
     pub callbacks: Sender<CallbackMsg>,
     /// Beaten once per loop iteration and per action performed.
     pub heartbeat: Arc<crate::heartbeat::Heartbeat>,
+    /// The cancel tombstones (shared with intake) and their namespace.
+    pub cancels: Arc<Tombstones>,
+    pub tombstone_ns: String,
 }
 
 /// The tracker's tick: timeouts are checked, and `stop` is noticed, this often.
@@ -160,6 +166,44 @@ fn perform(a: Action, ch: &Channels, kube: &Client) {
             if let Err(e) = kube.merge_patch(&job_path(namespace, name), &body, &op) {
                 // Asked again after timer::START_RETRY while the Job still waits.
                 log::warn!("{e}");
+            }
+        }
+        Action::CancelJob {
+            namespace,
+            name,
+            id,
+            at,
+            tombstone,
+        } => {
+            let path = job_path(namespace, name);
+            let key = format!("{namespace}/{name}");
+            // The decision first, durable on the Job (and its pods stopped).
+            let op = format!("cancel job {key}");
+            match kube.merge_patch(&path, &cancel::cancel_patch(at), &op) {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(404) => return, // gone: the tracker reports it
+                Err(e) => return log::warn!("{e}; retrying"),
+            }
+            if let Some(tb) = tombstone {
+                match crate::kube::tombstone::consume(
+                    kube,
+                    &ch.tombstone_ns,
+                    tb,
+                    Consumed::Cancelled,
+                ) {
+                    Ok(()) => ch.cancels.mark(id, Consumed::Cancelled),
+                    Err(e) => return log::warn!("{e}; retrying"),
+                }
+            }
+            if let Err(e) = kube.delete(&path, "Background", &format!("delete job {key}")) {
+                log::warn!("{e}; retrying");
+            }
+        }
+        Action::ConsumeTombstone { id, tombstone, how } => {
+            if let Err(e) = crate::kube::tombstone::consume(kube, &ch.tombstone_ns, tombstone, *how)
+            {
+                // The index says consumed: the next leader retries from the list.
+                log::warn!("message {id}: {e}");
             }
         }
         Action::FetchPods { namespace, name } => {

@@ -11,9 +11,9 @@ use crate::webhook_guard::WebhookUrl;
 
 use crate::contract::detail::ContainerEnd;
 use crate::contract::{
-    ANN_DELIVERED, ANN_MESSAGE_ID, ANN_QUEUE_NAME, ANN_START_AFTER, ANN_WEBHOOK_URL, FINALIZER,
-    LABEL_JOB_NAME, LABEL_JOB_NAME_LEGACY, LABEL_KUEUE_QUEUE_NAME, MAX_TERMINATION_MESSAGE_BYTES,
-    Status, annotation_pointer, truncate_utf8,
+    ANN_CANCELLED_AT, ANN_DELIVERED, ANN_MESSAGE_ID, ANN_QUEUE_NAME, ANN_START_AFTER,
+    ANN_WEBHOOK_URL, FINALIZER, LABEL_JOB_NAME, LABEL_JOB_NAME_LEGACY, LABEL_KUEUE_QUEUE_NAME,
+    MAX_TERMINATION_MESSAGE_BYTES, Status, annotation_pointer, truncate_utf8,
 };
 
 pub(super) fn job_key(ns: &str, name: &str) -> String {
@@ -86,6 +86,8 @@ pub(super) struct JobObject {
     pub start_after: Option<SystemTime>,
     /// The queue-name annotation of a delayed queued Job not started yet.
     pub delayed_queue: Option<String>,
+    /// `cancelled-at`: a cancel was decided for it (3 CANCELLED is owed).
+    pub cancelled_at: Option<String>,
 }
 
 /// `spec.suspend` is true.
@@ -152,6 +154,7 @@ pub(super) fn job_object(job: &Value) -> Option<JobObject> {
         start_after: s(job, &annotation_pointer(ANN_START_AFTER))
             .map(|a| crate::schedule::parse_annotation(a).unwrap_or(std::time::UNIX_EPOCH)),
         delayed_queue: s(job, &annotation_pointer(ANN_QUEUE_NAME)).map(str::to_string),
+        cancelled_at: s(job, &annotation_pointer(ANN_CANCELLED_AT)).map(str::to_string),
     })
 }
 

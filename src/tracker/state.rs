@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::board::{self, Board, JobView, LiveJobs, Slot};
 use super::observe::{self, JobObject, PodInfo, Terminal};
 use super::timer::{Delay, Seen, Timer};
+use crate::cancel::{self, Consumed, ForJob, Tombstones};
 use crate::contract::{ErrorCode, Status, detail};
 use crate::kube::watch::Event;
 use crate::metrics;
@@ -36,6 +37,12 @@ pub enum TrackerMsg {
     Rejected {
         id: String,
         code: crate::contract::ErrorCode,
+    },
+    /// A cancel tombstone for message `id` exists (just written by intake,
+    /// `fresh`, or listed when this leader started): apply it to its Job.
+    Cancel {
+        id: String,
+        fresh: bool,
     },
 }
 
@@ -71,7 +78,27 @@ pub enum Action {
         name: String,
         queue: Option<String>,
     },
+    /// Cancel a live Job: write `cancelled-at` and suspend it, mark its
+    /// waiting tombstone (`tombstone`, its name) consumed, then delete it
+    /// (background). Each step only after the one before it succeeded.
+    CancelJob {
+        namespace: String,
+        name: String,
+        id: String,
+        at: String,
+        tombstone: Option<String>,
+    },
+    /// Mark a tombstone consumed without touching a Job (its Job had finished).
+    ConsumeTombstone {
+        id: String,
+        tombstone: String,
+        how: Consumed,
+    },
 }
+
+/// How long a cancel in progress waits before the tracker asks again (a
+/// step failed, or the Job's deletion has not shown yet).
+pub(super) const CANCEL_RETRY: Duration = Duration::from_secs(10);
 
 /// How long a terminal status waits for the pod details it should carry.
 pub(super) const POD_INFO_GRACE: Duration = Duration::from_secs(3);
@@ -207,6 +234,10 @@ struct Tracked {
     held: bool,
     /// queue_to_job_seconds was observed for this Job (once).
     latency_observed: bool,
+    /// When its cancel was received (`cancelled-at`): 3 CANCELLED is owed.
+    cancelled_at: Option<String>,
+    /// When this worker last asked for the cancel's writes.
+    cancel_asked: Option<Instant>,
     listing: Listing,
     view: JobView,
 }
@@ -226,6 +257,8 @@ pub struct Tracker {
     /// MAX_CONCURRENT_JOBS (0 = unlimited): a delayed Job starts only into a
     /// free admitted slot.
     max_concurrent: usize,
+    /// The leader's cancel tombstones (none in table tests that do not cancel).
+    cancels: Option<Arc<Tombstones>>,
 }
 
 /// At most this many uids are remembered as gone (bounded memory).
@@ -248,6 +281,7 @@ impl Tracker {
             gone: HashSet::new(),
             timer: Timer::default(),
             max_concurrent: 0,
+            cancels: None,
         }
     }
 
@@ -255,6 +289,12 @@ impl Tracker {
     /// (MAX_CONCURRENT_JOBS, 0 = unlimited).
     pub fn with_max_concurrent(mut self, cap: usize) -> Tracker {
         self.max_concurrent = cap;
+        self
+    }
+
+    /// The tracker applies the cancel tombstones of `index` to its Jobs.
+    pub fn with_cancels(mut self, index: Arc<Tombstones>) -> Tracker {
+        self.cancels = Some(index);
         self
     }
 
@@ -305,6 +345,26 @@ impl Tracker {
                     ..JobView::default()
                 };
                 board::show(&self.board, id, view);
+            }
+            TrackerMsg::Cancel { id, fresh } => {
+                let keys: Vec<String> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, t)| t.id == id)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if keys.is_empty() {
+                    if fresh {
+                        metrics::inc(metrics::CANCELS, &[("outcome", "early")]);
+                        log::info!(
+                            "message {id}: cancel recorded before its job request; no pod of it will run"
+                        );
+                    }
+                    return out;
+                }
+                for key in keys {
+                    self.advance(&key, now, wall, &mut out);
+                }
             }
             TrackerMsg::Jobs(Event::Applied(job)) => {
                 if let Some(key) = self.upsert_job(&job, now, wall) {
@@ -386,6 +446,11 @@ impl Tracker {
                 self.timer.set(&key, None);
                 continue;
             };
+            if t.cancelled_at.is_some() {
+                // Cancelled while it waited: it is never started.
+                self.timer.set(&key, None);
+                continue;
+            }
             let (at, queue) = match &t.delay {
                 Delay::Waiting { at, queue } => (*at, queue.clone()),
                 Delay::Starting { asked, .. }
@@ -490,6 +555,7 @@ impl Tracker {
             admission,
             start_after,
             delayed_queue,
+            cancelled_at,
         } = observe::job_object(job)?;
         let t = self.jobs.entry(key.clone()).or_insert_with(|| Tracked {
             view: JobView {
@@ -512,6 +578,8 @@ impl Tracker {
             deleting: false,
             held: false,
             latency_observed: false,
+            cancelled_at: None,
+            cancel_asked: None,
             listing: Listing::FromIntake { misses: 0 },
         });
         let mut stale = None;
@@ -524,6 +592,9 @@ impl Tracker {
             }
         }
         t.webhook = webhook;
+        if cancelled_at.is_some() {
+            t.cancelled_at = cancelled_at;
+        }
         t.deleting = deleting;
         t.held = held;
         t.created = created.or(t.created);
@@ -560,7 +631,7 @@ impl Tracker {
                 fetched_pods: false,
             });
         }
-        let timed = (!t.stage.is_done() && !t.deleting)
+        let timed = (!t.stage.is_done() && !t.deleting && t.cancelled_at.is_none())
             .then(|| t.delay.at())
             .flatten();
         self.timer.set(&key, timed);
@@ -633,8 +704,63 @@ impl Tracker {
         }
     }
 
+    /// Applies a waiting cancel tombstone of the Job's id: a live Job is
+    /// marked cancelled (the writes follow in `advance`), a finished one only
+    /// consumes the tombstone.
+    fn check_cancel(&mut self, key: &str, out: &mut Vec<Action>) {
+        let Some(index) = &self.cancels else {
+            return;
+        };
+        let Some(t) = self.jobs.get_mut(key) else {
+            return;
+        };
+        if t.cancelled_at.is_some() {
+            return;
+        }
+        let Some(tomb) = index.get(&t.id) else {
+            return;
+        };
+        let finished = t.stage.is_done() || t.ending.is_some();
+        match cancel::for_job(finished, false, Some(&tomb)) {
+            ForJob::Nothing => {}
+            ForJob::Cancel { at } => {
+                metrics::inc(metrics::CANCELS, &[("outcome", "cancelled")]);
+                log::info!(
+                    "message {} job {}/{}: cancelled by request at {at}; deleting it",
+                    t.id,
+                    t.namespace,
+                    t.name
+                );
+                t.cancelled_at = Some(at);
+            }
+            ForJob::AlreadyFinished => {
+                metrics::inc(metrics::CANCELS, &[("outcome", "already_finished")]);
+                log::info!(
+                    "message {} job {}/{}: cancel received after it finished; nothing changes",
+                    t.id,
+                    t.namespace,
+                    t.name
+                );
+                // Marked at once, so that neither a second event nor the
+                // tick asks again; `perform` writes it.
+                index.mark(&t.id, Consumed::AlreadyFinished);
+                out.push(Action::ConsumeTombstone {
+                    id: t.id.clone(),
+                    tombstone: tomb.name,
+                    how: Consumed::AlreadyFinished,
+                });
+            }
+        }
+    }
+
     /// Emits whatever the Job is owed now, in order.
     fn advance(&mut self, key: &str, now: Instant, wall: SystemTime, out: &mut Vec<Action>) {
+        self.check_cancel(key, out);
+        let waiting_tombstone = self.jobs.get(key).and_then(|t| {
+            let index = self.cancels.as_ref()?;
+            t.cancelled_at.as_ref()?;
+            index.get(&t.id).filter(|tb| tb.consumed.is_none())
+        });
         let pod = self.pods.get(key).cloned();
         let timeout = self.pod_start_timeout;
         let Some(t) = self.jobs.get_mut(key) else {
@@ -659,7 +785,8 @@ impl Tracker {
         if t.stage.is_done() {
             return;
         }
-        if t.stage == Stage::New {
+        // A Job cancelled before its 0 (created cancelled) gets only its 3.
+        if t.stage == Stage::New && t.cancelled_at.is_none() {
             let mut detail = detail::created(&t.uid, &t.name, t.queue_name.as_deref());
             if let Some(at) = t.delay.at() {
                 detail::add_start_after(&mut detail, &crate::schedule::annotation(at));
@@ -667,10 +794,37 @@ impl Tracker {
             Self::emit(t, Status::Created, detail, wall, out);
         }
         let pod_started = pod.as_ref().is_some_and(|p| p.started);
-        if t.stage == Stage::Created && pod_started {
+        // After a cancel, no new 1: a pod stopped by it shows as terminated.
+        if t.stage == Stage::Created && pod_started && t.cancelled_at.is_none() {
             let p = pod.clone().unwrap_or_default();
             let detail = detail::running(&p.uid, &p.name);
             Self::emit(t, Status::Running, detail, wall, out);
+        }
+        // Cancelled: 3 CANCELLED once the Job shows its deletion (whatever a
+        // pod stopped by the cancel reported in between); until then, the
+        // cancel's writes, asked again every CANCEL_RETRY.
+        if let Some(at) = t.cancelled_at.clone() {
+            if t.deleting {
+                let detail = detail::error(&ErrorCode::Cancelled, &cancel::reason(&at));
+                Self::emit(t, Status::Failed, detail, wall, out);
+                self.finish(key, "cancelled");
+                self.publish(key);
+                return;
+            }
+            if t.cancel_asked
+                .is_none_or(|asked| now.duration_since(asked) >= CANCEL_RETRY)
+            {
+                t.cancel_asked = Some(now);
+                out.push(Action::CancelJob {
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                    id: t.id.clone(),
+                    at,
+                    tombstone: waiting_tombstone.map(|tb| tb.name),
+                });
+            }
+            self.publish(key);
+            return;
         }
         if let Some(ending) = &mut t.ending {
             let term = ending.terminal.clone();
@@ -837,7 +991,13 @@ impl Tracker {
         self.pods.remove(key);
         self.timer.set(key, None);
         self.forget(t.uid.clone());
-        if !t.stage.is_done() {
+        if !t.stage.is_done() && t.cancelled_at.is_some() {
+            let at = t.cancelled_at.clone().unwrap_or_default();
+            let detail = detail::error(&ErrorCode::Cancelled, &cancel::reason(&at));
+            Self::emit(&mut t, Status::Failed, detail, wall, out);
+            metrics::inc(metrics::JOBS_FINISHED, &[("result", "cancelled")]);
+            board::show(&self.board, t.id.clone(), t.view.clone());
+        } else if !t.stage.is_done() {
             // Never announce a Job that no longer exists: straight to the 99.
             let detail = job_deleted(&t.namespace, &t.name);
             Self::emit(&mut t, Status::Exception, detail, wall, out);
