@@ -426,9 +426,9 @@ impl Client {
             if !cont.is_empty() {
                 q.push_str(&format!("&continue={}", percent_encode(&cont)));
             }
-            let v = self.get(&format!("{path}?{q}"), op)?;
-            if let Some(Value::Array(list)) = v.get("items") {
-                items.extend(list.iter().cloned());
+            let mut v = self.get(&format!("{path}?{q}"), op)?;
+            if let Some(Value::Array(list)) = v.get_mut("items") {
+                items.append(list);
             }
             let rv = v
                 .pointer("/metadata/resourceVersion")
