@@ -5,7 +5,8 @@
 //! Job from the API server (a consistent read) while it holds each request, so
 //! a worker that sends a message's next callback before the previous record
 //! landed is caught in the act; records of different messages run in
-//! parallel, which the bench measures.
+//! parallel, which the bench measures. The terminal record releases the Job
+//! (one strategic merge patch removes only our finalizer).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -149,4 +150,81 @@ fn a_messages_next_callback_arrives_only_after_the_previous_status_is_recorded()
         seen.len()
     );
     assert!(checked >= N, "at least one later callback per message");
+
+    // The terminal record releases the Job: our finalizer goes, the terminal
+    // status is recorded, other finalizers stay (one Job carries a second).
+    let jobs = dep.jobs();
+    let other = "example.com/keep";
+    let probe = jobs[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (id, st, _) in &seen {
+        last.insert(id.as_str(), *st);
+    }
+    let released = wait_for(Duration::from_secs(30), || {
+        dep.jobs().iter().all(|j| {
+            let fins = j["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            !fins.iter().any(|f| f == "k8s-job-worker.io/result")
+        })
+    });
+    assert!(released, "every Job released after its terminal callback");
+    for j in dep.jobs() {
+        let id = j["metadata"]["annotations"]["k8s-job-worker.io/message-id"]
+            .as_str()
+            .unwrap_or("");
+        let want = last.get(id).map(u64::to_string);
+        assert_eq!(
+            j["metadata"]["annotations"]["k8s-job-worker.io/delivered"]
+                .as_str()
+                .map(str::to_string),
+            want,
+            "{id}: the terminal status is recorded"
+        );
+    }
+    // Releasing leaves another controller's finalizer alone (the API server
+    // removes only ours from the list): first the strategic merge patch that
+    // `release` sends, on its own (this API server takes it for Jobs, so the
+    // read-first fallback is not what passes here), then `release`.
+    let path = format!("/apis/batch/v1/namespaces/{}/jobs/{probe}", dep.ns);
+    let hold = || {
+        let (code, _) = bed().kube_patch(
+            &path,
+            &serde_json::json!({"metadata": {"finalizers": [other, "k8s-job-worker.io/result"]}}),
+        );
+        assert_eq!(code, 200);
+    };
+    hold();
+    let resp = support::kube_agent(&bed().ca_pem)
+        .patch(&format!("{}{path}", bed().api_url))
+        .header("Authorization", &format!("Bearer {}", bed().admin_token))
+        .header("Content-Type", "application/strategic-merge-patch+json")
+        .send(
+            serde_json::json!({"metadata": {
+                "$deleteFromPrimitiveList/finalizers": ["k8s-job-worker.io/result"]}})
+            .to_string(),
+        )
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (_, j) = bed().kube_get(&path);
+    assert_eq!(j["metadata"]["finalizers"], serde_json::json!([other]));
+    hold();
+    let kube = k8s_job_worker::kube::Client::new(&k8s_job_worker::kube::client::KubeConfig {
+        api_url: bed().api_url.clone(),
+        token_file: Some(bed().admin_token_file.clone()),
+        ca_file: Some(bed().ca_file.clone()),
+    })
+    .unwrap();
+    kube.release(
+        &path,
+        "k8s-job-worker.io/result",
+        &serde_json::json!({"k8s-job-worker.io/delivered": "2"}),
+        "release probe",
+    )
+    .unwrap();
+    let (_, j) = bed().kube_get(&path);
+    assert_eq!(j["metadata"]["finalizers"], serde_json::json!([other]));
+    let (code, _) = bed().kube_patch(&path, &serde_json::json!({"metadata": {"finalizers": []}}));
+    assert_eq!(code, 200);
 }

@@ -480,8 +480,12 @@ impl Client {
 }
 
 impl Client {
-    /// Sets `annotations` on an object and removes `finalizer` from it, guarded
-    /// by the resourceVersion read (retried on 409). A missing object is fine.
+    /// Sets `annotations` on an object and removes `finalizer` from it. A
+    /// missing object is fine. One strategic merge patch (the API server
+    /// deletes the finalizer from the list itself, so nothing is read first
+    /// and no concurrent change of the list is lost); where the type has no
+    /// strategic merge (415, or refused as 400/422), a read and a merge patch
+    /// guarded by the resourceVersion read (retried on 409).
     pub fn release(
         &self,
         path: &str,
@@ -489,6 +493,22 @@ impl Client {
         annotations: &Value,
         op: &str,
     ) -> Result<(), KubeError> {
+        let smp = serde_json::json!({"metadata": {
+            "$deleteFromPrimitiveList/finalizers": [finalizer],
+            "annotations": annotations}});
+        match self.call(
+            "PATCH",
+            path,
+            Some(("application/strategic-merge-patch+json", &smp)),
+            op,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(404) => return Ok(()),
+            Err(e) if matches!(e.code(), Some(400 | 415 | 422)) => {
+                log::debug!("{op}: no strategic merge patch ({e}); reading first");
+            }
+            Err(e) => return Err(e),
+        }
         for _ in 0..5 {
             let obj = match self.get(path, op) {
                 Ok(o) => o,
