@@ -120,6 +120,10 @@ pub fn open_queue(cfg: &Config) -> Result<Box<dyn Queue>, StartError> {
 }
 
 /// Records each settled callback on its Job and settles rejected messages.
+/// Runs on the callback workers, many Jobs at once; the callback thread sends
+/// a message's next callback only after its previous record returned, so a
+/// successor reading `k8s-job-worker.io/delivered` never resends an earlier
+/// status after a later one.
 struct Recorder {
     kube: Client,
     settled: Sender<u64>,
@@ -189,8 +193,9 @@ pub struct Bounds {
     /// patches): 5 × TICK + 2 × CALL_TIMEOUT.
     pub tracker: Duration,
     /// With callbacks pending it wakes at the next retry (≤ CALLBACK_BACKOFF_MAX)
-    /// or when an attempt ends (≤ CALLBACK_TIMEOUT), then records settled
-    /// statuses on Jobs: CALLBACK_BACKOFF_MAX + CALLBACK_TIMEOUT + 3 ×
+    /// or when an attempt ends (≤ CALLBACK_TIMEOUT); the records of settled
+    /// statuses run on its workers, on the dispatcher only when no worker
+    /// thread can be started: CALLBACK_BACKOFF_MAX + CALLBACK_TIMEOUT + 3 ×
     /// CALL_TIMEOUT + slack. Without pending callbacks it is idle (no bound).
     pub callbacks: Duration,
     /// One read (the watch's per-read timeout, 320 s) or one list, then at

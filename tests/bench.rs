@@ -107,8 +107,13 @@ impl Clock {
 /// default environment of tests/support/worker.rs except RUST_LOG=info and no
 /// REDIS_DB or CALLBACK_BACKOFF_MAX.
 fn start_worker(q: Q, env: &[(&str, &str)]) -> Worker {
+    start_worker_bin(q, env, worker_bin())
+}
+
+/// `start_worker` with another binary (e.g. the shipped static musl build).
+fn start_worker_bin(q: Q, env: &[(&str, &str)], bin: PathBuf) -> Worker {
     Launcher::new(q)
-        .bin(worker_bin())
+        .bin(bin)
         .ns_tag("bench")
         .instance_tag("bench")
         .env("RUST_LOG", "info")
@@ -423,6 +428,14 @@ struct Row {
     trickle_p50: f64,
     trickle_p99: f64,
     trickle_max: f64,
+    /// 1-minute load average right after the burst, terminal and trickle phases.
+    load_burst: String,
+    load_terminal: String,
+    load_trickle: String,
+    /// Trickle means from the worker's histograms (queue_to_job_seconds,
+    /// callback_delivery_seconds).
+    trickle_receive_to_job_ms: f64,
+    trickle_callback_queue_ms: f64,
 }
 
 fn run(q: Q, n: usize, trickle_n: usize, w: &Worker) -> Row {
@@ -494,6 +507,7 @@ fn run(q: Q, n: usize, trickle_n: usize, w: &Worker) -> Row {
     row.burst_p50 = pct(&lat, 50.0);
     row.burst_p99 = pct(&lat, 99.0);
     row.burst_max = lat.last().cloned().unwrap_or(f64::NAN);
+    row.load_burst = load_avg();
     eprintln!("[bench] {}: burst done: {row:?}", row.queue);
     let (code, list) = b.kube_get(&format!(
         "/apis/batch/v1/namespaces/{}/jobs?limit=5000",
@@ -526,6 +540,7 @@ fn run(q: Q, n: usize, trickle_n: usize, w: &Worker) -> Row {
         .map(|c| clock.wall(c.at))
         .fold(f64::MIN, f64::max);
     row.terminal_secs = last2 - first_enq;
+    row.load_terminal = load_avg();
     eprintln!(
         "[bench] {}: {} of {n} at status 2, {:.1}s after the first enqueue",
         row.queue, row.terminal_got, row.terminal_secs
@@ -540,6 +555,16 @@ fn run(q: Q, n: usize, trickle_n: usize, w: &Worker) -> Row {
     eprintln!("[bench] {}: drained in {:.1}s", row.queue, row.drain_secs);
 
     // ---- trickle at `rate`/s
+    // Where a status 0's time goes: the worker's own histograms over the
+    // trickle alone (receive → Job known to the tracker; callback queued →
+    // delivered, which includes waiting for the message's turn and records).
+    let hist = |name: &str| {
+        let s = w.metric(&format!("job_worker_{name}_sum")).unwrap_or(0.0);
+        let c = w.metric(&format!("job_worker_{name}_count")).unwrap_or(0.0);
+        (s, c)
+    };
+    let q2j0 = hist("queue_to_job_seconds");
+    let cb0 = hist("callback_delivery_seconds");
     let hook = WebhookReceiver::start();
     let ids: Vec<String> = (0..trickle_n)
         .map(|i| format!("{}-t{i}", unique("m")))
@@ -583,6 +608,20 @@ fn run(q: Q, n: usize, trickle_n: usize, w: &Worker) -> Row {
     row.trickle_p50 = pct(&lat, 50.0);
     row.trickle_p99 = pct(&lat, 99.0);
     row.trickle_max = lat.last().cloned().unwrap_or(f64::NAN);
+    row.load_trickle = load_avg();
+    let mean_ms = |a: (f64, f64), b: (f64, f64)| {
+        if b.1 > a.1 {
+            1000.0 * (b.0 - a.0) / (b.1 - a.1)
+        } else {
+            f64::NAN
+        }
+    };
+    row.trickle_receive_to_job_ms = mean_ms(q2j0, hist("queue_to_job_seconds"));
+    row.trickle_callback_queue_ms = mean_ms(cb0, hist("callback_delivery_seconds"));
+    eprintln!(
+        "[bench] {}: trickle means: receive → Job at the tracker {:.1} ms; callback queued → delivered {:.1} ms (every status)",
+        row.queue, row.trickle_receive_to_job_ms, row.trickle_callback_queue_ms
+    );
     wait_for(Duration::from_secs(300), || {
         w.metric("job_worker_jobs_in_flight") == Some(0.0)
     });
@@ -710,13 +749,15 @@ fn slow_burst(w: &Worker, n: usize) -> (f64, f64) {
 /// BENCH_INFLIGHT_N (10,000) Jobs whose pods never finish (kwok keeps them
 /// Pending), all in flight at once, on a fresh worker: seconds until the
 /// worker counts them all in flight, and its peak RSS (KiB) then.
-fn in_flight(n: usize) -> (f64, usize, u64) {
+fn in_flight(n: usize, bin: PathBuf) -> InFlight {
     let b = bed();
-    let w = start_worker(Q::Redis, &[("POD_START_TIMEOUT", "3600")]);
+    let w = start_worker_bin(Q::Redis, &[("POD_START_TIMEOUT", "3600")], bin.clone());
     assert!(
         wait_for(Duration::from_secs(60), || w.get("/readyz").0 == 200),
         "worker not ready"
     );
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = proc_kib(&w, "VmRSS");
     let hook = WebhookReceiver::start();
     let mut cmd = redis::cmd("LPUSH");
     cmd.arg(format!("{}queue", w.redis_prefix));
@@ -745,7 +786,62 @@ fn in_flight(n: usize) -> (f64, usize, u64) {
     // Unload the bed: the namespace's pods go (its Jobs keep our finalizer,
     // with the worker gone, until the bed is torn down).
     let _ = b.kube_delete(&format!("/api/v1/namespaces/{ns}"), None);
-    (secs, live, peak)
+    InFlight {
+        bin: bin_label(&bin),
+        secs,
+        live,
+        peak_kib: peak,
+        idle_kib: idle,
+    }
+}
+
+/// One in-flight run: which binary, how long until all were in flight, how
+/// many were, peak RSS, and idle RSS before the first message.
+struct InFlight {
+    bin: String,
+    secs: f64,
+    live: usize,
+    peak_kib: u64,
+    idle_kib: u64,
+}
+
+/// "static musl" for the shipped build, else "glibc" (the release build).
+fn bin_label(bin: &std::path::Path) -> String {
+    if bin.to_string_lossy().contains("musl") {
+        "static musl (shipped)".into()
+    } else {
+        "glibc release".into()
+    }
+}
+
+/// The binaries the in-flight row runs: BENCH_INFLIGHT_BINS (comma-separated
+/// paths), else the release worker and, when built (`make static-amd64`), the
+/// shipped static musl binary beside it.
+fn in_flight_bins() -> Vec<PathBuf> {
+    if let Ok(list) = std::env::var("BENCH_INFLIGHT_BINS") {
+        return list
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| PathBuf::from(p.trim()))
+            .collect();
+    }
+    let rel = worker_bin();
+    let mut bins = vec![rel.clone()];
+    if let Some(target) = rel.parent().and_then(|p| p.parent()) {
+        let musl = target.join("x86_64-unknown-linux-musl/release/k8s-job-worker");
+        if musl.exists() {
+            bins.push(musl);
+        }
+    }
+    bins
+}
+
+/// The machine's 1-minute load average (the bed is shared), for the table.
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -768,17 +864,21 @@ fn bench_redis_and_sqs() {
 
     // The bed alone, first: create ceiling on 1 and `conc` connections, drain rate.
     let c1 = support::load::raw_ceiling(b, ceiling_n, 1, false);
+    let load_c1 = load_avg();
     let cn = support::load::raw_ceiling(b, ceiling_n, conc, false);
+    let load_cn = load_avg();
     eprintln!(
         "[bench] ceiling: 1 conn {:.0}/s, {conc} conn {:.0}/s",
         c1.per_sec(),
         cn.per_sec()
     );
     let drain = support::load::drain_rate(b, ceiling_n, conc, "1", Duration::from_secs(900));
+    let load_drain = load_avg();
     eprintln!("[bench] bed drain rate {:.1}/s", drain.per_sec());
 
     let mut rows = Vec::new();
     let mut slow = (f64::NAN, f64::NAN);
+    let mut load_slow = String::new();
     let cb_conc = std::env::var("CALLBACK_CONCURRENCY_PER_HOST").unwrap_or_default();
     let mut env: Vec<(&str, &str)> = Vec::new();
     let conc_s = conc.to_string();
@@ -792,6 +892,7 @@ fn bench_redis_and_sqs() {
         let w = start_worker(Q::Redis, &env);
         rows.push(run(Q::Redis, n, trickle_n, &w));
         slow = slow_burst(&w, n);
+        load_slow = load_avg();
         eprintln!(
             "[bench] slow receiver: creates {:.1}s, last status 0 {:.2}s after the last create",
             slow.0, slow.1
@@ -804,17 +905,31 @@ fn bench_redis_and_sqs() {
         drop(w);
         moto = sqs_baseline(sqs_n);
     }
-    let inflight = if only.split(',').any(|s| s.trim() == "redis") && inflight_n > 0 {
-        in_flight(inflight_n)
-    } else {
-        (f64::NAN, 0, 0)
-    };
+    let inflight: Vec<(InFlight, String)> =
+        if only.split(',').any(|s| s.trim() == "redis") && inflight_n > 0 {
+            in_flight_bins()
+                .into_iter()
+                .map(|bin| {
+                    let r = in_flight(inflight_n, bin);
+                    eprintln!(
+                        "[bench] {} in flight, {}: peak RSS {:.1} MiB, idle {:.1} MiB",
+                        r.live,
+                        r.bin,
+                        mib(r.peak_kib),
+                        mib(r.idle_kib)
+                    );
+                    (r, load_avg())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
 
     let t = table(&rows);
     let mut sum = String::new();
     sum += "| row | worker | beside it (same run) | ratio |\n|---|---|---|---|\n";
     sum += &format!(
-        "| raw ceiling (plain ureq, minimal Jobs, {ceiling_n}) | — | 1 conn: {:.0} Jobs/s; {conc} conn: {:.0} Jobs/s | — |\n",
+        "| raw ceiling (plain ureq, minimal Jobs, {ceiling_n}) | — | 1 conn: {:.0} Jobs/s (load {load_c1}); {conc} conn: {:.0} Jobs/s (load {load_cn}) | — |\n",
         c1.per_sec(),
         cn.per_sec()
     );
@@ -823,36 +938,41 @@ fn bench_redis_and_sqs() {
         let create_rate = r.n as f64 / r.burst_create_secs;
         if r.queue == "redis" {
             sum += &format!(
-                "| Redis burst {} (CREATE_CONCURRENCY {conc}) | {:.0} Jobs/s created ({:.2} s); last status 0 after {:.2} s | ceiling at {conc} conn: {:.0} Jobs/s | {:.0} % |\n",
+                "| Redis burst {} (CREATE_CONCURRENCY {conc}) | {:.0} Jobs/s created ({:.2} s); last status 0 after {:.2} s (load {}) | ceiling at {conc} conn: {:.0} Jobs/s | {:.0} % |\n",
                 r.n,
                 create_rate,
                 r.burst_create_secs,
                 r.burst_all_jobs_secs,
+                r.load_burst,
                 cn.per_sec(),
                 100.0 * create_rate / cn.per_sec()
             );
             sum += &format!(
-                "| terminal: all {} to status 2 | {} of {} in {:.1} s = {:.0} Jobs/s | bed drain rate: {:.0} Jobs/s ({} Jobs) | {:.0} % |\n",
+                "| terminal: all {} to status 2 | {} of {} in {:.1} s = {:.0} Jobs/s (load {}) | bed drain rate: {:.0} Jobs/s ({} Jobs, load {load_drain}) | {:.0} % |\n",
                 r.n,
                 r.terminal_got,
                 r.n,
                 r.terminal_secs,
                 r.terminal_got as f64 / r.terminal_secs,
+                r.load_terminal,
                 drain.per_sec(),
                 drain.completed,
                 100.0 * (r.terminal_got as f64 / r.terminal_secs) / drain.per_sec()
             );
             sum += &format!(
-                "| trickle {:.0}/s ({} msgs), Redis | status 0 p50 {} ms, p99 {} ms; idle RSS {:.1} MiB; peak RSS (burst+trickle) {:.1} MiB | — | — |\n",
+                "| trickle {:.0}/s ({} msgs), Redis | status 0 p50 {} ms, p99 {} ms (load {}; means: receive → Job {:.1} ms, callback queued → delivered {:.1} ms); idle RSS {:.1} MiB; peak RSS (burst+trickle) {:.1} MiB | target p50 ≤ 5 ms, p99 ≤ 10 ms | — |\n",
                 r.trickle_rate,
                 r.trickle_got,
                 ms(r.trickle_p50),
                 ms(r.trickle_p99),
+                r.load_trickle,
+                r.trickle_receive_to_job_ms,
+                r.trickle_callback_queue_ms,
                 mib(r.idle_rss_kib),
                 mib(r.peak_rss_kib)
             );
             sum += &format!(
-                "| burst {} with a 50 ms receiver | last status 0 {:.2} s after the last Job created (creates {:.2} s) | — | — |\n",
+                "| burst {} with a 50 ms receiver | last status 0 {:.2} s after the last Job created (creates {:.2} s; load {load_slow}) | — | — |\n",
                 r.n, slow.1, slow.0
             );
         } else {
@@ -867,21 +987,24 @@ fn bench_redis_and_sqs() {
                 100.0 * create_rate / (r.n as f64 / moto.1)
             );
             sum += &format!(
-                "| SQS trickle {:.0}/s ({} msgs) | status 0 p50 {} ms, p99 {} ms; idle RSS {:.1} MiB | — | — |\n",
+                "| SQS trickle {:.0}/s ({} msgs) | status 0 p50 {} ms, p99 {} ms (load {}); idle RSS {:.1} MiB | — | — |\n",
                 r.trickle_rate,
                 r.trickle_got,
                 ms(r.trickle_p50),
                 ms(r.trickle_p99),
+                r.load_trickle,
                 mib(r.idle_rss_kib)
             );
         }
     }
-    if inflight.1 > 0 {
+    for (r, load) in &inflight {
         sum += &format!(
-            "| {inflight_n} Jobs in flight (pods never finish) | peak RSS {:.1} MiB ({} counted in flight after {:.1} s) | — | — |\n",
-            mib(inflight.2),
-            inflight.1,
-            inflight.0
+            "| {inflight_n} Jobs in flight (pods never finish), {} | peak RSS {:.1} MiB ({} counted in flight after {:.1} s; load {load}); idle RSS {:.1} MiB | target ≤ 32 MiB; idle ≤ 5 MiB | — |\n",
+            r.bin,
+            mib(r.peak_kib),
+            r.live,
+            r.secs,
+            mib(r.idle_kib)
         );
     }
     println!(
@@ -1045,4 +1168,34 @@ fn sweep_concurrency() {
         eprintln!("[sweep] callbacks {k}: lag {lag:.2}s");
     }
     println!("\nconcurrency sweep (Redis burst of {n})\n\n{out}");
+}
+
+/// The in-flight row alone (`make bench` has it in its table): with
+/// BENCH_RSS set (else it returns at once), BENCH_INFLIGHT_N (10,000)
+/// never-finishing Jobs on each binary of `in_flight_bins` (the glibc release
+/// build and the shipped static musl build): idle RSS before the first
+/// message and peak RSS.
+#[test]
+#[ignore = "benchmark: run with `BENCH_RSS=1 make bench`"]
+fn in_flight_rss() {
+    if std::env::var_os("BENCH_RSS").is_none() {
+        return;
+    }
+    let n = env_num("BENCH_INFLIGHT_N", 10000.0) as usize;
+    let mut out = String::from(
+        "| binary | Jobs in flight | seconds until all in flight | idle RSS MiB | peak RSS MiB | load |\n|---|---|---|---|---|---|\n",
+    );
+    for bin in in_flight_bins() {
+        let r = in_flight(n, bin);
+        out += &format!(
+            "| {} | {} of {n} | {:.1} | {:.1} | {:.1} | {} |\n",
+            r.bin,
+            r.live,
+            r.secs,
+            mib(r.idle_kib),
+            mib(r.peak_kib),
+            load_avg()
+        );
+    }
+    println!("\nin-flight RSS (test bed)\n\n{out}");
 }

@@ -503,3 +503,47 @@ fn redis_the_cancel_command_cancels_a_running_job() {
     );
     let _ = std::fs::remove_file(file);
 }
+
+/// A delayed Job (issue 10 §2) cancelled while it waits: 0 (with
+/// startAfter), then one 3 CANCELLED; no pod ever exists, before or after
+/// its start time.
+#[test]
+fn redis_cancel_of_a_delayed_job_before_its_start_runs_no_pod() {
+    let hook = WebhookReceiver::start();
+    let w = launcher(Q::Redis).start();
+    let pods = record_pods(&w.ns);
+    let (id, body) = seed_message(&w.ns, &hook.url(), |m| {
+        if let Some(j) = m["job"].as_object_mut() {
+            j.remove("volume");
+            j.remove("envRef");
+        }
+        m["job"]["startDelaySeconds"] = json!(12);
+    });
+    w.send(&body);
+    assert!(
+        wait_for(Duration::from_secs(30), || statuses(&calls_for(&hook, &id))
+            == vec![0]),
+        "no status 0\n{}",
+        w.logs()
+    );
+    assert!(
+        calls_for(&hook, &id)[0].body["detail"]["startAfter"].is_string(),
+        "status 0 names its start time"
+    );
+    w.send(&cancel_body(&id));
+    let calls = wait_terminal(&w, &hook, &id, Duration::from_secs(60));
+    assert_eq!(statuses(&calls), vec![0, 3]);
+    assert_cancelled(&calls[1].body);
+    assert!(
+        wait_for(Duration::from_secs(60), || w.jobs().is_empty()),
+        "the Job is gone"
+    );
+    // Past the start time it was given: still no pod, nothing more sent.
+    std::thread::sleep(Duration::from_secs(14));
+    assert!(
+        pods.lock().unwrap().is_empty(),
+        "a pod ran: {:?}",
+        pods.lock().unwrap()
+    );
+    assert_eq!(statuses(&calls_for(&hook, &id)), vec![0, 3]);
+}

@@ -6,9 +6,12 @@
 //! `callbacks` owns all scheduling state (the pure state machine in `state.rs`)
 //! and hands attempts to per-destination worker threads (`pool.rs`), so a slow
 //! or dead webhook only ever occupies its own destination's workers. Every
-//! callback ends in exactly one `Hooks::settled` call, made on the dispatcher
-//! thread in the order the callbacks of a message were sent, unless shutdown's
-//! grace period runs out first.
+//! callback ends in exactly one `Hooks::settled` call (its record), made on a
+//! worker of its destination in the order the callbacks of a message were
+//! sent, unless shutdown's grace period runs out first. Recording is part of
+//! a message's turn: its next callback is not sent before the previous one's
+//! `settled` returned, so a successor that reads the records never resends an
+//! earlier status after a later one.
 
 mod deliver;
 mod pool;
@@ -27,7 +30,7 @@ use crate::webhook_guard::{PinnedResolver, WebhookUrl};
 pub use sign::{SigningKey, webhook_id};
 
 use deliver::HttpDeliverer;
-use pool::{Deliver, Pool};
+use pool::{Deliver, Finished, Pool, Work};
 use state::{Action, Attempt, Event, Policy, Random, Scheduler, Verdict};
 
 /// The Kubernetes Job a callback is about; opaque here, handed back in `settled`.
@@ -55,6 +58,9 @@ pub struct Callback {
     pub queued_at: Instant,
 }
 
+/// The pseudo-destination whose workers record callbacks without a webhook.
+const NO_WEBHOOK: &str = "";
+
 /// How a callback ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -69,9 +75,11 @@ pub enum Outcome {
 
 /// Told about every callback's final outcome.
 pub trait Hooks: Send + Sync {
-    /// Called once per callback, on the `callbacks` dispatcher thread, in send
-    /// order for the callbacks of one message. While it runs no other callback
-    /// is scheduled, so it should return quickly (brief blocking is fine).
+    /// Called once per callback, on a worker thread of its destination (many
+    /// at once for different messages), in send order for the callbacks of one
+    /// message and never two of one message at once: the message's next
+    /// callback is sent only after this returned. It may block for an API
+    /// request or two; only its own message and destination wait.
     fn settled(&self, cb: &Callback, outcome: &Outcome);
 }
 
@@ -202,6 +210,7 @@ fn run(
         cfg.workers_per_host,
         cfg.worker_idle_timeout,
         deliver,
+        Arc::clone(&hooks),
         done_tx,
     );
     let never = crossbeam_channel::never::<CallbackMsg>();
@@ -235,7 +244,10 @@ fn run(
             },
             recv(done_rx) -> done => if let Ok(d) = done {
                 pool.finished(&d.dest, d.worker, Instant::now());
-                events.push(Event::Result { message_id: d.message_id, attempt: d.attempt });
+                events.push(match d.finished {
+                    Finished::Attempt(attempt) => Event::Result { message_id: d.message_id, attempt },
+                    Finished::Recorded => Event::Recorded { message_id: d.message_id },
+                });
             },
             default(timeout) => {}
         }
@@ -268,7 +280,7 @@ fn run(
     log::info!("callbacks: stopped");
 }
 
-/// Carries out one action; returns an event when the action settled at once
+/// Carries out one action; returns an event when the action finished at once
 /// (an unusable URL, no worker thread).
 fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> {
     match action {
@@ -279,13 +291,15 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
                     attempt: Attempt::Final("no webhook URL".into()),
                 });
             };
-            pool.submit(&dest, &host, cb).err().map(|u| Event::Result {
-                message_id: u.message_id,
-                attempt: Attempt::Retry {
-                    reason: u.reason,
-                    retry_after: None,
-                },
-            })
+            pool.submit(&dest, &host, Work::Deliver(cb))
+                .err()
+                .map(|u| Event::Result {
+                    attempt: Attempt::Retry {
+                        reason: u.reason.clone(),
+                        retry_after: None,
+                    },
+                    message_id: u.message_id(),
+                })
         }
         Action::Retrying {
             message_id,
@@ -309,13 +323,34 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
             verdict,
             attempts,
         } => {
-            settle(&cb, verdict, attempts, hooks);
-            None
+            let outcome = settle(&cb, verdict, attempts);
+            let (dest, host) = cb
+                .url
+                .as_ref()
+                .map(WebhookUrl::destination)
+                .unwrap_or_else(|| (NO_WEBHOOK.to_string(), "record".to_string()));
+            match pool.submit(&dest, &host, Work::Record(cb, outcome)) {
+                Ok(()) => None,
+                // No thread to record on: record here, in the message's turn.
+                Err(u) => {
+                    log::warn!("{}; recording on the dispatcher", u.reason);
+                    let Work::Record(cb, outcome) = *u.work else {
+                        return None;
+                    };
+                    // No catch_unwind: the shipped build aborts on panic.
+                    hooks.settled(&cb, &outcome);
+                    Some(Event::Recorded {
+                        message_id: cb.message_id,
+                    })
+                }
+            }
         }
     }
 }
 
-fn settle(cb: &Callback, verdict: Verdict, attempts: u32, hooks: &dyn Hooks) {
+/// Counts and logs a settled callback; its record (`Hooks::settled`) follows
+/// on a worker.
+fn settle(cb: &Callback, verdict: Verdict, attempts: u32) -> Outcome {
     let status = cb.status.to_string();
     let (label, outcome) = match verdict {
         Verdict::Delivered => {
@@ -353,9 +388,7 @@ fn settle(cb: &Callback, verdict: Verdict, attempts: u32, hooks: &dyn Hooks) {
         crate::metrics::CALLBACKS_SENT,
         &[("status", &status), ("outcome", label)],
     );
-    // No catch_unwind: the shipped build aborts on panic (crash-only; the
-    // next leader resends what was not recorded as delivered).
-    hooks.settled(cb, &outcome);
+    outcome
 }
 
 /// A xorshift64* generator seeded from the system's secure random source

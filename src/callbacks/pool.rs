@@ -1,6 +1,9 @@
 //! Per-destination delivery workers. Each destination (scheme://host:port)
 //! gets up to `max_per_dest` threads named `callback-<host>`, started when its
-//! work arrives and stopped after sitting idle for `idle_timeout`; work for a
+//! work arrives and stopped after sitting idle for `idle_timeout`. Work is a
+//! delivery attempt or the recording of a settled callback (`Hooks::settled`,
+//! which PATCHes its Job), so records run in parallel off the dispatcher, on
+//! the threads of the callback's own destination; work for a
 //! destination whose workers are all busy waits in that destination's backlog
 //! only, so a slow or dead webhook never holds up another. The pool is owned
 //! and driven by the dispatcher thread alone (no shared state, no locks):
@@ -13,30 +16,61 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, unbounded};
 
-use super::Callback;
 use super::state::Attempt;
+use super::{Callback, Hooks, Outcome};
 
 /// Performs one delivery attempt (HTTP in production, a fake in unit tests).
 pub(crate) type Deliver = Arc<dyn Fn(&Callback) -> Attempt + Send + Sync>;
 
-/// A finished attempt, reported by a worker to the dispatcher.
+/// What a worker is given.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// One delivery attempt.
+    Deliver(Callback),
+    /// Record a settled callback: `Hooks::settled`.
+    Record(Callback, Outcome),
+}
+
+impl Work {
+    fn message_id(self) -> String {
+        match self {
+            Work::Deliver(cb) | Work::Record(cb, _) => cb.message_id,
+        }
+    }
+}
+
+/// What a finished piece of work came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Finished {
+    Attempt(Attempt),
+    /// `Hooks::settled` returned.
+    Recorded,
+}
+
+/// Finished work, reported by a worker to the dispatcher.
 pub(crate) struct Done {
     pub dest: String,
     pub worker: u64,
     pub message_id: String,
-    pub attempt: Attempt,
+    pub finished: Finished,
 }
 
-/// A callback that no worker could be started for.
+/// Work that no worker could be started for (handed back).
 #[derive(Debug)]
 pub(crate) struct Unstarted {
-    pub message_id: String,
+    pub work: Box<Work>,
     pub reason: String,
+}
+
+impl Unstarted {
+    pub(crate) fn message_id(self) -> String {
+        self.work.message_id()
+    }
 }
 
 struct Worker {
     id: u64,
-    tx: Sender<Callback>,
+    tx: Sender<Work>,
     handle: JoinHandle<()>,
     busy: bool,
     idle_since: Instant,
@@ -45,14 +79,19 @@ struct Worker {
 #[derive(Default)]
 struct Dest {
     workers: Vec<Worker>,
-    backlog: VecDeque<Callback>,
+    backlog: VecDeque<Work>,
 }
+
+/// Stack of a worker thread: one HTTP attempt (ureq, rustls) or one API
+/// server request deep; far below the 2 MiB default.
+const WORKER_STACK: usize = 512 * 1024;
 
 pub(crate) struct Pool {
     dests: HashMap<String, Dest>,
     max_per_dest: usize,
     idle_timeout: Duration,
     deliver: Deliver,
+    hooks: Arc<dyn Hooks>,
     results: Sender<Done>,
     next_id: u64,
 }
@@ -62,6 +101,7 @@ impl Pool {
         max_per_dest: usize,
         idle_timeout: Duration,
         deliver: Deliver,
+        hooks: Arc<dyn Hooks>,
         results: Sender<Done>,
     ) -> Pool {
         Pool {
@@ -69,14 +109,16 @@ impl Pool {
             max_per_dest: max_per_dest.max(1),
             idle_timeout,
             deliver,
+            hooks,
             results,
             next_id: 0,
         }
     }
 
-    /// Hands `cb` to an idle worker of `dest`, a new one, or the backlog.
+    /// Hands `cb` to an idle worker of `dest`, a new one, or the backlog (a
+    /// record at its front, an attempt at its back).
     /// Fails when no worker of `dest` exists and none could be started.
-    pub(crate) fn submit(&mut self, dest: &str, host: &str, cb: Callback) -> Result<(), Unstarted> {
+    pub(crate) fn submit(&mut self, dest: &str, host: &str, cb: Work) -> Result<(), Unstarted> {
         let d = self.dests.entry(dest.to_string()).or_default();
         if let Some(w) = d.workers.iter_mut().find(|w| !w.busy) {
             match w.tx.send(cb) {
@@ -91,27 +133,43 @@ impl Pool {
         if d.workers.len() < self.max_per_dest {
             return self.start_worker(dest, host, cb);
         }
-        d.backlog.push_back(cb);
+        // A record finishes a message's turn (its next callback waits for
+        // it): it goes ahead of the attempts that start new turns.
+        match cb {
+            Work::Record(..) => d.backlog.push_front(cb),
+            Work::Deliver(_) => d.backlog.push_back(cb),
+        }
         Ok(())
     }
 
-    fn start_worker(&mut self, dest: &str, host: &str, cb: Callback) -> Result<(), Unstarted> {
+    fn start_worker(&mut self, dest: &str, host: &str, cb: Work) -> Result<(), Unstarted> {
         self.next_id += 1;
         let id = self.next_id;
-        let (tx, rx) = unbounded::<Callback>();
+        let (tx, rx) = unbounded::<Work>();
         let deliver = Arc::clone(&self.deliver);
+        let hooks = Arc::clone(&self.hooks);
         let results = self.results.clone();
         let dest_key = dest.to_string();
         let spawned = std::thread::Builder::new()
             .name(format!("callback-{host}"))
+            .stack_size(WORKER_STACK)
             .spawn(move || {
-                for cb in rx {
-                    let attempt = deliver(&cb);
+                for work in rx {
+                    let (message_id, finished) = match work {
+                        Work::Deliver(cb) => {
+                            let attempt = deliver(&cb);
+                            (cb.message_id, Finished::Attempt(attempt))
+                        }
+                        Work::Record(cb, outcome) => {
+                            hooks.settled(&cb, &outcome);
+                            (cb.message_id, Finished::Recorded)
+                        }
+                    };
                     let done = Done {
                         dest: dest_key.clone(),
                         worker: id,
-                        message_id: cb.message_id,
-                        attempt,
+                        message_id,
+                        finished,
                     };
                     if results.send(done).is_err() {
                         break;
@@ -135,7 +193,7 @@ impl Pool {
                 Ok(())
             }
             Err(e) if d.workers.is_empty() => Err(Unstarted {
-                message_id: cb.message_id,
+                work: Box::new(cb),
                 reason: format!("cannot start a callback worker thread: {e}"),
             }),
             Err(e) => {

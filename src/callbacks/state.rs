@@ -1,5 +1,6 @@
 //! The pure scheduling core of the callback thread: per-message FIFOs with at
-//! most one callback of a message in flight, the retry timer heap, exponential
+//! most one callback of a message in its turn (in flight, waiting for a retry,
+//! or being recorded), the retry timer heap, exponential
 //! backoff with full jitter, and the retry horizon. It does no I/O, reads no
 //! clock (every event carries `now`) and draws randomness from an injected
 //! source, so it is table-tested in memory; the dispatcher in `mod.rs` feeds it
@@ -45,6 +46,11 @@ pub(crate) enum Event {
         message_id: String,
         attempt: Attempt,
     },
+    /// The settled head of `message_id` was recorded (`Hooks::settled`
+    /// returned); its next callback may start.
+    Recorded {
+        message_id: String,
+    },
     Tick,
 }
 
@@ -60,7 +66,8 @@ pub(crate) enum Action {
         delay: Duration,
         reason: String,
     },
-    /// The callback is done; the next one of its message may start.
+    /// The callback is done: record it (`Hooks::settled`) and report
+    /// `Event::Recorded`; until then its message's next callback waits.
     Settle {
         cb: Callback,
         verdict: Verdict,
@@ -80,6 +87,9 @@ pub(crate) struct Policy {
 enum HeadState {
     InFlight,
     Waiting(Instant),
+    /// Settled and handed to the recorder (already out of `items`); the
+    /// message's next callback starts on `Event::Recorded`.
+    Recording,
 }
 
 #[derive(Default)]
@@ -115,7 +125,8 @@ impl Scheduler {
         }
     }
 
-    /// Callbacks not yet settled (queued, in flight or waiting for a retry).
+    /// Callbacks not yet recorded (queued, in flight, waiting for a retry or
+    /// being recorded).
     pub(crate) fn pending(&self) -> usize {
         self.pending
     }
@@ -141,50 +152,60 @@ impl Scheduler {
                 message_id,
                 attempt,
             } => self.on_result(now, &message_id, attempt, &mut out),
+            Event::Recorded { message_id } => self.on_recorded(&message_id, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
         }
         out
     }
 
-    /// Starts the head of `id`'s queue: callbacks without a URL settle at once
-    /// as Skipped (in their turn), the first one with a URL is dispatched.
+    /// Starts the head of `id`'s queue: a callback without a URL settles at
+    /// once as Skipped (in its turn, recorded like any other), one with a URL
+    /// is dispatched; an empty queue is forgotten.
     fn start_head(&mut self, id: &str, out: &mut Vec<Action>) {
         let Some(q) = self.queues.get_mut(id) else {
             return;
         };
         q.head = None;
         q.attempts = 0;
-        while let Some(front) = q.items.front() {
-            if front.url.is_some() {
+        match q.items.front() {
+            None => {
+                self.queues.remove(id);
+            }
+            Some(front) if front.url.is_some() => {
                 q.head = Some(HeadState::InFlight);
                 out.push(Action::Dispatch(front.clone()));
-                return;
             }
-            if let Some(cb) = q.items.pop_front() {
-                self.pending -= 1;
-                out.push(Action::Settle {
-                    cb,
-                    verdict: Verdict::Skipped,
-                    attempts: 0,
-                });
-            }
+            Some(_) => self.settle_head(id, Verdict::Skipped, out),
         }
-        self.queues.remove(id);
     }
 
+    /// Takes the head out of `id`'s queue for recording; the queue waits in
+    /// `Recording` until `Event::Recorded`.
     fn settle_head(&mut self, id: &str, verdict: Verdict, out: &mut Vec<Action>) {
         let Some(q) = self.queues.get_mut(id) else {
             return;
         };
         let attempts = q.attempts;
         if let Some(cb) = q.items.pop_front() {
-            self.pending -= 1;
+            q.head = Some(HeadState::Recording);
             out.push(Action::Settle {
                 cb,
                 verdict,
                 attempts,
             });
+        } else {
+            self.start_head(id, out);
         }
+    }
+
+    fn on_recorded(&mut self, id: &str, out: &mut Vec<Action>) {
+        let Some(q) = self.queues.get_mut(id) else {
+            return;
+        };
+        if q.head != Some(HeadState::Recording) {
+            return; // not expecting a record: ignore rather than corrupt the order
+        }
+        self.pending -= 1;
         self.start_head(id, out);
     }
 

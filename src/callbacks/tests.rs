@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 
-use super::pool::{Deliver, Pool};
+use super::pool::{Deliver, Finished, Pool, Work};
 use super::state::{Action, Attempt, Event, Policy, Scheduler, Verdict};
 use super::*;
 
@@ -82,6 +82,8 @@ enum Ev {
     Retry(&'static str),
     RetryAfter(&'static str, u64),
     Final(&'static str),
+    /// The settled head's record landed.
+    Rec(&'static str),
     Tick,
 }
 
@@ -109,6 +111,9 @@ fn run_table(s: &mut Scheduler, rows: &[(u64, Ev, &[&str])]) {
                 },
             ),
             Ev::Final(id) => result(id, Attempt::Final("HTTP 400".into())),
+            Ev::Rec(id) => Event::Recorded {
+                message_id: id.to_string(),
+            },
             Ev::Tick => Event::Tick,
         };
         let got = show(s.step(now, ev));
@@ -133,9 +138,12 @@ fn one_message_is_delivered_strictly_in_order() {
             (0, Ev::Enq("m", 0, URL), &["D m/0"]),
             (0, Ev::Enq("m", 1, URL), &[]),
             (0, Ev::Enq("m", 2, URL), &[]),
-            (5, Ev::Ok("m"), &["S m/0 delivered 1", "D m/1"]),
-            (6, Ev::Ok("m"), &["S m/1 delivered 1", "D m/2"]),
+            (5, Ev::Ok("m"), &["S m/0 delivered 1"]),
+            (5, Ev::Rec("m"), &["D m/1"]),
+            (6, Ev::Ok("m"), &["S m/1 delivered 1"]),
+            (6, Ev::Rec("m"), &["D m/2"]),
             (7, Ev::Ok("m"), &["S m/2 delivered 1"]),
+            (7, Ev::Rec("m"), &[]),
         ],
     );
     assert_eq!(s.pending(), 0);
@@ -153,12 +161,16 @@ fn messages_proceed_independently_while_one_waits_for_a_retry() {
             (0, Ev::Enq("a", 1, URL), &[]),
             (0, Ev::Enq("b", 1, URL), &[]),
             (10, Ev::Retry("a"), &["R a/0 #1 1000ms"]),
-            (20, Ev::Ok("b"), &["S b/0 delivered 1", "D b/1"]),
+            (20, Ev::Ok("b"), &["S b/0 delivered 1"]),
+            (21, Ev::Rec("b"), &["D b/1"]),
             (30, Ev::Ok("b"), &["S b/1 delivered 1"]),
+            (31, Ev::Rec("b"), &[]),
             (500, Ev::Tick, &[]),
             (1010, Ev::Tick, &["D a/0"]),
-            (1020, Ev::Ok("a"), &["S a/0 delivered 2", "D a/1"]),
+            (1020, Ev::Ok("a"), &["S a/0 delivered 2"]),
+            (1021, Ev::Rec("a"), &["D a/1"]),
             (1030, Ev::Ok("a"), &["S a/1 delivered 1"]),
+            (1031, Ev::Rec("a"), &[]),
         ],
     );
     assert_eq!(s.pending(), 0);
@@ -213,10 +225,12 @@ fn retries_stop_at_the_horizon_and_the_next_callback_goes_on() {
             (7000, Ev::Tick, &["D m/1"]),
             (7000, Ev::Retry("m"), &["R m/1 #4 3000ms"]),
             (10000, Ev::Tick, &["D m/1"]),
-            (10000, Ev::Retry("m"), &["S m/1 abandoned 5", "D m/2"]),
+            (10000, Ev::Retry("m"), &["S m/1 abandoned 5"]),
+            (10000, Ev::Rec("m"), &["D m/2"]),
             // m/2 was queued at t0 too, so its horizon is over as well: it gets
             // its one attempt, and a retryable failure abandons it.
             (10001, Ev::Retry("m"), &["S m/2 abandoned 1"]),
+            (10002, Ev::Rec("m"), &[]),
         ],
     );
     assert_eq!(s.pending(), 0);
@@ -242,17 +256,19 @@ fn no_url_settles_as_skipped_in_its_turn() {
         &[
             // Nothing ahead: skipped at once.
             (0, Ev::Enq("n", 0, None), &["S n/0 skipped 0"]),
+            (0, Ev::Rec("n"), &[]),
             (0, Ev::Enq("m", 0, URL), &["D m/0"]),
-            // Behind an in-flight callback: skipped after it, keeping the order.
+            // Behind an in-flight callback: skipped after it, keeping the order;
+            // a skipped callback is recorded in its turn like any other.
             (0, Ev::Enq("m", 1, None), &[]),
             (0, Ev::Enq("m", 2, URL), &[]),
             (0, Ev::Enq("m", 3, None), &[]),
-            (
-                1,
-                Ev::Ok("m"),
-                &["S m/0 delivered 1", "S m/1 skipped 0", "D m/2"],
-            ),
-            (2, Ev::Ok("m"), &["S m/2 delivered 1", "S m/3 skipped 0"]),
+            (1, Ev::Ok("m"), &["S m/0 delivered 1"]),
+            (1, Ev::Rec("m"), &["S m/1 skipped 0"]),
+            (1, Ev::Rec("m"), &["D m/2"]),
+            (2, Ev::Ok("m"), &["S m/2 delivered 1"]),
+            (2, Ev::Rec("m"), &["S m/3 skipped 0"]),
+            (2, Ev::Rec("m"), &[]),
         ],
     );
     assert_eq!(s.pending(), 0);
@@ -267,10 +283,12 @@ fn a_final_failure_settles_and_the_order_continues() {
             (0, Ev::Enq("m", 0, URL), &["D m/0"]),
             (0, Ev::Enq("m", 1, URL), &[]),
             (0, Ev::Enq("m", 2, URL), &[]),
-            (1, Ev::Final("m"), &["S m/0 failed 1", "D m/1"]),
+            (1, Ev::Final("m"), &["S m/0 failed 1"]),
+            (1, Ev::Rec("m"), &["D m/1"]),
             (2, Ev::Retry("m"), &["R m/1 #1 1000ms"]),
             (1002, Ev::Tick, &["D m/1"]),
-            (1003, Ev::Final("m"), &["S m/1 failed 2", "D m/2"]),
+            (1003, Ev::Final("m"), &["S m/1 failed 2"]),
+            (1003, Ev::Rec("m"), &["D m/2"]),
             (1004, Ev::Ok("m"), &["S m/2 delivered 1"]),
         ],
     );
@@ -289,6 +307,7 @@ fn unexpected_results_are_ignored() {
             (10, Ev::Ok("m"), &[]),
             (1000, Ev::Tick, &["D m/0"]),
             (1001, Ev::Ok("m"), &["S m/0 delivered 2"]),
+            (1001, Ev::Rec("m"), &[]),
         ],
     );
     assert_eq!(s.pending(), 0);
@@ -317,6 +336,62 @@ fn pending_and_next_due_track_the_queues() {
     assert_eq!(s.pending(), 3);
 }
 
+#[test]
+fn the_next_callback_waits_until_the_previous_record_landed() {
+    let mut s = sched(3600, &[]);
+    run_table(
+        &mut s,
+        &[
+            (0, Ev::Enq("m", 0, URL), &["D m/0"]),
+            (0, Ev::Enq("m", 1, URL), &[]),
+            (5, Ev::Ok("m"), &["S m/0 delivered 1"]),
+            // Being recorded: a new callback, a tick or a stray result start nothing.
+            (6, Ev::Enq("m", 2, URL), &[]),
+            (7, Ev::Tick, &[]),
+            (8, Ev::Ok("m"), &[]),
+            (9, Ev::Retry("m"), &[]),
+            // Other messages go on meanwhile.
+            (10, Ev::Enq("x", 0, URL), &["D x/0"]),
+            (11, Ev::Ok("x"), &["S x/0 delivered 1"]),
+            (12, Ev::Rec("x"), &[]),
+            (20, Ev::Rec("m"), &["D m/1"]),
+            // A second record report for the same turn is not for the head.
+            (21, Ev::Rec("m"), &[]),
+            (22, Ev::Ok("m"), &["S m/1 delivered 1"]),
+            (23, Ev::Rec("m"), &["D m/2"]),
+            (24, Ev::Ok("m"), &["S m/2 delivered 1"]),
+            (25, Ev::Rec("m"), &[]),
+            (26, Ev::Rec("nobody"), &[]),
+        ],
+    );
+    assert_eq!(s.pending(), 0);
+}
+
+#[test]
+fn a_callback_counts_as_pending_until_its_record_landed() {
+    let mut s = sched(3600, &[]);
+    let t0 = Instant::now();
+    s.step(t0, Event::Enqueued(cb("m", 0, URL, t0)));
+    s.step(t0, Event::Enqueued(cb("n", 0, None, t0)));
+    assert_eq!(s.pending(), 2);
+    s.step(t0, result("m", Attempt::Delivered));
+    assert_eq!(s.pending(), 2, "m/0 and n/0 are being recorded");
+    s.step(
+        t0,
+        Event::Recorded {
+            message_id: "n".into(),
+        },
+    );
+    assert_eq!(s.pending(), 1);
+    s.step(
+        t0,
+        Event::Recorded {
+            message_id: "m".into(),
+        },
+    );
+    assert_eq!(s.pending(), 0);
+}
+
 // ---- worker pool ----
 
 #[test]
@@ -332,20 +407,25 @@ fn pool_bounds_workers_per_destination_and_reaps_idle_ones() {
         Attempt::Delivered
     });
     let (tx, rx) = unbounded();
-    let mut pool = Pool::new(2, Duration::from_millis(100), deliver, tx);
+    let hooks: Arc<dyn Hooks> = Arc::new(Record::default());
+    let mut pool = Pool::new(2, Duration::from_millis(100), deliver, hooks, tx);
     let t0 = Instant::now();
     for i in 0..6u8 {
         let id = format!("m{i}");
-        pool.submit("http://h:1", "h", cb(&id, 0, URL, t0))
+        pool.submit("http://h:1", "h", Work::Deliver(cb(&id, 0, URL, t0)))
             .expect("submit");
     }
     // Another destination gets its own worker even though h:1's are all busy.
-    pool.submit("http://other:1", "other", cb("x", 0, URL, t0))
-        .expect("submit");
+    pool.submit(
+        "http://other:1",
+        "other",
+        Work::Deliver(cb("x", 0, URL, t0)),
+    )
+    .expect("submit");
     assert_eq!(pool.workers(), 3);
     for _ in 0..7 {
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
-        assert_eq!(d.attempt, Attempt::Delivered);
+        assert_eq!(d.finished, Finished::Attempt(Attempt::Delivered));
         // A fixed clock for idleness: every worker went idle at t0.
         pool.finished(&d.dest, d.worker, t0);
     }
@@ -466,4 +546,126 @@ fn dispatcher_gives_up_after_the_shutdown_grace() {
     assert!(t.elapsed() >= Duration::from_millis(250));
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(rec.0.lock().map(|v| v.is_empty()).unwrap_or(false));
+}
+
+/// Logs deliveries and records of every callback in one sequence.
+#[derive(Default)]
+struct Trace(Mutex<Vec<String>>);
+
+impl Trace {
+    fn push(&self, e: String) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(e);
+        }
+    }
+    fn events(&self) -> Vec<String> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+struct SlowRecorder(Arc<Trace>);
+
+impl Hooks for SlowRecorder {
+    fn settled(&self, cb: &Callback, _outcome: &Outcome) {
+        self.0
+            .push(format!("record {}/{}", cb.message_id, cb.status));
+        std::thread::sleep(Duration::from_millis(30));
+        self.0
+            .push(format!("recorded {}/{}", cb.message_id, cb.status));
+    }
+}
+
+#[test]
+fn dispatcher_sends_a_messages_next_callback_only_after_its_record_and_records_in_parallel() {
+    let trace = Arc::new(Trace::default());
+    let t = Arc::clone(&trace);
+    let deliver: Deliver = Arc::new(move |cb: &Callback| {
+        t.push(format!("deliver {}/{}", cb.message_id, cb.status));
+        Attempt::Delivered
+    });
+    let (tx, rx) = unbounded();
+    let cfg = Config {
+        workers_per_host: 8,
+        ..quick_cfg()
+    };
+    let rec = Arc::new(SlowRecorder(Arc::clone(&trace)));
+    let h = spawn_with(cfg, deliver, rx, rec, Box::new(|| 0.5)).expect("spawn");
+    let t0 = Instant::now();
+    let ids: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    for id in &ids {
+        for st in [0u8, 1, 2] {
+            tx.send(CallbackMsg::Send(cb(id, st, URL, t0)))
+                .expect("send");
+        }
+    }
+    tx.send(CallbackMsg::Send(cb("none", 0, None, t0)))
+        .expect("send");
+    tx.send(CallbackMsg::Send(cb("none", 2, None, t0)))
+        .expect("send");
+    drop(tx);
+    h.join().expect("join");
+    let ev = trace.events();
+    let pos = |e: String| {
+        ev.iter()
+            .position(|x| *x == e)
+            .unwrap_or_else(|| panic!("{e} missing from {ev:?}"))
+    };
+    for id in &ids {
+        for st in [0u8, 1] {
+            assert!(
+                pos(format!("recorded {id}/{st}")) < pos(format!("deliver {id}/{}", st + 1)),
+                "{id}/{} sent before {id}/{st} was recorded: {ev:?}",
+                st + 1
+            );
+        }
+        assert!(pos(format!("deliver {id}/2")) < pos(format!("recorded {id}/2")));
+    }
+    assert!(pos("recorded none/0".into()) < pos("record none/2".into()));
+    // Records of different messages overlap (they run on the workers): some
+    // record starts while another one is still running.
+    let mut open = 0usize;
+    let mut most = 0usize;
+    for e in &ev {
+        if e.starts_with("record ") {
+            open += 1;
+            most = most.max(open);
+        } else if e.starts_with("recorded ") {
+            open -= 1;
+        }
+    }
+    assert!(most > 1, "records ran one at a time: {ev:?}");
+    assert_eq!(ev.iter().filter(|e| e.starts_with("recorded ")).count(), 26);
+}
+
+#[test]
+fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
+    let (gate_tx, gate_rx) = unbounded::<()>();
+    let order = Arc::new(Trace::default());
+    let o = Arc::clone(&order);
+    let deliver: Deliver = Arc::new(move |cb: &Callback| {
+        let _ = gate_rx.recv_timeout(Duration::from_secs(5));
+        o.push(format!("deliver {}", cb.message_id));
+        Attempt::Delivered
+    });
+    let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::clone(&order)));
+    let (tx, rx) = unbounded();
+    let mut pool = Pool::new(1, Duration::from_secs(10), deliver, hooks, tx);
+    let t0 = Instant::now();
+    for w in [
+        Work::Deliver(cb("a", 0, URL, t0)),
+        Work::Deliver(cb("b", 0, URL, t0)),
+        Work::Record(cb("c", 0, URL, t0), Outcome::Delivered),
+    ] {
+        pool.submit("http://h:1", "h", w).expect("submit");
+    }
+    for _ in 0..3 {
+        let _ = gate_tx.send(());
+        let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
+        pool.finished(&d.dest, d.worker, Instant::now());
+    }
+    pool.shutdown();
+    assert_eq!(
+        order.events(),
+        vec!["deliver a", "record c/0", "recorded c/0", "deliver b"]
+    );
 }

@@ -426,9 +426,9 @@ impl Client {
             if !cont.is_empty() {
                 q.push_str(&format!("&continue={}", percent_encode(&cont)));
             }
-            let v = self.get(&format!("{path}?{q}"), op)?;
-            if let Some(Value::Array(list)) = v.get("items") {
-                items.extend(list.iter().cloned());
+            let mut v = self.get(&format!("{path}?{q}"), op)?;
+            if let Some(Value::Array(list)) = v.get_mut("items") {
+                items.append(list);
             }
             let rv = v
                 .pointer("/metadata/resourceVersion")
@@ -480,8 +480,12 @@ impl Client {
 }
 
 impl Client {
-    /// Sets `annotations` on an object and removes `finalizer` from it, guarded
-    /// by the resourceVersion read (retried on 409). A missing object is fine.
+    /// Sets `annotations` on an object and removes `finalizer` from it. A
+    /// missing object is fine. One strategic merge patch (the API server
+    /// deletes the finalizer from the list itself, so nothing is read first
+    /// and no concurrent change of the list is lost); where the type has no
+    /// strategic merge (415, or refused as 400/422), a read and a merge patch
+    /// guarded by the resourceVersion read (retried on 409).
     pub fn release(
         &self,
         path: &str,
@@ -493,7 +497,11 @@ impl Client {
     }
 
     /// `release`, but only of the object with this `uid` (any when empty): an
-    /// object that took the name since is another one, and left alone.
+    /// object that took the name since is another one, and left alone. One
+    /// strategic merge patch (it removes only our finalizer; with a uid the
+    /// API server refuses it, 422, on a newer object of the name); on 400,
+    /// 415 or 422 it reads the object first (its uid checked) and writes a
+    /// guarded merge patch.
     pub fn release_uid(
         &self,
         path: &str,
@@ -502,6 +510,26 @@ impl Client {
         annotations: &Value,
         op: &str,
     ) -> Result<(), KubeError> {
+        let mut meta = serde_json::json!({
+            "$deleteFromPrimitiveList/finalizers": [finalizer],
+            "annotations": annotations});
+        if !uid.is_empty() {
+            meta["uid"] = Value::String(uid.to_string());
+        }
+        let smp = serde_json::json!({ "metadata": meta });
+        match self.call(
+            "PATCH",
+            path,
+            Some(("application/strategic-merge-patch+json", &smp)),
+            op,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(404) => return Ok(()),
+            Err(e) if matches!(e.code(), Some(400 | 415 | 422)) => {
+                log::debug!("{op}: no strategic merge patch ({e}); reading first");
+            }
+            Err(e) => return Err(e),
+        }
         for _ in 0..5 {
             let obj = match self.get(path, op) {
                 Ok(o) => o,

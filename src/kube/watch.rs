@@ -40,15 +40,25 @@ pub enum Line {
     Error(u16, String),
 }
 
+/// Drops what no reader of a watched object uses and what makes up much of
+/// its size (`metadata.managedFields`), so that objects waiting in the
+/// tracker's channel hold less memory.
+pub fn slim(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+}
+
 /// Decodes one line of a watch stream. Pure; never panics on input.
 pub fn decode_line(line: &str) -> Result<Line, String> {
-    let v: Value =
+    let mut v: Value =
         serde_json::from_str(line).map_err(|e| format!("watch event is not JSON: {e}"))?;
+    let mut obj = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
+    slim(&mut obj);
     let kind = v
         .get("type")
         .and_then(Value::as_str)
         .ok_or("watch event has no type")?;
-    let obj = v.get("object").cloned().unwrap_or(Value::Null);
     if !obj.is_object() {
         return Err(format!("watch event {kind} has no object"));
     }
@@ -246,8 +256,11 @@ impl WatchApi for RestApi {
             "labelSelector={}",
             crate::encode::percent_encode(&self.label_selector)
         );
-        self.client
-            .list_all(&self.path, &q, &format!("list {}", self.what))
+        let (mut items, rv) =
+            self.client
+                .list_all(&self.path, &q, &format!("list {}", self.what))?;
+        items.iter_mut().for_each(slim);
+        Ok((items, rv))
     }
 
     fn watch(&mut self, rv: &str) -> Result<WatchStream, KubeError> {
@@ -509,5 +522,20 @@ mod tests {
             decode_line(r#"{"type":"ERROR","object":{"code":99999999999}}"#),
             Ok(Line::Error(0, String::new()))
         );
+    }
+
+    #[test]
+    fn decoded_objects_lose_their_managed_fields_only() {
+        let line = r#"{"type":"MODIFIED","object":{"metadata":{"name":"j","uid":"u","resourceVersion":"7","managedFields":[{"manager":"kube-controller-manager","fieldsV1":{"f:status":{}}}]},"status":{"active":1}}}"#;
+        assert_eq!(
+            decode_line(line),
+            Ok(Line::Modified(serde_json::json!({
+                "metadata": {"name": "j", "uid": "u", "resourceVersion": "7"},
+                "status": {"active": 1}
+            })))
+        );
+        let mut odd = serde_json::json!({"metadata": "not an object"});
+        slim(&mut odd);
+        assert_eq!(odd, serde_json::json!({"metadata": "not an object"}));
     }
 }

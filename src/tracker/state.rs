@@ -243,7 +243,10 @@ struct Tracked {
 }
 
 pub struct Tracker {
-    jobs: HashMap<String, Tracked>,
+    /// Boxed: a table slot is a pointer, not the whole record, so the
+    /// table's spare capacity and its growth (old and new table side by side)
+    /// cost little with thousands of Jobs in flight.
+    jobs: HashMap<String, Box<Tracked>>,
     /// Latest pod info per Job key ("ns/name"), kept even before the Job is known.
     pods: HashMap<String, PodInfo>,
     pub(super) live: Arc<LiveJobs>,
@@ -557,30 +560,32 @@ impl Tracker {
             delayed_queue,
             cancelled_at,
         } = observe::job_object(job)?;
-        let t = self.jobs.entry(key.clone()).or_insert_with(|| Tracked {
-            view: JobView {
-                id: id.clone(),
-                namespace: namespace.clone(),
-                job_name: name.clone(),
-                ..JobView::default()
-            },
-            id,
-            namespace,
-            name,
-            uid: String::new(),
-            webhook: None,
-            created: None,
-            stage: Stage::New,
-            admission: Admission::Waiting,
-            queue_name: None,
-            delay: Delay::None,
-            ending: None,
-            deleting: false,
-            held: false,
-            latency_observed: false,
-            cancelled_at: None,
-            cancel_asked: None,
-            listing: Listing::FromIntake { misses: 0 },
+        let t = self.jobs.entry(key.clone()).or_insert_with(|| {
+            Box::new(Tracked {
+                view: JobView {
+                    id: id.clone(),
+                    namespace: namespace.clone(),
+                    job_name: name.clone(),
+                    ..JobView::default()
+                },
+                id,
+                namespace,
+                name,
+                uid: String::new(),
+                webhook: None,
+                created: None,
+                stage: Stage::New,
+                admission: Admission::Waiting,
+                queue_name: None,
+                delay: Delay::None,
+                ending: None,
+                deleting: false,
+                held: false,
+                latency_observed: false,
+                cancelled_at: None,
+                cancel_asked: None,
+                listing: Listing::FromIntake { misses: 0 },
+            })
         });
         let mut stale = None;
         if let Some(uid) = uid {

@@ -781,7 +781,12 @@ struct Shared {
     /// 0: down (drop connections after reading the request); else the status to answer.
     status: AtomicU16,
     stop: std::sync::atomic::AtomicBool,
+    /// Called with each request's body and the status it is about to get.
+    inspect: Option<Inspect>,
 }
+
+/// What `WebhookReceiver::start_inspecting` calls with each body.
+pub type Inspect = Box<dyn Fn(&Value, u16) + Send + Sync>;
 
 /// A local HTTP server (127.0.0.1, free port) that records every request.
 /// Answers 200 `{}` unless told otherwise; one request per connection.
@@ -792,6 +797,19 @@ pub struct WebhookReceiver {
 
 impl WebhookReceiver {
     pub fn start() -> WebhookReceiver {
+        Self::start_with(None)
+    }
+
+    /// A receiver that calls `inspect` with each request's body and the status
+    /// it is about to answer, before it answers (e.g. to read the cluster's
+    /// state at that moment).
+    pub fn start_inspecting(
+        inspect: impl Fn(&Value, u16) + Send + Sync + 'static,
+    ) -> WebhookReceiver {
+        Self::start_with(Some(Box::new(inspect)))
+    }
+
+    fn start_with(inspect: Option<Inspect>) -> WebhookReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook receiver");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -799,6 +817,7 @@ impl WebhookReceiver {
             cond: Condvar::new(),
             status: AtomicU16::new(200),
             stop: std::sync::atomic::AtomicBool::new(false),
+            inspect,
         });
         let sh = shared.clone();
         std::thread::spawn(move || {
@@ -922,7 +941,11 @@ fn handle_conn(mut s: TcpStream, sh: &Shared) {
         rest
     };
     let at = Instant::now();
+    let parsed = parse_body(String::from_utf8_lossy(&body).to_string());
     let status = sh.status.load(Ordering::SeqCst);
+    if let Some(f) = &sh.inspect {
+        f(&parsed, status);
+    }
     if status == 0 {
         let _ = s.shutdown(Shutdown::Both);
     } else {
@@ -941,7 +964,7 @@ fn handle_conn(mut s: TcpStream, sh: &Shared) {
         method,
         path,
         headers,
-        body: parse_body(String::from_utf8_lossy(&body).to_string()),
+        body: parsed,
         raw_body: body,
         at,
         status,
