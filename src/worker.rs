@@ -27,6 +27,7 @@ use crate::intake::Intake;
 use crate::kube::Client;
 use crate::kube::client::CALL_TIMEOUT;
 use crate::kube::lease::{self, Leadership, LeaseLock};
+use crate::kube::slim;
 use crate::kube::watch::{self, RestApi, Watch};
 use crate::queue::{Queue, QueueError};
 use crate::tracker::{self, Board, LiveJobs, Tracker, TrackerMsg};
@@ -311,14 +312,16 @@ impl Leading {
             vec![(
                 "/apis/batch/v1/jobs".into(),
                 "/api/v1/pods".into(),
-                Box::new(TrackerMsg::Jobs),
+                Box::new(|e| TrackerMsg::Jobs(slim::event(e, slim::job))),
             )]
         } else {
             cfg.allowed_namespaces
                 .iter()
                 .map(|ns| {
                     let scope = ns.clone();
-                    let wrap: Wrap = Box::new(move |e| TrackerMsg::NamespaceJobs(scope.clone(), e));
+                    let wrap: Wrap = Box::new(move |e| {
+                        TrackerMsg::NamespaceJobs(scope.clone(), slim::event(e, slim::job))
+                    });
                     (
                         format!("/apis/batch/v1/namespaces/{ns}/jobs"),
                         format!("/api/v1/namespaces/{ns}/pods"),
@@ -329,7 +332,7 @@ impl Leading {
         };
         let mut watches = Vec::new();
         for (jobs, pods, wrap_jobs) in scopes {
-            let wrap_pods: Wrap = Box::new(TrackerMsg::Pods);
+            let wrap_pods: Wrap = Box::new(|e| TrackerMsg::Pods(slim::event(e, slim::pod)));
             for (path, what, wrap) in [(jobs, "jobs", wrap_jobs), (pods, "pods", wrap_pods)] {
                 let api = RestApi {
                     client: kube.clone(),
