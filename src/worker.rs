@@ -466,6 +466,11 @@ pub fn webhook_agent(
         // most 64) keeps its connection between callbacks.
         .max_idle_connections(4 * crate::config::MAX_POOL)
         .max_idle_connections_per_host(crate::config::MAX_POOL)
+        // Small connection buffers (see kube::client::IO_BUFFER_BYTES); a
+        // receiver's response headers may take up to 16 KiB.
+        .input_buffer_size(2 * crate::kube::client::IO_BUFFER_BYTES)
+        .output_buffer_size(crate::kube::client::IO_BUFFER_BYTES)
+        .max_response_header_size(16 * 1024)
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(format!("k8s-job-worker/{}", crate::VERSION))
