@@ -249,7 +249,8 @@ pub struct Tracker {
     /// cost little with thousands of Jobs in flight.
     jobs: HashMap<String, Box<Tracked>>,
     /// Latest pod info per Job key ("ns/name"), kept even before the Job is known.
-    pods: HashMap<String, PodInfo>,
+    /// Boxed, like `jobs`: the table's slots stay small as it grows.
+    pods: HashMap<String, Box<PodInfo>>,
     pub(super) live: Arc<LiveJobs>,
     board: Board,
     pod_start_timeout: Duration,
@@ -527,7 +528,7 @@ impl Tracker {
         if entry.uid.is_empty() || (!entry.started && info.started) || entry.uid == info.uid {
             let keep_failure = entry.failed_container.take();
             let keep_result = entry.result.take();
-            *entry = info;
+            **entry = info;
             if entry.failed_container.is_none() {
                 entry.failed_container = keep_failure;
             }
@@ -780,7 +781,7 @@ impl Tracker {
             t.cancelled_at.as_ref()?;
             index.get(&t.id).filter(|tb| tb.consumed.is_none())
         });
-        let pod = self.pods.get(key).cloned();
+        let pod = self.pods.get(key).map(|p| PodInfo::clone(p));
         let timeout = self.pod_start_timeout;
         let Some(t) = self.jobs.get_mut(key) else {
             return;
