@@ -139,7 +139,7 @@ pub fn serve(port: u16, health: Arc<Health>) -> Result<(u16, JoinHandle<()>), St
                             b.lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .get(&id)
-                                .cloned()
+                                .map(|v| crate::tracker::JobView::clone(v))
                         });
                         match view.and_then(|v| serde_json::to_string(&v).ok()) {
                             Some(json) => respond(req, 200, "application/json", json),

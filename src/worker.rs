@@ -27,6 +27,7 @@ use crate::intake::Intake;
 use crate::kube::Client;
 use crate::kube::client::CALL_TIMEOUT;
 use crate::kube::lease::{self, Leadership, LeaseLock};
+use crate::kube::slim;
 use crate::kube::watch::{self, RestApi, Watch};
 use crate::queue::{Queue, QueueError};
 use crate::tracker::{self, Board, LiveJobs, Tracker, TrackerMsg};
@@ -311,14 +312,16 @@ impl Leading {
             vec![(
                 "/apis/batch/v1/jobs".into(),
                 "/api/v1/pods".into(),
-                Box::new(TrackerMsg::Jobs),
+                Box::new(|e| TrackerMsg::Jobs(slim::event(e, slim::job))),
             )]
         } else {
             cfg.allowed_namespaces
                 .iter()
                 .map(|ns| {
                     let scope = ns.clone();
-                    let wrap: Wrap = Box::new(move |e| TrackerMsg::NamespaceJobs(scope.clone(), e));
+                    let wrap: Wrap = Box::new(move |e| {
+                        TrackerMsg::NamespaceJobs(scope.clone(), slim::event(e, slim::job))
+                    });
                     (
                         format!("/apis/batch/v1/namespaces/{ns}/jobs"),
                         format!("/api/v1/namespaces/{ns}/pods"),
@@ -329,7 +332,7 @@ impl Leading {
         };
         let mut watches = Vec::new();
         for (jobs, pods, wrap_jobs) in scopes {
-            let wrap_pods: Wrap = Box::new(TrackerMsg::Pods);
+            let wrap_pods: Wrap = Box::new(|e| TrackerMsg::Pods(slim::event(e, slim::pod)));
             for (path, what, wrap) in [(jobs, "jobs", wrap_jobs), (pods, "pods", wrap_pods)] {
                 let api = RestApi {
                     client: kube.clone(),
@@ -463,6 +466,11 @@ pub fn webhook_agent(
         // most 64) keeps its connection between callbacks.
         .max_idle_connections(4 * crate::config::MAX_POOL)
         .max_idle_connections_per_host(crate::config::MAX_POOL)
+        // Small connection buffers (see kube::client::IO_BUFFER_BYTES); a
+        // receiver's response headers may take up to 16 KiB.
+        .input_buffer_size(2 * crate::kube::client::IO_BUFFER_BYTES)
+        .output_buffer_size(crate::kube::client::IO_BUFFER_BYTES)
+        .max_response_header_size(16 * 1024)
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(format!("k8s-job-worker/{}", crate::VERSION))

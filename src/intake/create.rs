@@ -332,7 +332,7 @@ fn job_ready(s: &Shared, t: &Task, key: &str, job: Value) -> Verdict {
         }
     }
     let _ = s.tracker.send(TrackerMsg::Created {
-        job,
+        job: crate::kube::slim::job(job),
         received_at: t.m.received_at,
     });
     Verdict::Ack

@@ -23,6 +23,15 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections to the API server kept for reuse (≥ CREATE_CONCURRENCY's
 /// upper bound plus the tracker's and the Lease's).
 pub const MAX_IDLE_CONNECTIONS: usize = 72;
+
+/// Each connection's buffers (ureq's default is 128 KiB for each of input and
+/// output, in both the TCP and the TLS layer: 512 KiB per kept-alive
+/// connection, most of the worker's heap with dozens of them). Responses
+/// stream through in pieces; only a response's header block must fit
+/// (`MAX_RESPONSE_HEADER`), and a request's headers in the output buffer.
+pub const IO_BUFFER_BYTES: usize = 16 * 1024;
+/// The largest response header block accepted (the API server's are < 1 KiB).
+pub const MAX_RESPONSE_HEADER: usize = 8 * 1024;
 const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// Where the client finds the API server and its credentials.
@@ -215,7 +224,10 @@ impl Client {
             // connection alive between creates; ureq's default keeps only 3
             // per host, which would mean a TLS handshake for most creates.
             .max_idle_connections(MAX_IDLE_CONNECTIONS)
-            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS);
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+            .input_buffer_size(IO_BUFFER_BYTES)
+            .output_buffer_size(IO_BUFFER_BYTES)
+            .max_response_header_size(MAX_RESPONSE_HEADER);
         if let Some(ca) = &cfg.ca_file {
             builder = builder.tls_config(tls_with_ca(ca)?);
         }

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod lease;
+pub mod slim;
 pub mod tombstone;
 pub mod watch;
 

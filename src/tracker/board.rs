@@ -33,10 +33,11 @@ pub struct JobView {
 }
 
 /// Shared read-only view of message states for the HTTP /jobs endpoint.
-pub type Board = Arc<Mutex<HashMap<String, JobView>>>;
+/// Each view is shared with the tracker's record of the Job (one copy).
+pub type Board = Arc<Mutex<HashMap<String, Arc<JobView>>>>;
 
 /// Puts a message's view on the board.
-pub(super) fn show(board: &Board, id: String, view: JobView) {
+pub(super) fn show(board: &Board, id: String, view: Arc<JobView>) {
     let mut b = board.lock().unwrap_or_else(|e| e.into_inner());
     if b.len() > 100_000 {
         b.clear(); // bounded memory: the board is a convenience view

@@ -16,6 +16,8 @@ mod cancel_tests;
 #[cfg(test)]
 mod delay_tests;
 mod observe;
+#[cfg(test)]
+mod slim_tests;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -218,7 +220,9 @@ fn perform(a: Action, ch: &Channels, kube: &Client) {
             ) {
                 Ok((pods, _)) => {
                     for p in pods {
-                        let _ = ch.me.send(TrackerMsg::Pods(Event::Applied(p)));
+                        let _ = ch
+                            .me
+                            .send(TrackerMsg::Pods(Event::Applied(crate::kube::slim::pod(p))));
                     }
                 }
                 Err(e) => log::warn!("{e}"),

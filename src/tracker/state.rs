@@ -239,7 +239,8 @@ struct Tracked {
     /// When this worker last asked for the cancel's writes.
     cancel_asked: Option<Instant>,
     listing: Listing,
-    view: JobView,
+    /// Shared with the board once shown (one copy per Job, not two).
+    view: Arc<JobView>,
 }
 
 pub struct Tracker {
@@ -248,7 +249,8 @@ pub struct Tracker {
     /// cost little with thousands of Jobs in flight.
     jobs: HashMap<String, Box<Tracked>>,
     /// Latest pod info per Job key ("ns/name"), kept even before the Job is known.
-    pods: HashMap<String, PodInfo>,
+    /// Boxed, like `jobs`: the table's slots stay small as it grows.
+    pods: HashMap<String, Box<PodInfo>>,
     pub(super) live: Arc<LiveJobs>,
     board: Board,
     pod_start_timeout: Duration,
@@ -347,7 +349,7 @@ impl Tracker {
                     updated_at: Some(ts),
                     ..JobView::default()
                 };
-                board::show(&self.board, id, view);
+                board::show(&self.board, id, Arc::new(view));
             }
             TrackerMsg::Cancel { id, fresh } => {
                 let keys: Vec<String> = self
@@ -500,7 +502,14 @@ impl Tracker {
 
     #[cfg(test)]
     pub(super) fn board_for_tests(&self) -> std::collections::HashMap<String, JobView> {
-        self.board.lock().map(|b| b.clone()).unwrap_or_default()
+        self.board
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .map(|(k, v)| (k.clone(), JobView::clone(v)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn mark_watched(&mut self, key: &str) {
@@ -519,7 +528,7 @@ impl Tracker {
         if entry.uid.is_empty() || (!entry.started && info.started) || entry.uid == info.uid {
             let keep_failure = entry.failed_container.take();
             let keep_result = entry.result.take();
-            *entry = info;
+            **entry = info;
             if entry.failed_container.is_none() {
                 entry.failed_container = keep_failure;
             }
@@ -562,12 +571,12 @@ impl Tracker {
         } = observe::job_object(job)?;
         let t = self.jobs.entry(key.clone()).or_insert_with(|| {
             Box::new(Tracked {
-                view: JobView {
+                view: Arc::new(JobView {
                     id: id.clone(),
                     namespace: namespace.clone(),
                     job_name: name.clone(),
                     ..JobView::default()
-                },
+                }),
                 id,
                 namespace,
                 name,
@@ -616,15 +625,20 @@ impl Tracker {
         } else if delayed_queue.is_some() {
             t.queue_name = delayed_queue;
         }
-        t.view.queue_name = t.queue_name.clone();
-        t.view.admission = match (t.admission, &t.queue_name) {
+        let shown = match (t.admission, &t.queue_name) {
             (Admission::Waiting, _) if t.delay != Delay::None => Some("delayed"),
             (Admission::Waiting, _) => Some("queued"),
             (Admission::Admitted { .. }, Some(_)) => Some("admitted"),
             (Admission::Admitted { .. }, None) => None,
         };
-        if t.view.created_at.is_none() {
-            t.view.created_at = creation_timestamp;
+        // Written only when changed: the board shares the view until then.
+        if t.view.queue_name != t.queue_name || t.view.admission != shown {
+            let v = Arc::make_mut(&mut t.view);
+            v.queue_name = t.queue_name.clone();
+            v.admission = shown;
+        }
+        if t.view.created_at.is_none() && creation_timestamp.is_some() {
+            Arc::make_mut(&mut t.view).created_at = creation_timestamp;
         }
         if let Some(d) = delivered {
             t.stage = t.stage.recorded(d);
@@ -670,13 +684,14 @@ impl Tracker {
     ) {
         t.stage = t.stage.sent(status);
         let ts = crate::clock::format_secs(wall);
-        t.view.status = Some(status);
-        t.view.status_name = Some(status.name().to_string());
-        t.view.updated_at = Some(ts.clone());
+        let view = Arc::make_mut(&mut t.view);
+        view.status = Some(status);
+        view.status_name = Some(status.name().to_string());
+        view.updated_at = Some(ts.clone());
         match status {
             Status::Created => {}
-            Status::Running => t.view.started_at = Some(ts),
-            Status::Complete | Status::Failed | Status::Exception => t.view.finished_at = Some(ts),
+            Status::Running => view.started_at = Some(ts),
+            Status::Complete | Status::Failed | Status::Exception => view.finished_at = Some(ts),
         }
         log::info!(
             "message {} job {}/{}: status {status} ({})",
@@ -766,7 +781,7 @@ impl Tracker {
             t.cancelled_at.as_ref()?;
             index.get(&t.id).filter(|tb| tb.consumed.is_none())
         });
-        let pod = self.pods.get(key).cloned();
+        let pod = self.pods.get(key).map(|p| PodInfo::clone(p));
         let timeout = self.pod_start_timeout;
         let Some(t) = self.jobs.get_mut(key) else {
             return;
