@@ -168,7 +168,12 @@ fn kueue_admits_a_queued_job_and_kwok_completes_it() {
     );
     let j = get_job(b, &ns, "one");
     assert_eq!(j["status"]["succeeded"], 1, "{}", j["status"]);
-    let wls = b.kueue_workloads(&ns);
+    // Kueue marks the Workload Finished a moment after the Job completes.
+    let mut wls = b.kueue_workloads(&ns);
+    wait_for(Duration::from_secs(20), || {
+        wls = b.kueue_workloads(&ns);
+        wls.len() == 1 && condition(&wls[0], "Finished")
+    });
     assert_eq!(wls.len(), 1, "one Workload for the Job: {wls:?}");
     let wl = &wls[0];
     assert_eq!(
