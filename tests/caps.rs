@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use k8s_job_worker::queue::Queue;
 use k8s_job_worker::queue::redis::RedisQueue;
 use serde_json::{Value, json};
-use support::worker::{Launcher, Q, Worker, calls_for, make_pvc, message, statuses};
+use support::worker::{
+    FAST_ELECTION, Launcher, Q, Worker, calls_for, kill_and_take_over, leader_and_standby,
+    make_pvc, message, statuses,
+};
 use support::{WebhookReceiver, bed, unique, wait_for};
 
 const PENDING: &str = "testbed.k8s-job-worker.io/outcome";
@@ -540,20 +543,12 @@ fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
         .envs(&[
             ("SERVICE_MAX_CONCURRENT", "slow=1"),
             ("POD_START_TIMEOUT", "3600"),
-            ("LEASE_DURATION", "6"),
-            ("RENEW_DEADLINE", "4"),
-            ("RETRY_PERIOD", "1"),
         ])
+        .envs(&FAST_ELECTION)
         .die_with_parent()
         .deploy();
     make_pvc(&d.ns);
-    let mut first = d.spawn(&format!("{}-a", d.instance));
-    assert!(
-        wait_for(Duration::from_secs(30), || first.is_leader_by_metrics()),
-        "no leader\n{}",
-        first.logs()
-    );
-    let second = d.spawn(&format!("{}-b", d.instance));
+    let (mut first, second) = leader_and_standby(&d);
     let msg = |pending: bool| {
         support::worker::seed_message(&d.ns, &hook.url(), |m| {
             m["service"] = json!("slow");
@@ -584,17 +579,7 @@ fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
         "not deferred\n{}",
         first.logs()
     );
-    first.kill9();
-    let t0 = Instant::now();
-    assert!(
-        wait_for(Duration::from_secs(60), || second.is_leader_by_metrics()),
-        "the standby did not take over\n{}",
-        second.logs()
-    );
-    eprintln!(
-        "[caps failover] new leader after {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    let t0 = kill_and_take_over(&mut first, &second);
     // The new leader defers them again: the listed blocking Job holds the cap.
     assert!(
         wait_for(Duration::from_secs(60), || by_service(
@@ -651,23 +636,12 @@ fn redis_a_new_leader_keeps_max_concurrent_jobs_from_its_first_receive() {
     let hook = WebhookReceiver::start();
     let d = Launcher::new(Q::Redis)
         .ns_tag("cap-fo")
-        .envs(&[
-            ("MAX_CONCURRENT_JOBS", "1"),
-            ("POD_START_TIMEOUT", "3600"),
-            ("LEASE_DURATION", "6"),
-            ("RENEW_DEADLINE", "4"),
-            ("RETRY_PERIOD", "1"),
-        ])
+        .envs(&[("MAX_CONCURRENT_JOBS", "1"), ("POD_START_TIMEOUT", "3600")])
+        .envs(&FAST_ELECTION)
         .die_with_parent()
         .deploy();
     make_pvc(&d.ns);
-    let mut first = d.spawn(&format!("{}-a", d.instance));
-    assert!(
-        wait_for(Duration::from_secs(30), || first.is_leader_by_metrics()),
-        "no leader\n{}",
-        first.logs()
-    );
-    let second = d.spawn(&format!("{}-b", d.instance));
+    let (mut first, second) = leader_and_standby(&d);
     let msg = |pending: bool| {
         support::worker::seed_message(&d.ns, &hook.url(), |m| {
             m["service"] = json!("slow");
@@ -695,13 +669,7 @@ fn redis_a_new_leader_keeps_max_concurrent_jobs_from_its_first_receive() {
         "the messages are not waiting in the queue\n{}",
         first.logs()
     );
-    first.kill9();
-    let t0 = Instant::now();
-    assert!(
-        wait_for(Duration::from_secs(60), || second.is_leader_by_metrics()),
-        "the standby did not take over\n{}",
-        second.logs()
-    );
+    let t0 = kill_and_take_over(&mut first, &second);
     // Watch the Jobs for a while after the takeover: never more than one.
     let mut most = 0;
     while t0.elapsed() < Duration::from_secs(15) {

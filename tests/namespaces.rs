@@ -9,10 +9,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use support::worker::{Launcher, Q, calls_for, make_pvc, seed_message, statuses};
+use support::worker::{
+    FAST_ELECTION, Launcher, Q, calls_for, kill_and_take_over, leader_and_standby, make_pvc,
+    seed_message, statuses,
+};
 use support::{WebhookReceiver, bed, wait_for};
 
 const OUTCOME: &str = "testbed.k8s-job-worker.io/outcome";
@@ -23,12 +26,8 @@ fn a_new_leader_of_two_namespaces_keeps_the_jobs_of_both() {
     let other = bed().new_namespace("ns-two");
     let d0 = Launcher::new(Q::Redis)
         .ns_tag("ns-one")
-        .envs(&[
-            ("POD_START_TIMEOUT", "3600"),
-            ("LEASE_DURATION", "6"),
-            ("RENEW_DEADLINE", "4"),
-            ("RETRY_PERIOD", "1"),
-        ])
+        .envs(&[("POD_START_TIMEOUT", "3600")])
+        .envs(&FAST_ELECTION)
         .die_with_parent()
         .deploy();
     let d = d0.with_env("ALLOWED_NAMESPACES", &format!("{},{other}", d0.ns));
@@ -40,13 +39,7 @@ fn a_new_leader_of_two_namespaces_keeps_the_jobs_of_both() {
         );
         assert!(st == 201 || st == 409, "{st} {body}");
     }
-    let mut first = d.spawn(&format!("{}-a", d.instance));
-    assert!(
-        wait_for(Duration::from_secs(30), || first.is_leader_by_metrics()),
-        "no leader\n{}",
-        first.logs()
-    );
-    let second = d.spawn(&format!("{}-b", d.instance));
+    let (mut first, second) = leader_and_standby(&d);
     // One Job in each namespace whose pod never starts: each stays at 0.
     let msgs: Vec<(String, String)> = [&d.ns, &other]
         .iter()
@@ -66,17 +59,7 @@ fn a_new_leader_of_two_namespaces_keeps_the_jobs_of_both() {
         "no status 0 for both\n{}",
         first.logs()
     );
-    first.kill9();
-    let t0 = Instant::now();
-    assert!(
-        wait_for(Duration::from_secs(60), || second.is_leader_by_metrics()),
-        "the standby did not take over\n{}",
-        second.logs()
-    );
-    eprintln!(
-        "[namespaces] new leader after {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    kill_and_take_over(&mut first, &second);
     // Its two lists are in within a moment; give the tracker a few ticks.
     std::thread::sleep(Duration::from_secs(8));
     for (id, _) in &msgs {

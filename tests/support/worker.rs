@@ -27,7 +27,7 @@ use std::ops::Deref;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -661,4 +661,42 @@ pub fn redis_processing_len(c: &mut redis::Connection, prefix: &str) -> i64 {
     keys.iter()
         .map(|k| redis::cmd("LLEN").arg(k).query::<i64>(c).unwrap_or(0))
         .sum()
+}
+
+/// Short election timings for failover tests (LEASE_DURATION > RENEW_DEADLINE
+/// > 1.2 × RETRY_PERIOD): a standby takes over within seconds.
+pub const FAST_ELECTION: [(&str, &str); 3] = [
+    ("LEASE_DURATION", "6"),
+    ("RENEW_DEADLINE", "4"),
+    ("RETRY_PERIOD", "1"),
+];
+
+/// Two replicas of `d`: `<instance>-a`, once its /metrics say it leads, and
+/// `<instance>-b` standing by.
+pub fn leader_and_standby(d: &Deployment) -> (Worker, Worker) {
+    let first = d.spawn(&format!("{}-a", d.instance));
+    assert!(
+        crate::support::wait_for(Duration::from_secs(30), || first.is_leader_by_metrics()),
+        "no leader\n{}",
+        first.logs()
+    );
+    let second = d.spawn(&format!("{}-b", d.instance));
+    (first, second)
+}
+
+/// kill -9 of `leader`, then waits until `standby` leads; returns the time of
+/// the kill.
+pub fn kill_and_take_over(leader: &mut Worker, standby: &Worker) -> Instant {
+    leader.kill9();
+    let t0 = Instant::now();
+    assert!(
+        crate::support::wait_for(Duration::from_secs(60), || standby.is_leader_by_metrics()),
+        "the standby did not take over\n{}",
+        standby.logs()
+    );
+    eprintln!(
+        "[failover] new leader {:.1} s after the kill",
+        t0.elapsed().as_secs_f64()
+    );
+    t0
 }
