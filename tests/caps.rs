@@ -20,8 +20,8 @@ use k8s_job_worker::queue::Queue;
 use k8s_job_worker::queue::redis::RedisQueue;
 use serde_json::{Value, json};
 use support::worker::{
-    FAST_ELECTION, Launcher, Q, Worker, calls_for, kill_and_take_over, leader_and_standby,
-    make_pvc, message, statuses,
+    Deployment, FAST_ELECTION, Launcher, Q, Worker, calls_for, kill_and_take_over,
+    leader_and_standby, make_pvc, message, statuses,
 };
 use support::{WebhookReceiver, bed, unique, wait_for};
 
@@ -531,24 +531,26 @@ fn redis_deferred_messages_wait_in_the_delayed_set_and_come_back_when_due() {
     assert_eq!(redis_int(&["LLEN", &queue]), 0);
 }
 
-/// A leader killed while a capped service's messages wait in the delayed set:
-/// the new leader counts the service's live Jobs from the Jobs it lists (their
-/// `app` label), keeps deferring past the cap, and creates the waiting ones
-/// once the cap frees; each message ends with exactly one terminal status.
-#[test]
-fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
-    let hook = WebhookReceiver::start();
+/// Two replicas of a Redis deployment capped by `cap` (one Job of service
+/// "slow"): the leader holds the cap with a Job whose pod never starts
+/// (`blocker`), and three more "slow" messages (`waiting`) have been sent.
+struct SlowFailover {
+    d: Deployment,
+    first: Worker,
+    second: Worker,
+    blocker: (String, String),
+    waiting: Vec<(String, String)>,
+}
+
+fn slow_failover(hook: &WebhookReceiver, tag: &str, cap: (&str, &str)) -> SlowFailover {
     let d = Launcher::new(Q::Redis)
-        .ns_tag("caps-fo")
-        .envs(&[
-            ("SERVICE_MAX_CONCURRENT", "slow=1"),
-            ("POD_START_TIMEOUT", "3600"),
-        ])
+        .ns_tag(tag)
+        .envs(&[cap, ("POD_START_TIMEOUT", "3600")])
         .envs(&FAST_ELECTION)
         .die_with_parent()
         .deploy();
     make_pvc(&d.ns);
-    let (mut first, second) = leader_and_standby(&d);
+    let (first, second) = leader_and_standby(&d);
     let msg = |pending: bool| {
         support::worker::seed_message(&d.ns, &hook.url(), |m| {
             m["service"] = json!("slow");
@@ -570,6 +572,41 @@ fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
         &first,
         &waiting.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
     );
+    SlowFailover {
+        d,
+        first,
+        second,
+        blocker,
+        waiting,
+    }
+}
+
+/// Deletes the one "slow" Job (background): the cap frees.
+fn delete_the_slow_job(d: &Deployment, w: &Worker) {
+    let jobs = jobs_of(w, "slow");
+    assert_eq!(jobs.len(), 1, "one slow Job: {jobs:?}");
+    let name = jobs[0]["metadata"]["name"].as_str().unwrap_or_default();
+    let (code, body) = bed().kube_delete(
+        &format!("/apis/batch/v1/namespaces/{}/jobs/{name}", d.ns),
+        Some(&json!({"propagationPolicy": "Background"})),
+    );
+    assert!(code == 200 || code == 202, "{code} {body}");
+}
+
+/// A leader killed while a capped service's messages wait in the delayed set:
+/// the new leader counts the service's live Jobs from the Jobs it lists (their
+/// `app` label), keeps deferring past the cap, and creates the waiting ones
+/// once the cap frees; each message ends with exactly one terminal status.
+#[test]
+fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
+    let hook = WebhookReceiver::start();
+    let SlowFailover {
+        d,
+        mut first,
+        second,
+        blocker,
+        waiting,
+    } = slow_failover(&hook, "caps-fo", ("SERVICE_MAX_CONCURRENT", "slow=1"));
     assert!(
         wait_for(Duration::from_secs(30), || by_service(
             &first,
@@ -591,15 +628,7 @@ fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
         second.logs()
     );
     assert_eq!(jobs_of(&second, "slow").len(), 1, "the cap was passed");
-    let name = jobs_of(&second, "slow")[0]["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let (code, body) = bed().kube_delete(
-        &format!("/apis/batch/v1/namespaces/{}/jobs/{name}", d.ns),
-        Some(&json!({"propagationPolicy": "Background"})),
-    );
-    assert!(code == 200 || code == 202, "{code} {body}");
+    delete_the_slow_job(&d, &second);
     let mut most = 0.0f64;
     let done = wait_for(Duration::from_secs(240), || {
         most = most.max(by_service(&second, "job_worker_jobs_in_flight", "slow"));
@@ -634,36 +663,14 @@ fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
 #[test]
 fn redis_a_new_leader_keeps_max_concurrent_jobs_from_its_first_receive() {
     let hook = WebhookReceiver::start();
-    let d = Launcher::new(Q::Redis)
-        .ns_tag("cap-fo")
-        .envs(&[("MAX_CONCURRENT_JOBS", "1"), ("POD_START_TIMEOUT", "3600")])
-        .envs(&FAST_ELECTION)
-        .die_with_parent()
-        .deploy();
-    make_pvc(&d.ns);
-    let (mut first, second) = leader_and_standby(&d);
-    let msg = |pending: bool| {
-        support::worker::seed_message(&d.ns, &hook.url(), |m| {
-            m["service"] = json!("slow");
-            if pending {
-                m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
-            }
-        })
-    };
-    let blocker = msg(true);
-    first.send(&blocker.1);
-    assert!(
-        wait_for(Duration::from_secs(60), || jobs_of(&first, "slow").len()
-            == 1),
-        "{}",
-        first.logs()
-    );
+    let SlowFailover {
+        d,
+        mut first,
+        second,
+        waiting,
+        ..
+    } = slow_failover(&hook, "cap-fo", ("MAX_CONCURRENT_JOBS", "1"));
     // At the cap the leader receives nothing: these wait in the queue.
-    let waiting: Vec<(String, String)> = (0..3).map(|_| msg(false)).collect();
-    send_fast(
-        &first,
-        &waiting.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
-    );
     assert!(
         wait_for(Duration::from_secs(10), || first.queued() == 3),
         "the messages are not waiting in the queue\n{}",
@@ -682,15 +689,7 @@ fn redis_a_new_leader_keeps_max_concurrent_jobs_from_its_first_receive() {
         "the new leader passed MAX_CONCURRENT_JOBS\n{}",
         second.logs()
     );
-    let name = jobs_of(&second, "slow")[0]["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let (code, body) = bed().kube_delete(
-        &format!("/apis/batch/v1/namespaces/{}/jobs/{name}", d.ns),
-        Some(&json!({"propagationPolicy": "Background"})),
-    );
-    assert!(code == 200 || code == 202, "{code} {body}");
+    delete_the_slow_job(&d, &second);
     let done = wait_for(Duration::from_secs(240), || {
         waiting.iter().all(|(id, _)| terminal_count(&hook, id) == 1)
     });
