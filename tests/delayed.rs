@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use support::worker::{
-    Deployment, Launcher, Q, Worker, calls_for, seed_message, statuses, wait_terminal,
+    Deployment, FAST_ELECTION, Launcher, Q, Worker, calls_for, leader_and_standby, seed_message,
+    statuses, wait_terminal,
 };
 use support::{Bed, KUEUE_QUEUE_LABEL, WebhookReceiver, kueue_bed, wait_for};
 
@@ -191,26 +192,11 @@ fn delayed_job_starts_on_time_across_a_leader_kill(q: Q) {
     let spec = Launcher::new(q)
         .ns_tag("delay-fo")
         .instance_tag("dfo")
-        .env("LEASE_DURATION", "6")
-        .env("RENEW_DEADLINE", "4")
-        .env("RETRY_PERIOD", "1")
+        .envs(&FAST_ELECTION)
         .die_with_parent()
         .log_tail(80)
         .deploy();
-    let names = [
-        format!("{}-a", spec.instance),
-        format!("{}-b", spec.instance),
-    ];
-    let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
-    let mut leader = String::new();
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            leader = spec.holder();
-            names.contains(&leader)
-        }),
-        "a worker takes the Lease"
-    );
-    let li = names.iter().position(|n| *n == leader).unwrap_or(0);
+    let (mut leader, standby) = leader_and_standby(&spec);
     // Long enough for the standby to take over (LEASE_DURATION 6 s) before it.
     let (id, body) = delayed_message(&spec, &hook, 20);
     spec.send(&body);
@@ -227,16 +213,15 @@ fn delayed_job_starts_on_time_across_a_leader_kill(q: Q) {
         )),
         "status 0 recorded on the Job"
     );
-    workers[li].kill9();
+    leader.kill9();
     let killed = SystemTime::now();
-    let standby = names[1 - li].clone();
     assert!(
-        wait_for(Duration::from_secs(60), || spec.holder() == standby),
+        wait_for(Duration::from_secs(60), || spec.holder() == standby.name),
         "the standby takes the Lease"
     );
     let took_over = SystemTime::now();
     let looks = never_runs_before(b, &spec, &id, &name, at);
-    let calls = wait_terminal(&workers[1 - li], &hook, &id, Duration::from_secs(90));
+    let calls = wait_terminal(&standby, &hook, &id, Duration::from_secs(90));
     // One 0 (from the dead leader, not repeated), then 1 and 2 from the new one.
     assert_eq!(statuses(&calls), vec![0, 1, 2]);
     let late = started_not_before(b, &spec, &id, &name, at);
