@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::worker::{
-    Deployment, Launcher, Q, Worker, calls_for, seed_message, statuses, wait_terminal,
+    Deployment, FAST_ELECTION, Launcher, Q, Worker, calls_for, leader_and_standby, seed_message,
+    statuses, wait_terminal,
 };
 use support::{WebhookReceiver, bed, wait_for};
 
@@ -353,25 +354,10 @@ fn cancel_during_a_leader_kill(q: Q) {
     let hook = WebhookReceiver::start();
     let spec = launcher(q)
         .instance_tag("cfo")
-        .env("LEASE_DURATION", "6")
-        .env("RENEW_DEADLINE", "4")
-        .env("RETRY_PERIOD", "1")
+        .envs(&FAST_ELECTION)
         .die_with_parent()
         .deploy();
-    let names = [
-        format!("{}-a", spec.instance),
-        format!("{}-b", spec.instance),
-    ];
-    let mut workers: Vec<Worker> = names.iter().map(|n| spec.spawn(n)).collect();
-    let mut leader = String::new();
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            leader = spec.holder();
-            names.contains(&leader)
-        }),
-        "one replica leads"
-    );
-    let li = names.iter().position(|n| *n == leader).unwrap();
+    let (mut leader, standby) = leader_and_standby(&spec);
     let (a, a_body) = job_message(&spec, &hook, true);
     let (b, b_body) = job_message(&spec, &hook, true);
     let (c, c_body) = job_message(&spec, &hook, true);
@@ -392,7 +378,7 @@ fn cancel_during_a_leader_kill(q: Q) {
             .unwrap()
     };
     let (job_a, job_b) = (job_of(&a), job_of(&b));
-    workers[li].kill9();
+    leader.kill9();
     // What a leader killed between the cancel's patch and its delete leaves.
     let (st, v) = bed().kube_patch(
         &format!("/apis/batch/v1/namespaces/{}/jobs/{job_a}", spec.ns),
@@ -402,13 +388,12 @@ fn cancel_during_a_leader_kill(q: Q) {
     assert_eq!(st, 200, "{v}");
     let pods_c = record_pods(&spec.ns);
     spec.send_all(&[cancel_body(&b), cancel_body(&c)]);
-    let standby = &names[1 - li];
     assert!(
-        wait_for(Duration::from_secs(60), || spec.holder() == *standby),
+        wait_for(Duration::from_secs(60), || spec.holder() == standby.name),
         "the standby takes over"
     );
     for id in [&a, &b] {
-        let calls = wait_terminal(&workers[1 - li], &hook, id, Duration::from_secs(60));
+        let calls = wait_terminal(&standby, &hook, id, Duration::from_secs(60));
         assert_eq!(statuses(&calls), vec![0, 1, 3], "{id}");
         assert_cancelled(&calls[2].body);
     }
@@ -427,7 +412,7 @@ fn cancel_during_a_leader_kill(q: Q) {
         );
     }
     spec.send(&c_body);
-    let calls = wait_terminal(&workers[1 - li], &hook, &c, Duration::from_secs(60));
+    let calls = wait_terminal(&standby, &hook, &c, Duration::from_secs(60));
     assert_eq!(statuses(&calls), vec![3]);
     assert_cancelled(&calls[0].body);
     std::thread::sleep(Duration::from_secs(3));
