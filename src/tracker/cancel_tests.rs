@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use super::state::CANCEL_RETRY;
+use super::tests::statuses;
 use super::*;
 use crate::cancel::{Consumed, Tombstone, Tombstones};
 use crate::contract::{ANN_CANCELLED_AT, ANN_MESSAGE_ID, ANN_WEBHOOK_URL, Status};
@@ -57,16 +58,6 @@ fn running_pod(job: &str) -> Value {
     json!({"metadata": {"namespace": "ns", "name": format!("{job}-abcde"), "uid": format!("pod-{job}"),
         "labels": {"batch.kubernetes.io/job-name": job}},
         "status": {"phase": "Running", "containerStatuses": [{"name": "job", "state": {"running": {}}}]}})
-}
-
-fn statuses(actions: &[Action]) -> Vec<u8> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Callback { status, .. } => Some(status.code()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn cancel_jobs(actions: &[Action]) -> Vec<(String, Option<String>)> {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::tests::statuses;
 use super::*;
 use crate::contract::{ANN_MESSAGE_ID, ANN_QUEUE_NAME, ANN_START_AFTER, LABEL_KUEUE_QUEUE_NAME};
 
@@ -54,16 +55,6 @@ fn starts(actions: &[Action]) -> Vec<(String, Option<String>)> {
         .iter()
         .filter_map(|a| match a {
             Action::StartJob { name, queue, .. } => Some((name.clone(), queue.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn statuses(actions: &[Action]) -> Vec<u8> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Callback { status, .. } => Some(status.code()),
             _ => None,
         })
         .collect()

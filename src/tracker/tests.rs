@@ -41,7 +41,8 @@ fn pod(job: &str, phase: &str, exit: Option<i64>) -> Value {
         "status": {"phase": phase, "containerStatuses": [{"name": "job", "state": state}]}})
 }
 
-fn statuses(actions: &[Action]) -> Vec<u8> {
+/// The callback statuses among `actions`, in order (shared by the other table tests).
+pub(super) fn statuses(actions: &[Action]) -> Vec<u8> {
     actions
         .iter()
         .filter_map(|a| {
