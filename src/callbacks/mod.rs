@@ -27,10 +27,11 @@ use crossbeam_channel::{Receiver, select, unbounded};
 use crate::contract::Status;
 use crate::webhook_guard::{PinnedResolver, WebhookUrl};
 
+pub use pool::{CreatesRunning, Creating};
 pub use sign::{SigningKey, webhook_id};
 
 use deliver::HttpDeliverer;
-use pool::{Deliver, Finished, Pool, Work};
+use pool::{Deliver, Finished, Pool, Unstarted, Work};
 use state::{Action, Attempt, Event, Policy, Random, Scheduler, Verdict};
 
 /// The Kubernetes Job a callback is about; opaque here, handed back in `settled`.
@@ -116,6 +117,8 @@ pub struct Config {
     /// The dispatcher beats it once per loop iteration; it has work while
     /// callbacks are pending.
     pub heartbeat: Option<Arc<crate::heartbeat::Heartbeat>>,
+    /// The creators' running creates, which records yield to (`pool.rs`).
+    pub creates: CreatesRunning,
 }
 
 impl Default for Config {
@@ -132,6 +135,7 @@ impl Default for Config {
             worker_idle_timeout: Duration::from_secs(30),
             guard: None,
             heartbeat: None,
+            creates: CreatesRunning::default(),
         }
     }
 }
@@ -212,6 +216,7 @@ fn run(
         deliver,
         Arc::clone(&hooks),
         done_tx,
+        cfg.creates.clone(),
     );
     let never = crossbeam_channel::never::<CallbackMsg>();
     let mut input = Some(rx);
@@ -222,10 +227,15 @@ fn run(
             hb.beat_with(sched.pending() > 0);
         }
         let now = Instant::now();
-        let wake = [sched.next_due(), pool.next_reap(), closed_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            sched.next_due(),
+            pool.next_reap(),
+            pool.next_release(now),
+            closed_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = wake.map_or(IDLE_WAKE, |w| w.saturating_duration_since(now));
         let mut events = Vec::new();
         select! {
@@ -233,17 +243,19 @@ fn run(
                 Ok(CallbackMsg::Send(cb)) => events.push(Event::Enqueued(cb)),
                 Ok(CallbackMsg::Abort) => {
                     input = None;
+                    pool.open();
                     closed_deadline = Some(Instant::now());
                     log::info!("callbacks: aborted with {} pending callback(s)", sched.pending());
                 }
                 Err(_) => {
                     input = None;
+                    pool.open();
                     closed_deadline = Some(Instant::now() + cfg.shutdown_grace);
                     log::info!("callbacks: input closed; draining {} pending callback(s)", sched.pending());
                 }
             },
             recv(done_rx) -> done => if let Ok(d) = done {
-                pool.finished(&d.dest, d.worker, Instant::now());
+                pool.finished(&d.dest, d.worker, d.wrote, Instant::now());
                 events.push(match d.finished {
                     Finished::Attempt(attempt) => Event::Result { message_id: d.message_id, attempt },
                     Finished::Recorded => Event::Recorded { message_id: d.message_id },
@@ -253,6 +265,9 @@ fn run(
         }
         events.push(Event::Tick);
         let now = Instant::now();
+        for u in pool.release_held(now) {
+            events.extend(record_here(u, hooks.as_ref()));
+        }
         let mut events = std::collections::VecDeque::from(events);
         while let Some(ev) = events.pop_front() {
             for action in sched.step(now, ev) {
@@ -331,21 +346,23 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
                 .unwrap_or_else(|| (NO_WEBHOOK.to_string(), "record".to_string()));
             match pool.submit(&dest, &host, Work::Record(cb, outcome)) {
                 Ok(()) => None,
-                // No thread to record on: record here, in the message's turn.
-                Err(u) => {
-                    log::warn!("{}; recording on the dispatcher", u.reason);
-                    let Work::Record(cb, outcome) = *u.work else {
-                        return None;
-                    };
-                    // No catch_unwind: the shipped build aborts on panic.
-                    hooks.settled(&cb, &outcome);
-                    Some(Event::Recorded {
-                        message_id: cb.message_id,
-                    })
-                }
+                Err(u) => record_here(u, hooks),
             }
         }
     }
+}
+
+/// No thread to record on: records here, in the message's turn.
+fn record_here(u: Unstarted, hooks: &dyn Hooks) -> Option<Event> {
+    log::warn!("{}; recording on the dispatcher", u.reason);
+    let Work::Record(cb, outcome) = *u.work else {
+        return None;
+    };
+    // No catch_unwind: the shipped build aborts on panic.
+    hooks.settled(&cb, &outcome);
+    Some(Event::Recorded {
+        message_id: cb.message_id,
+    })
 }
 
 /// Counts and logs a settled callback; its record (`Hooks::settled`) follows

@@ -6,11 +6,20 @@
 //! the threads of the callback's own destination; work for a
 //! destination whose workers are all busy waits in that destination's backlog
 //! only, so a slow or dead webhook never holds up another. The pool is owned
-//! and driven by the dispatcher thread alone (no shared state, no locks):
-//! workers get jobs on their own channel and report results on a shared one.
+//! and driven by the dispatcher thread alone (no locks): workers get jobs on
+//! their own channel and report results on a shared one.
+//!
+//! Records that write to the API server yield to Job creation: while the
+//! creators have a create running (`CreatesRunning`, the one thing shared
+//! with them), at most `RECORDS_WHILE_CREATING` such records run at once and
+//! the others wait in order in `held`, each at most `RECORD_HOLD_MAX`. On a
+//! two-core bed the records took a third of the API server's writes during a
+//! burst (README, Performance). Waiting only delays a message's next callback
+//! (its turn stays in `Recording`), never reorders one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +46,53 @@ impl Work {
             Work::Deliver(cb) | Work::Record(cb, _) => cb.message_id,
         }
     }
+
+    /// A record about a Job: `Hooks::settled` writes to the API server.
+    fn writes(&self) -> bool {
+        matches!(self, Work::Record(cb, _) if cb.job.is_some())
+    }
+}
+
+/// How many Job creates are running now: each creator counts itself in for
+/// the length of a create (`enter`), and the pool reads it to let records
+/// yield. Cloning shares the count.
+#[derive(Clone, Debug, Default)]
+pub struct CreatesRunning(Arc<AtomicUsize>);
+
+/// Counts one create as running until dropped.
+pub struct Creating(Arc<AtomicUsize>);
+
+impl CreatesRunning {
+    pub fn enter(&self) -> Creating {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Creating(Arc::clone(&self.0))
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Records writing to the API server at once while a create runs.
+pub(crate) const RECORDS_WHILE_CREATING: usize = 2;
+/// Longest a record waits for the creates (then it goes regardless, so a
+/// steady stream of creates delays records by this much and never starves them).
+pub(crate) const RECORD_HOLD_MAX: Duration = Duration::from_secs(10);
+/// How often the dispatcher looks again while records wait.
+const HELD_POLL: Duration = Duration::from_millis(10);
+
+/// A record waiting for the creates.
+struct Held {
+    since: Instant,
+    dest: String,
+    host: String,
+    work: Work,
 }
 
 /// What a finished piece of work came to.
@@ -53,6 +109,8 @@ pub(crate) struct Done {
     pub worker: u64,
     pub message_id: String,
     pub finished: Finished,
+    /// The work was a record that wrote to the API server.
+    pub wrote: bool,
 }
 
 /// Work that no worker could be started for (handed back).
@@ -94,6 +152,13 @@ pub(crate) struct Pool {
     hooks: Arc<dyn Hooks>,
     results: Sender<Done>,
     next_id: u64,
+    creating: CreatesRunning,
+    /// Records waiting for the creates, oldest first.
+    held: VecDeque<Held>,
+    /// Records writing to the API server, on a worker or in a backlog.
+    writes: usize,
+    /// Draining: records no longer wait.
+    open: bool,
 }
 
 impl Pool {
@@ -103,6 +168,7 @@ impl Pool {
         deliver: Deliver,
         hooks: Arc<dyn Hooks>,
         results: Sender<Done>,
+        creating: CreatesRunning,
     ) -> Pool {
         Pool {
             dests: HashMap::new(),
@@ -112,13 +178,85 @@ impl Pool {
             hooks,
             results,
             next_id: 0,
+            creating,
+            held: VecDeque::new(),
+            writes: 0,
+            open: false,
         }
+    }
+
+    /// Hands `work` to a worker (`place`), except that a record writing to
+    /// the API server waits in `held` while creates run and enough records
+    /// already write (or others wait before it).
+    pub(crate) fn submit(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
+        if work.writes() {
+            if !self.held.is_empty() || !self.may_write() {
+                self.held.push_back(Held {
+                    since: Instant::now(),
+                    dest: dest.to_string(),
+                    host: host.to_string(),
+                    work,
+                });
+                return Ok(());
+            }
+            return self.place_write(dest, host, work);
+        }
+        self.place(dest, host, work)
+    }
+
+    fn may_write(&self) -> bool {
+        self.open || self.writes < RECORDS_WHILE_CREATING || self.creating.count() == 0
+    }
+
+    fn place_write(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
+        self.writes += 1;
+        let placed = self.place(dest, host, work);
+        if placed.is_err() {
+            self.writes -= 1;
+        }
+        placed
+    }
+
+    /// Starts the held records that may go now: in order, while creates
+    /// allow it or the oldest has waited `RECORD_HOLD_MAX`. Returns those no
+    /// worker could take (the dispatcher records them itself).
+    pub(crate) fn release_held(&mut self, now: Instant) -> Vec<Unstarted> {
+        let mut failed = Vec::new();
+        while let Some(front) = self.held.front() {
+            let overdue = now.saturating_duration_since(front.since) >= RECORD_HOLD_MAX;
+            if !overdue && !self.may_write() {
+                break;
+            }
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            if let Err(u) = self.place_write(&h.dest, &h.host, h.work) {
+                failed.push(u);
+            }
+        }
+        failed
+    }
+
+    /// From now on records do not wait (shutdown drains everything).
+    pub(crate) fn open(&mut self) {
+        self.open = true;
+    }
+
+    /// Records waiting for the creates.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// When the dispatcher should look at the held records again.
+    pub(crate) fn next_release(&self, now: Instant) -> Option<Instant> {
+        (!self.held.is_empty()).then(|| now + HELD_POLL)
     }
 
     /// Hands `cb` to an idle worker of `dest`, a new one, or the backlog (a
     /// record at its front, an attempt at its back).
     /// Fails when no worker of `dest` exists and none could be started.
-    pub(crate) fn submit(&mut self, dest: &str, host: &str, cb: Work) -> Result<(), Unstarted> {
+    fn place(&mut self, dest: &str, host: &str, cb: Work) -> Result<(), Unstarted> {
         let d = self.dests.entry(dest.to_string()).or_default();
         if let Some(w) = d.workers.iter_mut().find(|w| !w.busy) {
             match w.tx.send(cb) {
@@ -155,6 +293,7 @@ impl Pool {
             .stack_size(WORKER_STACK)
             .spawn(move || {
                 for work in rx {
+                    let wrote = work.writes();
                     let (message_id, finished) = match work {
                         Work::Deliver(cb) => {
                             let attempt = deliver(&cb);
@@ -170,6 +309,7 @@ impl Pool {
                         worker: id,
                         message_id,
                         finished,
+                        wrote,
                     };
                     if results.send(done).is_err() {
                         break;
@@ -205,7 +345,10 @@ impl Pool {
     }
 
     /// Marks the worker that reported `done` idle and gives it the next backlog item.
-    pub(crate) fn finished(&mut self, dest: &str, worker: u64, now: Instant) {
+    pub(crate) fn finished(&mut self, dest: &str, worker: u64, wrote: bool, now: Instant) {
+        if wrote {
+            self.writes = self.writes.saturating_sub(1);
+        }
         let Some(d) = self.dests.get_mut(dest) else {
             return;
         };

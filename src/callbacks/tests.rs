@@ -408,7 +408,14 @@ fn pool_bounds_workers_per_destination_and_reaps_idle_ones() {
     });
     let (tx, rx) = unbounded();
     let hooks: Arc<dyn Hooks> = Arc::new(Record::default());
-    let mut pool = Pool::new(2, Duration::from_millis(100), deliver, hooks, tx);
+    let mut pool = Pool::new(
+        2,
+        Duration::from_millis(100),
+        deliver,
+        hooks,
+        tx,
+        CreatesRunning::default(),
+    );
     let t0 = Instant::now();
     for i in 0..6u8 {
         let id = format!("m{i}");
@@ -427,7 +434,7 @@ fn pool_bounds_workers_per_destination_and_reaps_idle_ones() {
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
         assert_eq!(d.finished, Finished::Attempt(Attempt::Delivered));
         // A fixed clock for idleness: every worker went idle at t0.
-        pool.finished(&d.dest, d.worker, t0);
+        pool.finished(&d.dest, d.worker, d.wrote, t0);
     }
     assert!(
         peak.load(Ordering::SeqCst) <= 3,
@@ -649,7 +656,14 @@ fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
     });
     let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::clone(&order)));
     let (tx, rx) = unbounded();
-    let mut pool = Pool::new(1, Duration::from_secs(10), deliver, hooks, tx);
+    let mut pool = Pool::new(
+        1,
+        Duration::from_secs(10),
+        deliver,
+        hooks,
+        tx,
+        CreatesRunning::default(),
+    );
     let t0 = Instant::now();
     for w in [
         Work::Deliver(cb("a", 0, URL, t0)),
@@ -661,11 +675,163 @@ fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
     for _ in 0..3 {
         let _ = gate_tx.send(());
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
-        pool.finished(&d.dest, d.worker, Instant::now());
+        pool.finished(&d.dest, d.worker, d.wrote, Instant::now());
     }
     pool.shutdown();
     assert_eq!(
         order.events(),
         vec!["deliver a", "record c/0", "recorded c/0", "deliver b"]
     );
+}
+
+/// A record about a Job (one that writes to the API server).
+fn job_cb(id: &str, status: u8) -> Callback {
+    Callback {
+        job: Some(JobRef {
+            namespace: "ns".into(),
+            name: id.into(),
+            uid: "u".into(),
+        }),
+        ..cb(id, status, URL, Instant::now())
+    }
+}
+
+/// Runs a pool of 8 workers per destination with `creating` and a recorder
+/// that only traces; returns the pool, its results and the trace.
+fn gated_pool(
+    creating: &CreatesRunning,
+) -> (Pool, crossbeam_channel::Receiver<pool::Done>, Arc<Trace>) {
+    let trace = Arc::new(Trace::default());
+    let deliver: Deliver = Arc::new(|_: &Callback| Attempt::Delivered);
+    let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::clone(&trace)));
+    let (tx, rx) = unbounded();
+    let pool = Pool::new(
+        8,
+        Duration::from_secs(10),
+        deliver,
+        hooks,
+        tx,
+        creating.clone(),
+    );
+    (pool, rx, trace)
+}
+
+/// Waits for `n` results and marks their workers idle.
+fn finish(pool: &mut Pool, rx: &crossbeam_channel::Receiver<pool::Done>, n: usize) -> usize {
+    let mut wrote = 0;
+    for _ in 0..n {
+        let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
+        wrote += usize::from(d.wrote);
+        pool.finished(&d.dest, d.worker, d.wrote, Instant::now());
+    }
+    wrote
+}
+
+#[test]
+fn records_yield_to_running_creates_in_order_and_go_once_the_creates_end() {
+    let creating = CreatesRunning::default();
+    let (mut pool, rx, trace) = gated_pool(&creating);
+    let running = creating.enter();
+    for id in ["a", "b", "c", "d", "e"] {
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Record(job_cb(id, 0), Outcome::Delivered),
+        )
+        .expect("submit");
+    }
+    // A record without a Job writes nothing: it never waits.
+    pool.submit(
+        "http://h:1",
+        "h",
+        Work::Record(cb("x", 99, URL, Instant::now()), Outcome::Delivered),
+    )
+    .expect("submit");
+    assert_eq!(pool.held(), 3, "two write while a create runs, three wait");
+    assert_eq!(finish(&mut pool, &rx, 3), 2);
+    // The two finished, but creates still run: the next two go, in order.
+    assert!(pool.release_held(Instant::now()).is_empty());
+    assert_eq!(pool.held(), 1);
+    assert_eq!(finish(&mut pool, &rx, 2), 2);
+    drop(running);
+    assert!(pool.next_release(Instant::now()).is_some());
+    assert!(pool.release_held(Instant::now()).is_empty());
+    assert_eq!(pool.held(), 0);
+    assert_eq!(pool.next_release(Instant::now()), None);
+    assert_eq!(finish(&mut pool, &rx, 1), 1);
+    pool.shutdown();
+    let recorded: Vec<String> = trace
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("record ") && !e.contains("x/"))
+        .collect();
+    // Two at a time, in the order they came: a and b, then c and d, then e.
+    let pos = |s: &str| recorded.iter().position(|e| e == s).expect(s);
+    for first in ["record a/0", "record b/0"] {
+        for then in ["record c/0", "record d/0"] {
+            assert!(pos(first) < pos(then), "{recorded:?}");
+            assert!(pos(then) < pos("record e/0"), "{recorded:?}");
+        }
+    }
+    assert_eq!(recorded.len(), 5);
+}
+
+#[test]
+fn a_held_record_goes_after_record_hold_max_even_while_creates_run() {
+    let creating = CreatesRunning::default();
+    let (mut pool, rx, _trace) = gated_pool(&creating);
+    let _running = creating.enter();
+    for id in ["a", "b", "c"] {
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Record(job_cb(id, 1), Outcome::Delivered),
+        )
+        .expect("submit");
+    }
+    assert_eq!(pool.held(), 1);
+    // Creates go on and the two writers are still busy: it waits...
+    assert!(pool.release_held(Instant::now()).is_empty());
+    assert_eq!(pool.held(), 1);
+    // ... but no longer than RECORD_HOLD_MAX.
+    let later = Instant::now() + pool::RECORD_HOLD_MAX;
+    assert!(pool.release_held(later).is_empty());
+    assert_eq!(pool.held(), 0);
+    assert_eq!(finish(&mut pool, &rx, 3), 3);
+    pool.shutdown();
+}
+
+#[test]
+fn draining_releases_every_held_record() {
+    let creating = CreatesRunning::default();
+    let (mut pool, rx, _trace) = gated_pool(&creating);
+    let _running = creating.enter();
+    for id in ["a", "b", "c", "d"] {
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Record(job_cb(id, 2), Outcome::Delivered),
+        )
+        .expect("submit");
+    }
+    assert_eq!(pool.held(), 2);
+    pool.open();
+    assert!(pool.release_held(Instant::now()).is_empty());
+    assert_eq!(pool.held(), 0);
+    assert_eq!(finish(&mut pool, &rx, 4), 4);
+    pool.shutdown();
+}
+
+#[test]
+fn a_create_counts_itself_in_for_as_long_as_it_runs() {
+    let c = CreatesRunning::default();
+    let shared = c.clone();
+    assert_eq!(c.count(), 0);
+    let a = c.enter();
+    let b = shared.enter();
+    assert_eq!(c.count(), 2);
+    drop(a);
+    assert_eq!(shared.count(), 1);
+    drop(b);
+    assert_eq!(c.count(), 0);
 }
