@@ -255,7 +255,7 @@ fn run(
                 }
             },
             recv(done_rx) -> done => if let Ok(d) = done {
-                pool.finished(&d.dest, d.worker, d.wrote, Instant::now());
+                pool.finished(&d.dest, d.worker, d.yielded, Instant::now());
                 events.push(match d.finished {
                     Finished::Attempt(attempt) => Event::Result { message_id: d.message_id, attempt },
                     Finished::Recorded => Event::Recorded { message_id: d.message_id },

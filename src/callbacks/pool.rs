@@ -9,10 +9,11 @@
 //! and driven by the dispatcher thread alone (no locks): workers get jobs on
 //! their own channel and report results on a shared one.
 //!
-//! Records that write to the API server yield to Job creation: while the
-//! creators have a create running (`CreatesRunning`, the one thing shared
-//! with them), at most `RECORDS_WHILE_CREATING` such records run at once and
-//! the others wait in order in `held`, each at most `RECORD_HOLD_MAX`. On a
+//! Records of status 0 and 1 yield to Job creation: while the creators have
+//! a create running (`CreatesRunning`, the one thing shared with them), at
+//! most `RECORDS_WHILE_CREATING` such records run at once and the others wait
+//! in order in `held`, each at most `RECORD_HOLD_MAX`; terminal records never
+//! wait. On a
 //! two-core bed the records took a third of the API server's writes during a
 //! burst (README, Performance). Waiting only delays a message's next callback
 //! (its turn stays in `Recording`), never reorders one.
@@ -47,9 +48,12 @@ impl Work {
         }
     }
 
-    /// A record about a Job: `Hooks::settled` writes to the API server.
-    fn writes(&self) -> bool {
-        matches!(self, Work::Record(cb, _) if cb.job.is_some())
+    /// A record of status 0 or 1 about a Job: it writes to the API server
+    /// and may wait for running creates. A record without a Job writes
+    /// nothing; a terminal one never waits (it releases the Job, and a
+    /// successor would otherwise repeat the terminal callback after a crash).
+    fn yields(&self) -> bool {
+        matches!(self, Work::Record(cb, _) if cb.job.is_some() && !cb.status.is_terminal())
     }
 }
 
@@ -109,8 +113,8 @@ pub(crate) struct Done {
     pub worker: u64,
     pub message_id: String,
     pub finished: Finished,
-    /// The work was a record that wrote to the API server.
-    pub wrote: bool,
+    /// The work was a record that yields to creates (`Work::yields`).
+    pub yielded: bool,
 }
 
 /// Work that no worker could be started for (handed back).
@@ -155,7 +159,7 @@ pub(crate) struct Pool {
     creating: CreatesRunning,
     /// Records waiting for the creates, oldest first.
     held: VecDeque<Held>,
-    /// Records writing to the API server, on a worker or in a backlog.
+    /// Yielding records running, on a worker or in a backlog.
     writes: usize,
     /// Draining: records no longer wait.
     open: bool,
@@ -189,7 +193,7 @@ impl Pool {
     /// the API server waits in `held` while creates run and enough records
     /// already write (or others wait before it).
     pub(crate) fn submit(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
-        if work.writes() {
+        if work.yields() {
             if !self.held.is_empty() || !self.may_write() {
                 self.held.push_back(Held {
                     since: Instant::now(),
@@ -293,7 +297,7 @@ impl Pool {
             .stack_size(WORKER_STACK)
             .spawn(move || {
                 for work in rx {
-                    let wrote = work.writes();
+                    let yielded = work.yields();
                     let (message_id, finished) = match work {
                         Work::Deliver(cb) => {
                             let attempt = deliver(&cb);
@@ -309,7 +313,7 @@ impl Pool {
                         worker: id,
                         message_id,
                         finished,
-                        wrote,
+                        yielded,
                     };
                     if results.send(done).is_err() {
                         break;
@@ -345,8 +349,8 @@ impl Pool {
     }
 
     /// Marks the worker that reported `done` idle and gives it the next backlog item.
-    pub(crate) fn finished(&mut self, dest: &str, worker: u64, wrote: bool, now: Instant) {
-        if wrote {
+    pub(crate) fn finished(&mut self, dest: &str, worker: u64, yielded: bool, now: Instant) {
+        if yielded {
             self.writes = self.writes.saturating_sub(1);
         }
         let Some(d) = self.dests.get_mut(dest) else {

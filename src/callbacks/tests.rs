@@ -434,7 +434,7 @@ fn pool_bounds_workers_per_destination_and_reaps_idle_ones() {
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
         assert_eq!(d.finished, Finished::Attempt(Attempt::Delivered));
         // A fixed clock for idleness: every worker went idle at t0.
-        pool.finished(&d.dest, d.worker, d.wrote, t0);
+        pool.finished(&d.dest, d.worker, d.yielded, t0);
     }
     assert!(
         peak.load(Ordering::SeqCst) <= 3,
@@ -675,7 +675,7 @@ fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
     for _ in 0..3 {
         let _ = gate_tx.send(());
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
-        pool.finished(&d.dest, d.worker, d.wrote, Instant::now());
+        pool.finished(&d.dest, d.worker, d.yielded, Instant::now());
     }
     pool.shutdown();
     assert_eq!(
@@ -718,13 +718,13 @@ fn gated_pool(
 
 /// Waits for `n` results and marks their workers idle.
 fn finish(pool: &mut Pool, rx: &crossbeam_channel::Receiver<pool::Done>, n: usize) -> usize {
-    let mut wrote = 0;
+    let mut yielded = 0;
     for _ in 0..n {
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
-        wrote += usize::from(d.wrote);
-        pool.finished(&d.dest, d.worker, d.wrote, Instant::now());
+        yielded += usize::from(d.yielded);
+        pool.finished(&d.dest, d.worker, d.yielded, Instant::now());
     }
-    wrote
+    yielded
 }
 
 #[test]
@@ -810,7 +810,7 @@ fn draining_releases_every_held_record() {
         pool.submit(
             "http://h:1",
             "h",
-            Work::Record(job_cb(id, 2), Outcome::Delivered),
+            Work::Record(job_cb(id, 1), Outcome::Delivered),
         )
         .expect("submit");
     }
@@ -819,6 +819,34 @@ fn draining_releases_every_held_record() {
     assert!(pool.release_held(Instant::now()).is_empty());
     assert_eq!(pool.held(), 0);
     assert_eq!(finish(&mut pool, &rx, 4), 4);
+    pool.shutdown();
+}
+
+#[test]
+fn a_terminal_record_never_waits_for_creates() {
+    let creating = CreatesRunning::default();
+    let (mut pool, rx, _trace) = gated_pool(&creating);
+    let _running = creating.enter();
+    for id in ["a", "b", "c"] {
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Record(job_cb(id, 0), Outcome::Delivered),
+        )
+        .expect("submit");
+    }
+    for (id, status) in [("d", 2), ("e", 3), ("f", 99)] {
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Record(job_cb(id, status), Outcome::Delivered),
+        )
+        .expect("submit");
+    }
+    assert_eq!(pool.held(), 1, "only the third status 0 waits");
+    assert_eq!(finish(&mut pool, &rx, 5), 2, "two of the five yielded");
+    assert!(pool.release_held(Instant::now()).is_empty());
+    assert_eq!(finish(&mut pool, &rx, 1), 1);
     pool.shutdown();
 }
 
