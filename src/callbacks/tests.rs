@@ -727,19 +727,27 @@ fn finish(pool: &mut Pool, rx: &crossbeam_channel::Receiver<pool::Done>, n: usiz
     yielded
 }
 
+/// Submits a record of each (message id, status) about a Job.
+fn submit_records(pool: &mut Pool, records: &[(&str, u8)]) {
+    for (id, status) in records {
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Record(job_cb(id, *status), Outcome::Delivered),
+        )
+        .expect("submit");
+    }
+}
+
 #[test]
 fn records_yield_to_running_creates_in_order_and_go_once_the_creates_end() {
     let creating = CreatesRunning::default();
     let (mut pool, rx, trace) = gated_pool(&creating);
     let running = creating.enter();
-    for id in ["a", "b", "c", "d", "e"] {
-        pool.submit(
-            "http://h:1",
-            "h",
-            Work::Record(job_cb(id, 0), Outcome::Delivered),
-        )
-        .expect("submit");
-    }
+    submit_records(
+        &mut pool,
+        &[("a", 0), ("b", 0), ("c", 0), ("d", 0), ("e", 0)],
+    );
     // A record without a Job writes nothing: it never waits.
     pool.submit(
         "http://h:1",
@@ -781,14 +789,7 @@ fn a_held_record_goes_after_record_hold_max_even_while_creates_run() {
     let creating = CreatesRunning::default();
     let (mut pool, rx, _trace) = gated_pool(&creating);
     let _running = creating.enter();
-    for id in ["a", "b", "c"] {
-        pool.submit(
-            "http://h:1",
-            "h",
-            Work::Record(job_cb(id, 1), Outcome::Delivered),
-        )
-        .expect("submit");
-    }
+    submit_records(&mut pool, &[("a", 1), ("b", 1), ("c", 1)]);
     assert_eq!(pool.held(), 1);
     // Creates go on and the two writers are still busy: it waits...
     assert!(pool.release_held(Instant::now()).is_empty());
@@ -806,14 +807,7 @@ fn draining_releases_every_held_record() {
     let creating = CreatesRunning::default();
     let (mut pool, rx, _trace) = gated_pool(&creating);
     let _running = creating.enter();
-    for id in ["a", "b", "c", "d"] {
-        pool.submit(
-            "http://h:1",
-            "h",
-            Work::Record(job_cb(id, 1), Outcome::Delivered),
-        )
-        .expect("submit");
-    }
+    submit_records(&mut pool, &[("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
     assert_eq!(pool.held(), 2);
     pool.open();
     assert!(pool.release_held(Instant::now()).is_empty());
@@ -827,22 +821,8 @@ fn a_terminal_record_never_waits_for_creates() {
     let creating = CreatesRunning::default();
     let (mut pool, rx, _trace) = gated_pool(&creating);
     let _running = creating.enter();
-    for id in ["a", "b", "c"] {
-        pool.submit(
-            "http://h:1",
-            "h",
-            Work::Record(job_cb(id, 0), Outcome::Delivered),
-        )
-        .expect("submit");
-    }
-    for (id, status) in [("d", 2), ("e", 3), ("f", 99)] {
-        pool.submit(
-            "http://h:1",
-            "h",
-            Work::Record(job_cb(id, status), Outcome::Delivered),
-        )
-        .expect("submit");
-    }
+    submit_records(&mut pool, &[("a", 0), ("b", 0), ("c", 0)]);
+    submit_records(&mut pool, &[("d", 2), ("e", 3), ("f", 99)]);
     assert_eq!(pool.held(), 1, "only the third status 0 waits");
     assert_eq!(finish(&mut pool, &rx, 5), 2, "two of the five yielded");
     assert!(pool.release_held(Instant::now()).is_empty());
