@@ -117,7 +117,7 @@ pub struct Config {
     /// The dispatcher beats it once per loop iteration; it has work while
     /// callbacks are pending.
     pub heartbeat: Option<Arc<crate::heartbeat::Heartbeat>>,
-    /// The creators' running creates, which records yield to (`pool.rs`).
+    /// The creators' running creates, which recorded turns yield to (`pool.rs`).
     pub creates: CreatesRunning,
 }
 
@@ -266,7 +266,7 @@ fn run(
         events.push(Event::Tick);
         let now = Instant::now();
         for u in pool.release_held(now) {
-            events.extend(record_here(u, hooks.as_ref()));
+            events.extend(unstarted(u, hooks.as_ref()));
         }
         let mut events = std::collections::VecDeque::from(events);
         while let Some(ev) = events.pop_front() {
@@ -308,13 +308,7 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
             };
             pool.submit(&dest, &host, Work::Deliver(cb))
                 .err()
-                .map(|u| Event::Result {
-                    attempt: Attempt::Retry {
-                        reason: u.reason.clone(),
-                        retry_after: None,
-                    },
-                    message_id: u.message_id(),
-                })
+                .and_then(|u| unstarted(u, hooks))
         }
         Action::Retrying {
             message_id,
@@ -344,25 +338,33 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
                 .as_ref()
                 .map(WebhookUrl::destination)
                 .unwrap_or_else(|| (NO_WEBHOOK.to_string(), "record".to_string()));
-            match pool.submit(&dest, &host, Work::Record(cb, outcome)) {
-                Ok(()) => None,
-                Err(u) => record_here(u, hooks),
-            }
+            pool.submit(&dest, &host, Work::Record(cb, outcome))
+                .err()
+                .and_then(|u| unstarted(u, hooks))
         }
     }
 }
 
-/// No thread to record on: records here, in the message's turn.
-fn record_here(u: Unstarted, hooks: &dyn Hooks) -> Option<Event> {
-    log::warn!("{}; recording on the dispatcher", u.reason);
-    let Work::Record(cb, outcome) = *u.work else {
-        return None;
-    };
-    // No catch_unwind: the shipped build aborts on panic.
-    hooks.settled(&cb, &outcome);
-    Some(Event::Recorded {
-        message_id: cb.message_id,
-    })
+/// No thread could take `u`: an attempt is retried like a failed one; a
+/// record is made here, in the message's turn.
+fn unstarted(u: Unstarted, hooks: &dyn Hooks) -> Option<Event> {
+    match *u.work {
+        Work::Deliver(cb) => Some(Event::Result {
+            message_id: cb.message_id,
+            attempt: Attempt::Retry {
+                reason: u.reason,
+                retry_after: None,
+            },
+        }),
+        Work::Record(cb, outcome) => {
+            log::warn!("{}; recording on the dispatcher", u.reason);
+            // No catch_unwind: the shipped build aborts on panic.
+            hooks.settled(&cb, &outcome);
+            Some(Event::Recorded {
+                message_id: cb.message_id,
+            })
+        }
+    }
 }
 
 /// Counts and logs a settled callback; its record (`Hooks::settled`) follows

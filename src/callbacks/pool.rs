@@ -9,14 +9,17 @@
 //! and driven by the dispatcher thread alone (no locks): workers get jobs on
 //! their own channel and report results on a shared one.
 //!
-//! Records of status 0 and 1 yield to Job creation: while the creators have
-//! a create running (`CreatesRunning`, the one thing shared with them), at
-//! most `RECORDS_WHILE_CREATING` such records run at once and the others wait
-//! in order in `held`, each at most `RECORD_HOLD_MAX`; terminal records never
-//! wait. On a
-//! two-core bed the records took a third of the API server's writes during a
-//! burst (README, Performance). Waiting only delays a message's next callback
-//! (its turn stays in `Recording`), never reorders one.
+//! Turns that end in a record yield to Job creation. The delivery of a
+//! status 0 or 1 about a Job starts a turn whose record PATCHes the Job;
+//! while the creators have a create running (`CreatesRunning`, the one thing
+//! shared with them), at most `TURNS_WHILE_CREATING` such turns (delivery
+//! plus record) run at once and further deliveries wait in order in `held`,
+//! each at most `TURN_HOLD_MAX`. Deliveries wait, not records: what waits was
+//! never delivered, so a crash repeats no more callbacks than before (a
+//! successor sends the held ones for the first time). Records, terminal
+//! callbacks and those without a Job never wait. On a two-core bed the
+//! records took a third of the API server's writes during a burst (README,
+//! Performance).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -42,18 +45,19 @@ pub(crate) enum Work {
 }
 
 impl Work {
-    fn message_id(self) -> String {
-        match self {
-            Work::Deliver(cb) | Work::Record(cb, _) => cb.message_id,
-        }
+    /// Part of a turn that ends in a record of status 0 or 1 on a Job (its
+    /// delivery or that record): counted against `TURNS_WHILE_CREATING`.
+    /// Without a Job nothing is written; a terminal callback never yields
+    /// (it ends the message and releases the Job).
+    fn yields(&self) -> bool {
+        let (Work::Deliver(cb) | Work::Record(cb, _)) = self;
+        cb.job.is_some() && !cb.status.is_terminal()
     }
 
-    /// A record of status 0 or 1 about a Job: it writes to the API server
-    /// and may wait for running creates. A record without a Job writes
-    /// nothing; a terminal one never waits (it releases the Job, and a
-    /// successor would otherwise repeat the terminal callback after a crash).
-    fn yields(&self) -> bool {
-        matches!(self, Work::Record(cb, _) if cb.job.is_some() && !cb.status.is_terminal())
+    /// A yielding delivery: it may wait in `held` (records never do: theirs
+    /// was delivered, and must be recorded before a crash can repeat it).
+    fn may_wait(&self) -> bool {
+        matches!(self, Work::Deliver(_)) && self.yields()
     }
 }
 
@@ -83,15 +87,15 @@ impl Drop for Creating {
     }
 }
 
-/// Records writing to the API server at once while a create runs.
-pub(crate) const RECORDS_WHILE_CREATING: usize = 2;
-/// Longest a record waits for the creates (then it goes regardless, so a
-/// steady stream of creates delays records by this much and never starves them).
-pub(crate) const RECORD_HOLD_MAX: Duration = Duration::from_secs(10);
-/// How often the dispatcher looks again while records wait.
+/// Yielding turns (delivery or record) running at once while a create runs.
+pub(crate) const TURNS_WHILE_CREATING: usize = 4;
+/// Longest a delivery waits for the creates (then it goes regardless, so a
+/// steady stream of creates delays callbacks by this much, never starves them).
+pub(crate) const TURN_HOLD_MAX: Duration = Duration::from_secs(10);
+/// How often the dispatcher looks again while deliveries wait.
 const HELD_POLL: Duration = Duration::from_millis(10);
 
-/// A record waiting for the creates.
+/// A delivery waiting for the creates.
 struct Held {
     since: Instant,
     dest: String,
@@ -124,12 +128,6 @@ pub(crate) struct Unstarted {
     pub reason: String,
 }
 
-impl Unstarted {
-    pub(crate) fn message_id(self) -> String {
-        self.work.message_id()
-    }
-}
-
 struct Worker {
     id: u64,
     tx: Sender<Work>,
@@ -157,11 +155,11 @@ pub(crate) struct Pool {
     results: Sender<Done>,
     next_id: u64,
     creating: CreatesRunning,
-    /// Records waiting for the creates, oldest first.
+    /// Deliveries waiting for the creates, oldest first.
     held: VecDeque<Held>,
-    /// Yielding records running, on a worker or in a backlog.
-    writes: usize,
-    /// Draining: records no longer wait.
+    /// Yielding work running, on a worker or in a backlog.
+    turns: usize,
+    /// Draining: nothing waits any more.
     open: bool,
 }
 
@@ -184,75 +182,74 @@ impl Pool {
             next_id: 0,
             creating,
             held: VecDeque::new(),
-            writes: 0,
+            turns: 0,
             open: false,
         }
     }
 
-    /// Hands `work` to a worker (`place`), except that a record writing to
-    /// the API server waits in `held` while creates run and enough records
-    /// already write (or others wait before it).
+    /// Hands `work` to a worker (`place`), except that a yielding delivery
+    /// waits in `held` while creates run and enough turns are running (or
+    /// others wait before it).
     pub(crate) fn submit(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
-        if work.yields() {
-            if !self.held.is_empty() || !self.may_write() {
-                self.held.push_back(Held {
-                    since: Instant::now(),
-                    dest: dest.to_string(),
-                    host: host.to_string(),
-                    work,
-                });
-                return Ok(());
-            }
-            return self.place_write(dest, host, work);
+        if work.may_wait() && (!self.held.is_empty() || !self.may_start()) {
+            self.held.push_back(Held {
+                since: Instant::now(),
+                dest: dest.to_string(),
+                host: host.to_string(),
+                work,
+            });
+            return Ok(());
         }
-        self.place(dest, host, work)
+        self.place_counted(dest, host, work)
     }
 
-    fn may_write(&self) -> bool {
-        self.open || self.writes < RECORDS_WHILE_CREATING || self.creating.count() == 0
+    fn may_start(&self) -> bool {
+        self.open || self.turns < TURNS_WHILE_CREATING || self.creating.count() == 0
     }
 
-    fn place_write(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
-        self.writes += 1;
+    /// `place`, counting yielding work in `turns` until `finished`.
+    fn place_counted(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
+        let counted = work.yields();
+        self.turns += usize::from(counted);
         let placed = self.place(dest, host, work);
-        if placed.is_err() {
-            self.writes -= 1;
+        if placed.is_err() && counted {
+            self.turns -= 1;
         }
         placed
     }
 
-    /// Starts the held records that may go now: in order, while creates
-    /// allow it or the oldest has waited `RECORD_HOLD_MAX`. Returns those no
-    /// worker could take (the dispatcher records them itself).
+    /// Starts the held deliveries that may go now: in order, while creates
+    /// allow it or the oldest has waited `TURN_HOLD_MAX`. Returns those no
+    /// worker could take (the dispatcher retries them).
     pub(crate) fn release_held(&mut self, now: Instant) -> Vec<Unstarted> {
         let mut failed = Vec::new();
         while let Some(front) = self.held.front() {
-            let overdue = now.saturating_duration_since(front.since) >= RECORD_HOLD_MAX;
-            if !overdue && !self.may_write() {
+            let overdue = now.saturating_duration_since(front.since) >= TURN_HOLD_MAX;
+            if !overdue && !self.may_start() {
                 break;
             }
             let Some(h) = self.held.pop_front() else {
                 break;
             };
-            if let Err(u) = self.place_write(&h.dest, &h.host, h.work) {
+            if let Err(u) = self.place_counted(&h.dest, &h.host, h.work) {
                 failed.push(u);
             }
         }
         failed
     }
 
-    /// From now on records do not wait (shutdown drains everything).
+    /// From now on nothing waits (shutdown drains everything).
     pub(crate) fn open(&mut self) {
         self.open = true;
     }
 
-    /// Records waiting for the creates.
+    /// Deliveries waiting for the creates.
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.len()
     }
 
-    /// When the dispatcher should look at the held records again.
+    /// When the dispatcher should look at the held deliveries again.
     pub(crate) fn next_release(&self, now: Instant) -> Option<Instant> {
         (!self.held.is_empty()).then(|| now + HELD_POLL)
     }
@@ -351,7 +348,7 @@ impl Pool {
     /// Marks the worker that reported `done` idle and gives it the next backlog item.
     pub(crate) fn finished(&mut self, dest: &str, worker: u64, yielded: bool, now: Instant) {
         if yielded {
-            self.writes = self.writes.saturating_sub(1);
+            self.turns = self.turns.saturating_sub(1);
         }
         let Some(d) = self.dests.get_mut(dest) else {
             return;

@@ -684,7 +684,7 @@ fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
     );
 }
 
-/// A record about a Job (one that writes to the API server).
+/// A callback about a Job (its record writes to the API server).
 fn job_cb(id: &str, status: u8) -> Callback {
     Callback {
         job: Some(JobRef {
@@ -696,13 +696,17 @@ fn job_cb(id: &str, status: u8) -> Callback {
     }
 }
 
-/// Runs a pool of 8 workers per destination with `creating` and a recorder
-/// that only traces; returns the pool, its results and the trace.
+/// A pool of 8 workers per destination yielding to `creating`, whose
+/// deliveries and records only trace; with its results and the trace.
 fn gated_pool(
     creating: &CreatesRunning,
 ) -> (Pool, crossbeam_channel::Receiver<pool::Done>, Arc<Trace>) {
     let trace = Arc::new(Trace::default());
-    let deliver: Deliver = Arc::new(|_: &Callback| Attempt::Delivered);
+    let t = Arc::clone(&trace);
+    let deliver: Deliver = Arc::new(move |cb: &Callback| {
+        t.push(format!("deliver {}/{}", cb.message_id, cb.status));
+        Attempt::Delivered
+    });
     let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::clone(&trace)));
     let (tx, rx) = unbounded();
     let pool = Pool::new(
@@ -716,7 +720,8 @@ fn gated_pool(
     (pool, rx, trace)
 }
 
-/// Waits for `n` results and marks their workers idle.
+/// Waits for `n` results and marks their workers idle; returns how many
+/// were yielding work.
 fn finish(pool: &mut Pool, rx: &crossbeam_channel::Receiver<pool::Done>, n: usize) -> usize {
     let mut yielded = 0;
     for _ in 0..n {
@@ -727,104 +732,136 @@ fn finish(pool: &mut Pool, rx: &crossbeam_channel::Receiver<pool::Done>, n: usiz
     yielded
 }
 
-/// Submits a record of each (message id, status) about a Job.
-fn submit_records(pool: &mut Pool, records: &[(&str, u8)]) {
-    for (id, status) in records {
-        pool.submit(
-            "http://h:1",
-            "h",
-            Work::Record(job_cb(id, *status), Outcome::Delivered),
-        )
-        .expect("submit");
+/// Submits a delivery of each (message id, status) about a Job.
+fn submit_deliveries(pool: &mut Pool, callbacks: &[(&str, u8)]) {
+    for (id, status) in callbacks {
+        pool.submit("http://h:1", "h", Work::Deliver(job_cb(id, *status)))
+            .expect("submit");
     }
 }
 
 #[test]
-fn records_yield_to_running_creates_in_order_and_go_once_the_creates_end() {
+fn turns_yield_to_running_creates_in_order_and_go_once_the_creates_end() {
     let creating = CreatesRunning::default();
     let (mut pool, rx, trace) = gated_pool(&creating);
     let running = creating.enter();
-    submit_records(
-        &mut pool,
-        &[("a", 0), ("b", 0), ("c", 0), ("d", 0), ("e", 0)],
-    );
-    // A record without a Job writes nothing: it never waits.
+    let ids = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    submit_deliveries(&mut pool, &ids.map(|id| (id, 0)));
+    // Without a Job nothing is recorded: it never waits.
     pool.submit(
         "http://h:1",
         "h",
-        Work::Record(cb("x", 99, URL, Instant::now()), Outcome::Delivered),
+        Work::Deliver(cb("x", 0, URL, Instant::now())),
     )
     .expect("submit");
-    assert_eq!(pool.held(), 3, "two write while a create runs, three wait");
-    assert_eq!(finish(&mut pool, &rx, 3), 2);
-    // The two finished, but creates still run: the next two go, in order.
+    assert_eq!(pool.held(), 5, "four turns run while a create runs");
+    assert_eq!(finish(&mut pool, &rx, 5), 4);
+    // Their records are part of the turn: they never wait, and count.
+    for id in ["a", "b"] {
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Record(job_cb(id, 0), Outcome::Delivered),
+        )
+        .expect("submit");
+    }
     assert!(pool.release_held(Instant::now()).is_empty());
-    assert_eq!(pool.held(), 1);
-    assert_eq!(finish(&mut pool, &rx, 2), 2);
+    assert_eq!(pool.held(), 3, "two turns recording, two more delivering");
+    assert_eq!(finish(&mut pool, &rx, 4), 4);
     drop(running);
     assert!(pool.next_release(Instant::now()).is_some());
     assert!(pool.release_held(Instant::now()).is_empty());
     assert_eq!(pool.held(), 0);
     assert_eq!(pool.next_release(Instant::now()), None);
-    assert_eq!(finish(&mut pool, &rx, 1), 1);
-    pool.shutdown();
-    let recorded: Vec<String> = trace
-        .events()
-        .into_iter()
-        .filter(|e| e.starts_with("record ") && !e.contains("x/"))
-        .collect();
-    // Two at a time, in the order they came: a and b, then c and d, then e.
-    let pos = |s: &str| recorded.iter().position(|e| e == s).expect(s);
-    for first in ["record a/0", "record b/0"] {
-        for then in ["record c/0", "record d/0"] {
-            assert!(pos(first) < pos(then), "{recorded:?}");
-            assert!(pos(then) < pos("record e/0"), "{recorded:?}");
-        }
-    }
-    assert_eq!(recorded.len(), 5);
-}
-
-#[test]
-fn a_held_record_goes_after_record_hold_max_even_while_creates_run() {
-    let creating = CreatesRunning::default();
-    let (mut pool, rx, _trace) = gated_pool(&creating);
-    let _running = creating.enter();
-    submit_records(&mut pool, &[("a", 1), ("b", 1), ("c", 1)]);
-    assert_eq!(pool.held(), 1);
-    // Creates go on and the two writers are still busy: it waits...
-    assert!(pool.release_held(Instant::now()).is_empty());
-    assert_eq!(pool.held(), 1);
-    // ... but no longer than RECORD_HOLD_MAX.
-    let later = Instant::now() + pool::RECORD_HOLD_MAX;
-    assert!(pool.release_held(later).is_empty());
-    assert_eq!(pool.held(), 0);
     assert_eq!(finish(&mut pool, &rx, 3), 3);
     pool.shutdown();
+    let delivered: Vec<String> = trace
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("deliver ") && !e.contains("x/"))
+        .collect();
+    // In the order they came: the first four, then two beside the two
+    // records, then the rest once the creates ended.
+    let pos = |id: &str| {
+        delivered
+            .iter()
+            .position(|e| *e == format!("deliver {id}/0"))
+            .expect(id)
+    };
+    let groups: [&[&str]; 3] = [&["a", "b", "c", "d"], &["e", "f"], &["g", "h", "i"]];
+    for w in groups.windows(2) {
+        for earlier in w[0] {
+            for later in w[1] {
+                assert!(pos(earlier) < pos(later), "{delivered:?}");
+            }
+        }
+    }
+    assert_eq!(delivered.len(), ids.len());
 }
 
 #[test]
-fn draining_releases_every_held_record() {
+fn a_held_delivery_goes_after_turn_hold_max_even_while_creates_run() {
     let creating = CreatesRunning::default();
     let (mut pool, rx, _trace) = gated_pool(&creating);
     let _running = creating.enter();
-    submit_records(&mut pool, &[("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
+    submit_deliveries(
+        &mut pool,
+        &[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)],
+    );
+    assert_eq!(pool.held(), 1);
+    // Creates go on and four turns are still running: it waits...
+    assert!(pool.release_held(Instant::now()).is_empty());
+    assert_eq!(pool.held(), 1);
+    // ... but no longer than TURN_HOLD_MAX.
+    let later = Instant::now() + pool::TURN_HOLD_MAX;
+    assert!(pool.release_held(later).is_empty());
+    assert_eq!(pool.held(), 0);
+    assert_eq!(finish(&mut pool, &rx, 5), 5);
+    pool.shutdown();
+}
+
+#[test]
+fn draining_releases_every_held_delivery() {
+    let creating = CreatesRunning::default();
+    let (mut pool, rx, _trace) = gated_pool(&creating);
+    let _running = creating.enter();
+    submit_deliveries(
+        &mut pool,
+        &[("a", 0), ("b", 0), ("c", 1), ("d", 1), ("e", 0), ("f", 1)],
+    );
     assert_eq!(pool.held(), 2);
     pool.open();
     assert!(pool.release_held(Instant::now()).is_empty());
     assert_eq!(pool.held(), 0);
-    assert_eq!(finish(&mut pool, &rx, 4), 4);
+    assert_eq!(finish(&mut pool, &rx, 6), 6);
     pool.shutdown();
 }
 
 #[test]
-fn a_terminal_record_never_waits_for_creates() {
+fn terminal_callbacks_and_records_never_wait_for_creates() {
     let creating = CreatesRunning::default();
     let (mut pool, rx, _trace) = gated_pool(&creating);
     let _running = creating.enter();
-    submit_records(&mut pool, &[("a", 0), ("b", 0), ("c", 0)]);
-    submit_records(&mut pool, &[("d", 2), ("e", 3), ("f", 99)]);
-    assert_eq!(pool.held(), 1, "only the third status 0 waits");
-    assert_eq!(finish(&mut pool, &rx, 5), 2, "two of the five yielded");
+    submit_deliveries(
+        &mut pool,
+        &[("a", 0), ("b", 0), ("c", 0), ("d", 0), ("e", 0)],
+    );
+    assert_eq!(pool.held(), 1);
+    // Terminal deliveries go at once, uncounted.
+    submit_deliveries(&mut pool, &[("f", 2), ("g", 3), ("h", 99)]);
+    // A record always goes at once (its callback was delivered).
+    pool.submit(
+        "http://h:1",
+        "h",
+        Work::Record(job_cb("i", 1), Outcome::Delivered),
+    )
+    .expect("submit");
+    assert_eq!(pool.held(), 1, "only the fifth status 0 waits");
+    assert_eq!(
+        finish(&mut pool, &rx, 8),
+        5,
+        "four deliveries and the record yielded"
+    );
     assert!(pool.release_held(Instant::now()).is_empty());
     assert_eq!(finish(&mut pool, &rx, 1), 1);
     pool.shutdown();
