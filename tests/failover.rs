@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use support::worker::{Deployment, Launcher, Q, Worker, die_with_parent, free_port, seed_message};
-use support::{WebhookReceiver, bed, wait_for};
+use support::{WebhookReceiver, bed, is_terminal, wait_for};
 
 const FAIL_LABEL: &str = "testbed.k8s-job-worker.io/outcome";
 
@@ -57,21 +57,6 @@ fn message(spec: &Deployment, hook_url: &str, tweak: impl FnOnce(&mut Value)) ->
     })
 }
 
-/// Statuses delivered (2xx) per message id, in arrival order.
-fn delivered_by_id(hook: &WebhookReceiver) -> HashMap<String, Vec<u64>> {
-    let mut m: HashMap<String, Vec<u64>> = HashMap::new();
-    for c in hook.delivered() {
-        if let (Some(id), Some(s)) = (c.body["id"].as_str(), c.body["status"].as_u64()) {
-            m.entry(id.to_string()).or_default().push(s);
-        }
-    }
-    m
-}
-
-fn is_terminal(s: u64) -> bool {
-    matches!(s, 2 | 3 | 99)
-}
-
 /// Waits until every one of `ids` has a delivered terminal callback; else
 /// fails with "<n> <what>, e.g. <up to 5 ids and what they got>".
 fn wait_all_terminal<'a>(
@@ -84,10 +69,10 @@ fn wait_all_terminal<'a>(
         m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s)))
     };
     let done = wait_for(timeout, || {
-        let m = delivered_by_id(hook);
+        let m = hook.delivered_by_id();
         ids.clone().all(|id| all_terminal(&m, id))
     });
-    let m = delivered_by_id(hook);
+    let m = hook.delivered_by_id();
     let missing: Vec<_> = ids.filter(|id| !all_terminal(&m, id)).collect();
     assert!(
         done,
@@ -218,14 +203,14 @@ fn two_workers_one_leader_and_failover_under_load() {
 
     // Kill the leader once ~50 messages have their 0.
     let got = wait_for(Duration::from_secs(120), || {
-        delivered_by_id(&hook)
+        hook.delivered_by_id()
             .values()
             .filter(|v| v.contains(&0))
             .count()
             >= 50
     });
     assert!(got, "50 status-0 callbacks within 120 s");
-    let by_id = delivered_by_id(&hook);
+    let by_id = hook.delivered_by_id();
     let terminal_before = by_id
         .values()
         .filter(|v| v.iter().any(|s| is_terminal(*s)))
@@ -281,7 +266,7 @@ fn two_workers_one_leader_and_failover_under_load() {
         t_send.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(3)); // late duplicates would show now
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
 
     // One Job per message.
     let jobs = spec.jobs();
@@ -368,7 +353,7 @@ fn repeated_sigkill_crash_loop() {
                 "[crash-loop] {} kills, {} messages so far, {} terminal",
                 i + 1,
                 ids.lock().unwrap().len(),
-                delivered_by_id(&hook)
+                hook.delivered_by_id()
                     .values()
                     .filter(|v| v.iter().any(|s| is_terminal(*s)))
                     .count()
@@ -387,7 +372,7 @@ fn repeated_sigkill_crash_loop() {
         "lost message(s) (no terminal callback)",
     );
     std::thread::sleep(Duration::from_secs(3));
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
 
     let jobs = spec.jobs();
     let mut per_id: HashMap<String, usize> = HashMap::new();
@@ -645,7 +630,7 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     }
     spec.send_all(&bodies);
     assert!(
-        wait_for(Duration::from_secs(60), || delivered_by_id(&hook).len()
+        wait_for(Duration::from_secs(60), || hook.delivered_by_id().len()
             >= 5),
         "some callbacks before the SIGTERM"
     );
@@ -700,17 +685,17 @@ fn sigterm_releases_the_lease_and_standby_takes_over_fast() {
     );
 
     let done = wait_for(Duration::from_secs(120), || {
-        let m = delivered_by_id(&hook);
+        let m = hook.delivered_by_id();
         ids.iter()
             .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
     });
     assert!(
         done,
         "all messages finish after the hand-over: {:?}",
-        delivered_by_id(&hook)
+        hook.delivered_by_id()
     );
     std::thread::sleep(Duration::from_secs(2));
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
     let mut dups = 0;
     for id in &ids {
         dups += check_sequence(id, m.get(id).map(Vec::as_slice).unwrap_or(&[]), 2)
@@ -787,7 +772,7 @@ fn redis_restart_poller_reconnects() {
     let spec = spec("fo-redis", &[]).redis_port(redis.port).deploy();
     let pod = format!("{}-pod", spec.instance);
     let w = spec.spawn(&pod);
-    let statuses = |id: &str| delivered_by_id(&hook).get(id).cloned().unwrap_or_default();
+    let statuses = |id: &str| hook.delivered_by_id().get(id).cloned().unwrap_or_default();
 
     let (id1, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
@@ -937,7 +922,7 @@ fn apiserver_connection_cut_watches_recover() {
         wait_holder(&spec, Duration::from_secs(60), |h| h == pod).is_some(),
         "the worker leads"
     );
-    let statuses = |id: &str| delivered_by_id(&hook).get(id).cloned().unwrap_or_default();
+    let statuses = |id: &str| hook.delivered_by_id().get(id).cloned().unwrap_or_default();
     // Watches are up once a first message went through.
     let (id0, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
@@ -978,7 +963,7 @@ fn apiserver_connection_cut_watches_recover() {
         during.is_empty(),
         "no Job could be created during the cut: {during:?}"
     );
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
     for id in [&id_a, &id_b] {
         let n = check_sequence(id, m.get(id).map(Vec::as_slice).unwrap_or(&[]), 2)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1026,14 +1011,14 @@ fn webhook_down_two_minutes_then_callbacks_in_order() {
     hook.set_down(false);
     let up = Instant::now();
     let done = wait_for(Duration::from_secs(90), || {
-        let m = delivered_by_id(&hook);
+        let m = hook.delivered_by_id();
         ids.iter()
             .all(|(id, _)| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
     });
     assert!(
         done,
         "callbacks after the webhook is back: {:?}",
-        delivered_by_id(&hook)
+        hook.delivered_by_id()
     );
     eprintln!(
         "[webhook] down {:.0}s ({tried} refused attempts); all callbacks delivered {:.1}s after it came back",
@@ -1041,7 +1026,7 @@ fn webhook_down_two_minutes_then_callbacks_in_order() {
         up.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(2));
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
     for (id, terminal) in &ids {
         let got = m.get(id).cloned().unwrap_or_default();
         assert_eq!(
@@ -1084,7 +1069,7 @@ fn cut_off_leader_late_receive_strands_nothing() {
         "{a} leads first"
     );
     let wb = spec.spawn(&b);
-    let statuses = |id: &str| delivered_by_id(&hook).get(id).cloned().unwrap_or_default();
+    let statuses = |id: &str| hook.delivered_by_id().get(id).cloned().unwrap_or_default();
     // A first message restarts a's 20 s BLMOVE just before the cut.
     let (warm, body) = message(&spec, &hook.url(), |_| {});
     spec.send(&body);
@@ -1124,7 +1109,7 @@ fn cut_off_leader_late_receive_strands_nothing() {
         "[strand] all 21 terminal {:.1}s after the cut",
         t.elapsed().as_secs_f64()
     );
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
     // The first message's 0 and 1 may come again from the new leader (the old
     // one could not record them on the Job): one terminal status all the same.
     let first = m.get(&ids[0]).cloned().unwrap_or_default();
@@ -1264,7 +1249,7 @@ fn sigkill_during_a_burst_with_the_creator_pool_busy_loses_and_duplicates_nothin
     assert_eq!(jobs.len(), N, "one Job per message");
 
     // In order, every step, exactly one terminal status per message.
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
     let mut errors = Vec::new();
     let mut repeats = 0;
     for id in &ids {

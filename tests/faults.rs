@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use support::worker::{Deployment, Launcher, Q, Worker, seed_message};
-use support::{WebhookReceiver, bed, repo_root, wait_for};
+use support::{WebhookReceiver, bed, is_terminal, repo_root, wait_for};
 
 /// The tracker's heartbeat bound (worker::Bounds: 5 × 1 s tick + 2 × 30 s).
 const TRACKER_BOUND: Duration = Duration::from_secs(65);
@@ -115,21 +115,6 @@ fn wait_holder(d: &Deployment, timeout: Duration, want: &str) -> bool {
     wait_for(timeout, || d.holder() == want)
 }
 
-/// Statuses delivered (2xx) per message id, in arrival order.
-fn delivered_by_id(hook: &WebhookReceiver) -> HashMap<String, Vec<u64>> {
-    let mut m: HashMap<String, Vec<u64>> = HashMap::new();
-    for c in hook.delivered() {
-        if let (Some(id), Some(s)) = (c.body["id"].as_str(), c.body["status"].as_u64()) {
-            m.entry(id.to_string()).or_default().push(s);
-        }
-    }
-    m
-}
-
-fn is_terminal(s: u64) -> bool {
-    matches!(s, 2 | 3 | 99)
-}
-
 /// A panic forced in the tracker thread of the release-profile binary
 /// aborts the process (SIGABRT: no unwinding, no half-alive process), the
 /// standby takes the Lease once it expires, a restarted pod joins as a
@@ -201,12 +186,12 @@ fn a_panic_aborts_the_release_build_and_the_standby_loses_nothing() {
     let ids = ids.lock().unwrap().clone();
 
     let all_terminal = || {
-        let m = delivered_by_id(&hook);
+        let m = hook.delivered_by_id();
         ids.iter()
             .all(|id| m.get(id).is_some_and(|v| v.iter().any(|s| is_terminal(*s))))
     };
     let done = wait_for(Duration::from_secs(180), all_terminal);
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
     let missing: Vec<_> = ids
         .iter()
         .filter(|id| {
@@ -226,7 +211,7 @@ fn a_panic_aborts_the_release_build_and_the_standby_loses_nothing() {
         b.logs()
     );
     std::thread::sleep(Duration::from_secs(3));
-    let m = delivered_by_id(&hook);
+    let m = hook.delivered_by_id();
     let jobs = d.jobs();
     let mut per_id: HashMap<String, usize> = HashMap::new();
     for j in &jobs {

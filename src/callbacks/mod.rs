@@ -265,7 +265,7 @@ fn run(
         }
         events.push(Event::Tick);
         let now = Instant::now();
-        for u in pool.release_held(now) {
+        for u in pool.release_held(now, &|id| sched.head(id)) {
             events.extend(unstarted(u, hooks.as_ref()));
         }
         let mut events = std::collections::VecDeque::from(events);

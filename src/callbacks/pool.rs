@@ -95,12 +95,13 @@ pub(crate) const TURN_HOLD_MAX: Duration = Duration::from_secs(10);
 /// How often the dispatcher looks again while deliveries wait.
 const HELD_POLL: Duration = Duration::from_millis(10);
 
-/// A delivery waiting for the creates.
+/// A delivery waiting for the creates: only its message id, a few bytes
+/// (the scheduler keeps the callback; `release_held` fetches a copy when the
+/// turn may start, and only into a free worker, so 10,000 waiting callbacks
+/// are not copied twice).
 struct Held {
     since: Instant,
-    dest: String,
-    host: String,
-    work: Work,
+    message_id: String,
 }
 
 /// What a finished piece of work came to.
@@ -140,6 +141,10 @@ struct Worker {
 struct Dest {
     workers: Vec<Worker>,
     backlog: VecDeque<Work>,
+    /// Deliveries waiting for the creates, oldest first.
+    held: VecDeque<Held>,
+    /// Names the destination's threads.
+    host: String,
 }
 
 /// Stack of a worker thread: one HTTP attempt (ureq, rustls) or one API
@@ -155,8 +160,6 @@ pub(crate) struct Pool {
     results: Sender<Done>,
     next_id: u64,
     creating: CreatesRunning,
-    /// Deliveries waiting for the creates, oldest first.
-    held: VecDeque<Held>,
     /// Yielding work running, on a worker or in a backlog.
     turns: usize,
     /// Draining: nothing waits any more.
@@ -181,22 +184,25 @@ impl Pool {
             results,
             next_id: 0,
             creating,
-            held: VecDeque::new(),
             turns: 0,
             open: false,
         }
     }
 
     /// Hands `work` to a worker (`place`), except that a yielding delivery
-    /// waits in `held` while creates run and enough turns are running (or
-    /// others wait before it).
+    /// waits in its destination's `held` while creates run and enough turns
+    /// are running (or others wait before it).
     pub(crate) fn submit(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
-        if work.may_wait() && (!self.held.is_empty() || !self.may_start()) {
-            self.held.push_back(Held {
+        let waiting = self.dests.get(dest).is_some_and(|d| !d.held.is_empty());
+        if work.may_wait()
+            && (waiting || !self.may_start())
+            && let Work::Deliver(cb) = work
+        {
+            let d = self.dests.entry(dest.to_string()).or_default();
+            d.host = host.to_string();
+            d.held.push_back(Held {
                 since: Instant::now(),
-                dest: dest.to_string(),
-                host: host.to_string(),
-                work,
+                message_id: cb.message_id,
             });
             return Ok(());
         }
@@ -218,21 +224,49 @@ impl Pool {
         placed
     }
 
-    /// Starts the held deliveries that may go now: in order, while creates
-    /// allow it or the oldest has waited `TURN_HOLD_MAX`. Returns those no
-    /// worker could take (the dispatcher retries them).
-    pub(crate) fn release_held(&mut self, now: Instant) -> Vec<Unstarted> {
+    /// Starts the held deliveries that may go now, per destination in
+    /// order, while creates allow it or the oldest has waited
+    /// `TURN_HOLD_MAX`, and only into a free (or new) worker: a held delivery
+    /// never moves to the backlog. `head` gives the callback of a message id
+    /// (the scheduler's copy; `None`: nothing to deliver any more). Returns
+    /// those no worker could take (the dispatcher retries them).
+    pub(crate) fn release_held(
+        &mut self,
+        now: Instant,
+        head: &dyn Fn(&str) -> Option<Callback>,
+    ) -> Vec<Unstarted> {
         let mut failed = Vec::new();
-        while let Some(front) = self.held.front() {
-            let overdue = now.saturating_duration_since(front.since) >= TURN_HOLD_MAX;
-            if !overdue && !self.may_start() {
-                break;
-            }
-            let Some(h) = self.held.pop_front() else {
-                break;
-            };
-            if let Err(u) = self.place_counted(&h.dest, &h.host, h.work) {
-                failed.push(u);
+        let dests: Vec<String> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| !d.held.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for dest in dests {
+            loop {
+                let may_start = self.may_start();
+                let max = self.max_per_dest;
+                let Some(d) = self.dests.get_mut(&dest) else {
+                    break;
+                };
+                let Some(front) = d.held.front() else {
+                    break;
+                };
+                let overdue = now.saturating_duration_since(front.since) >= TURN_HOLD_MAX;
+                let room = d.workers.len() < max || d.workers.iter().any(|w| !w.busy);
+                if !room || (!overdue && !may_start) {
+                    break;
+                }
+                let Some(h) = d.held.pop_front() else {
+                    break;
+                };
+                let host = d.host.clone();
+                let Some(cb) = head(&h.message_id) else {
+                    continue;
+                };
+                if let Err(u) = self.place_counted(&dest, &host, Work::Deliver(cb)) {
+                    failed.push(u);
+                }
             }
         }
         failed
@@ -246,12 +280,15 @@ impl Pool {
     /// Deliveries waiting for the creates.
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
-        self.held.len()
+        self.dests.values().map(|d| d.held.len()).sum()
     }
 
     /// When the dispatcher should look at the held deliveries again.
     pub(crate) fn next_release(&self, now: Instant) -> Option<Instant> {
-        (!self.held.is_empty()).then(|| now + HELD_POLL)
+        self.dests
+            .values()
+            .any(|d| !d.held.is_empty())
+            .then(|| now + HELD_POLL)
     }
 
     /// Hands `cb` to an idle worker of `dest`, a new one, or the backlog (a
@@ -376,7 +413,7 @@ impl Pool {
                 .partition(|w| w.busy || now.saturating_duration_since(w.idle_since) < idle);
             d.workers = keep;
             stopped.extend(stop);
-            !d.workers.is_empty() || !d.backlog.is_empty()
+            !d.workers.is_empty() || !d.backlog.is_empty() || !d.held.is_empty()
         });
         for w in stopped {
             drop(w.tx);

@@ -732,6 +732,11 @@ fn finish(pool: &mut Pool, rx: &crossbeam_channel::Receiver<pool::Done>, n: usiz
     yielded
 }
 
+/// What the scheduler would hand back for a held delivery.
+fn any_head(id: &str) -> Option<Callback> {
+    Some(job_cb(id, 0))
+}
+
 /// Submits a delivery of each (message id, status) about a Job.
 fn submit_deliveries(pool: &mut Pool, callbacks: &[(&str, u8)]) {
     for (id, status) in callbacks {
@@ -765,12 +770,12 @@ fn turns_yield_to_running_creates_in_order_and_go_once_the_creates_end() {
         )
         .expect("submit");
     }
-    assert!(pool.release_held(Instant::now()).is_empty());
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
     assert_eq!(pool.held(), 3, "two turns recording, two more delivering");
     assert_eq!(finish(&mut pool, &rx, 4), 4);
     drop(running);
     assert!(pool.next_release(Instant::now()).is_some());
-    assert!(pool.release_held(Instant::now()).is_empty());
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
     assert_eq!(pool.held(), 0);
     assert_eq!(pool.next_release(Instant::now()), None);
     assert_eq!(finish(&mut pool, &rx, 3), 3);
@@ -810,11 +815,11 @@ fn a_held_delivery_goes_after_turn_hold_max_even_while_creates_run() {
     );
     assert_eq!(pool.held(), 1);
     // Creates go on and four turns are still running: it waits...
-    assert!(pool.release_held(Instant::now()).is_empty());
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
     assert_eq!(pool.held(), 1);
     // ... but no longer than TURN_HOLD_MAX.
     let later = Instant::now() + pool::TURN_HOLD_MAX;
-    assert!(pool.release_held(later).is_empty());
+    assert!(pool.release_held(later, &any_head).is_empty());
     assert_eq!(pool.held(), 0);
     assert_eq!(finish(&mut pool, &rx, 5), 5);
     pool.shutdown();
@@ -831,7 +836,7 @@ fn draining_releases_every_held_delivery() {
     );
     assert_eq!(pool.held(), 2);
     pool.open();
-    assert!(pool.release_held(Instant::now()).is_empty());
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
     assert_eq!(pool.held(), 0);
     assert_eq!(finish(&mut pool, &rx, 6), 6);
     pool.shutdown();
@@ -862,7 +867,7 @@ fn terminal_callbacks_and_records_never_wait_for_creates() {
         5,
         "four deliveries and the record yielded"
     );
-    assert!(pool.release_held(Instant::now()).is_empty());
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
     assert_eq!(finish(&mut pool, &rx, 1), 1);
     pool.shutdown();
 }
@@ -879,4 +884,68 @@ fn a_create_counts_itself_in_for_as_long_as_it_runs() {
     assert_eq!(shared.count(), 1);
     drop(b);
     assert_eq!(c.count(), 0);
+}
+
+#[test]
+fn a_released_delivery_goes_only_into_a_free_worker() {
+    let creating = CreatesRunning::default();
+    let (gate_tx, gate_rx) = unbounded::<()>();
+    let deliver: Deliver = Arc::new(move |_: &Callback| {
+        let _ = gate_rx.recv_timeout(Duration::from_secs(5));
+        Attempt::Delivered
+    });
+    let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::new(Trace::default())));
+    let (tx, rx) = unbounded();
+    let mut pool = Pool::new(
+        1,
+        Duration::from_secs(10),
+        deliver,
+        hooks,
+        tx,
+        creating.clone(),
+    );
+    let running = creating.enter();
+    // Four turns may run (one on the worker, three in its backlog); two wait.
+    submit_deliveries(
+        &mut pool,
+        &[("a", 0), ("b", 0), ("c", 0), ("d", 0), ("e", 0), ("f", 0)],
+    );
+    assert_eq!(pool.held(), 2);
+    drop(running);
+    // The creates ended, but the one worker is busy: they stay held, not backlogged.
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
+    assert_eq!(pool.held(), 2);
+    for _ in 0..4 {
+        let _ = gate_tx.send(());
+        assert_eq!(finish(&mut pool, &rx, 1), 1);
+    }
+    // Worker free: one goes, the other waits for it again.
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
+    assert_eq!(pool.held(), 1);
+    let _ = gate_tx.send(());
+    assert_eq!(finish(&mut pool, &rx, 1), 1);
+    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
+    assert_eq!(pool.held(), 0);
+    let _ = gate_tx.send(());
+    assert_eq!(finish(&mut pool, &rx, 1), 1);
+    pool.shutdown();
+}
+
+#[test]
+fn the_scheduler_hands_back_only_a_callback_in_flight() {
+    let mut s = sched(3600, &[]);
+    let t0 = Instant::now();
+    assert!(s.head("m").is_none());
+    s.step(t0, Event::Enqueued(cb("m", 0, URL, t0)));
+    s.step(t0, Event::Enqueued(cb("m", 1, URL, t0)));
+    assert_eq!(s.head("m").map(|c| c.status.to_string()), Some("0".into()));
+    s.step(
+        t0,
+        Event::Result {
+            message_id: "m".into(),
+            attempt: Attempt::Delivered,
+        },
+    );
+    // Recording: nothing in flight.
+    assert!(s.head("m").is_none());
 }

@@ -142,6 +142,11 @@ pub fn kueue_bed() -> &'static Bed {
     bed_with(Options::default().with_kueue())
 }
 
+/// A terminal callback status: 2 complete, 3 failed, 99 exception.
+pub fn is_terminal(s: u64) -> bool {
+    matches!(s, 2 | 3 | 99)
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -849,6 +854,17 @@ impl WebhookReceiver {
             .into_iter()
             .filter(|c| (200..300).contains(&c.status))
             .collect()
+    }
+
+    /// Statuses delivered (2xx) per message id, in arrival order.
+    pub fn delivered_by_id(&self) -> HashMap<String, Vec<u64>> {
+        let mut m: HashMap<String, Vec<u64>> = HashMap::new();
+        for c in self.delivered() {
+            if let (Some(id), Some(s)) = (c.body["id"].as_str(), c.body["status"].as_u64()) {
+                m.entry(id.to_string()).or_default().push(s);
+            }
+        }
+        m
     }
 
     /// Down: requests are read (and recorded with status 0) but the connection is
