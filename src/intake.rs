@@ -57,8 +57,6 @@ pub struct Intake {
     pub job_create_rate: Option<f64>,
     /// Creator threads (CREATE_CONCURRENCY).
     pub create_concurrency: usize,
-    /// Where the creators count their running creates (records yield to them).
-    pub creates: crate::callbacks::CreatesRunning,
     pub polling_interval: Duration,
     /// How often the leader takes back what other consumers hold (a former
     /// leader's receive that returned after it lost the Lease).
@@ -196,7 +194,6 @@ impl Intake {
             tracker: self.tracker.clone(),
             live: self.live.clone(),
             stop: self.stop.clone(),
-            creates: self.creates.clone(),
             rate: self.job_create_rate.map(|r| {
                 Arc::new(std::sync::Mutex::new(crate::rate::TokenBucket::new(
                     r,

@@ -278,7 +278,6 @@ impl Leading {
             })?),
             None => None,
         };
-        let creates = callbacks::CreatesRunning::default();
         let cb_cfg = callbacks::Config {
             request_timeout: cfg.callback_timeout,
             retry_horizon: cfg.callback_retry_horizon,
@@ -295,7 +294,6 @@ impl Leading {
                 .max(Duration::from_secs(1)),
             guard: Some(cfg.webhook_guard.clone()),
             heartbeat: Some(beat("callbacks", bounds.callbacks)),
-            creates: creates.clone(),
             ..callbacks::Config::default()
         };
         let hooks = Arc::new(Recorder {
@@ -384,7 +382,6 @@ impl Leading {
             service_caps: cfg.service_max_concurrent.clone(),
             job_create_rate: cfg.job_create_rate,
             create_concurrency: cfg.create_concurrency,
-            creates,
             polling_interval: cfg.polling_interval,
             sweep_interval: cfg.lease.lease_duration,
             callback_horizon: cfg.callback_retry_horizon,

@@ -27,11 +27,10 @@ use crossbeam_channel::{Receiver, select, unbounded};
 use crate::contract::Status;
 use crate::webhook_guard::{PinnedResolver, WebhookUrl};
 
-pub use pool::{CreatesRunning, Creating};
 pub use sign::{SigningKey, webhook_id};
 
 use deliver::HttpDeliverer;
-use pool::{Deliver, Finished, Pool, Unstarted, Work};
+use pool::{Deliver, Finished, Pool, Work};
 use state::{Action, Attempt, Event, Policy, Random, Scheduler, Verdict};
 
 /// The Kubernetes Job a callback is about; opaque here, handed back in `settled`.
@@ -117,8 +116,6 @@ pub struct Config {
     /// The dispatcher beats it once per loop iteration; it has work while
     /// callbacks are pending.
     pub heartbeat: Option<Arc<crate::heartbeat::Heartbeat>>,
-    /// The creators' running creates, which recorded turns yield to (`pool.rs`).
-    pub creates: CreatesRunning,
 }
 
 impl Default for Config {
@@ -135,7 +132,6 @@ impl Default for Config {
             worker_idle_timeout: Duration::from_secs(30),
             guard: None,
             heartbeat: None,
-            creates: CreatesRunning::default(),
         }
     }
 }
@@ -216,7 +212,6 @@ fn run(
         deliver,
         Arc::clone(&hooks),
         done_tx,
-        cfg.creates.clone(),
     );
     let never = crossbeam_channel::never::<CallbackMsg>();
     let mut input = Some(rx);
@@ -227,15 +222,10 @@ fn run(
             hb.beat_with(sched.pending() > 0);
         }
         let now = Instant::now();
-        let wake = [
-            sched.next_due(),
-            pool.next_reap(),
-            pool.next_release(now),
-            closed_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let wake = [sched.next_due(), pool.next_reap(), closed_deadline]
+            .into_iter()
+            .flatten()
+            .min();
         let timeout = wake.map_or(IDLE_WAKE, |w| w.saturating_duration_since(now));
         let mut events = Vec::new();
         select! {
@@ -243,19 +233,17 @@ fn run(
                 Ok(CallbackMsg::Send(cb)) => events.push(Event::Enqueued(cb)),
                 Ok(CallbackMsg::Abort) => {
                     input = None;
-                    pool.open();
                     closed_deadline = Some(Instant::now());
                     log::info!("callbacks: aborted with {} pending callback(s)", sched.pending());
                 }
                 Err(_) => {
                     input = None;
-                    pool.open();
                     closed_deadline = Some(Instant::now() + cfg.shutdown_grace);
                     log::info!("callbacks: input closed; draining {} pending callback(s)", sched.pending());
                 }
             },
             recv(done_rx) -> done => if let Ok(d) = done {
-                pool.finished(&d.dest, d.worker, d.yielded, Instant::now());
+                pool.finished(&d.dest, d.worker, Instant::now());
                 events.push(match d.finished {
                     Finished::Attempt(attempt) => Event::Result { message_id: d.message_id, attempt },
                     Finished::Recorded => Event::Recorded { message_id: d.message_id },
@@ -265,9 +253,6 @@ fn run(
         }
         events.push(Event::Tick);
         let now = Instant::now();
-        for u in pool.release_held(now, &|id| sched.head(id)) {
-            events.extend(unstarted(u, hooks.as_ref()));
-        }
         let mut events = std::collections::VecDeque::from(events);
         while let Some(ev) = events.pop_front() {
             for action in sched.step(now, ev) {
@@ -308,7 +293,13 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
             };
             pool.submit(&dest, &host, Work::Deliver(cb))
                 .err()
-                .and_then(|u| unstarted(u, hooks))
+                .map(|u| Event::Result {
+                    attempt: Attempt::Retry {
+                        reason: u.reason.clone(),
+                        retry_after: None,
+                    },
+                    message_id: u.message_id(),
+                })
         }
         Action::Retrying {
             message_id,
@@ -338,31 +329,21 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
                 .as_ref()
                 .map(WebhookUrl::destination)
                 .unwrap_or_else(|| (NO_WEBHOOK.to_string(), "record".to_string()));
-            pool.submit(&dest, &host, Work::Record(cb, outcome))
-                .err()
-                .and_then(|u| unstarted(u, hooks))
-        }
-    }
-}
-
-/// No thread could take `u`: an attempt is retried like a failed one; a
-/// record is made here, in the message's turn.
-fn unstarted(u: Unstarted, hooks: &dyn Hooks) -> Option<Event> {
-    match *u.work {
-        Work::Deliver(cb) => Some(Event::Result {
-            message_id: cb.message_id,
-            attempt: Attempt::Retry {
-                reason: u.reason,
-                retry_after: None,
-            },
-        }),
-        Work::Record(cb, outcome) => {
-            log::warn!("{}; recording on the dispatcher", u.reason);
-            // No catch_unwind: the shipped build aborts on panic.
-            hooks.settled(&cb, &outcome);
-            Some(Event::Recorded {
-                message_id: cb.message_id,
-            })
+            match pool.submit(&dest, &host, Work::Record(cb, outcome)) {
+                Ok(()) => None,
+                // No thread to record on: record here, in the message's turn.
+                Err(u) => {
+                    log::warn!("{}; recording on the dispatcher", u.reason);
+                    let Work::Record(cb, outcome) = *u.work else {
+                        return None;
+                    };
+                    // No catch_unwind: the shipped build aborts on panic.
+                    hooks.settled(&cb, &outcome);
+                    Some(Event::Recorded {
+                        message_id: cb.message_id,
+                    })
+                }
+            }
         }
     }
 }

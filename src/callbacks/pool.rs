@@ -6,24 +6,11 @@
 //! the threads of the callback's own destination; work for a
 //! destination whose workers are all busy waits in that destination's backlog
 //! only, so a slow or dead webhook never holds up another. The pool is owned
-//! and driven by the dispatcher thread alone (no locks): workers get jobs on
-//! their own channel and report results on a shared one.
-//!
-//! Turns that end in a record yield to Job creation. The delivery of a
-//! status 0 or 1 about a Job starts a turn whose record PATCHes the Job;
-//! while the creators have a create running (`CreatesRunning`, the one thing
-//! shared with them), at most `TURNS_WHILE_CREATING` such turns (delivery
-//! plus record) run at once and further deliveries wait in order in `held`,
-//! each at most `TURN_HOLD_MAX`. Deliveries wait, not records: what waits was
-//! never delivered, so a crash repeats no more callbacks than before (a
-//! successor sends the held ones for the first time). Records, terminal
-//! callbacks and those without a Job never wait. On a two-core bed the
-//! records took a third of the API server's writes during a burst (README,
-//! Performance).
+//! and driven by the dispatcher thread alone (no shared state, no locks):
+//! workers get jobs on their own channel and report results on a shared one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,63 +32,11 @@ pub(crate) enum Work {
 }
 
 impl Work {
-    /// Part of a turn that ends in a record of status 0 or 1 on a Job (its
-    /// delivery or that record): counted against `TURNS_WHILE_CREATING`.
-    /// Without a Job nothing is written; a terminal callback never yields
-    /// (it ends the message and releases the Job).
-    fn yields(&self) -> bool {
-        let (Work::Deliver(cb) | Work::Record(cb, _)) = self;
-        cb.job.is_some() && !cb.status.is_terminal()
+    fn message_id(self) -> String {
+        match self {
+            Work::Deliver(cb) | Work::Record(cb, _) => cb.message_id,
+        }
     }
-
-    /// A yielding delivery: it may wait in `held` (records never do: theirs
-    /// was delivered, and must be recorded before a crash can repeat it).
-    fn may_wait(&self) -> bool {
-        matches!(self, Work::Deliver(_)) && self.yields()
-    }
-}
-
-/// How many Job creates are running now: each creator counts itself in for
-/// the length of a create (`enter`), and the pool reads it to let records
-/// yield. Cloning shares the count.
-#[derive(Clone, Debug, Default)]
-pub struct CreatesRunning(Arc<AtomicUsize>);
-
-/// Counts one create as running until dropped.
-pub struct Creating(Arc<AtomicUsize>);
-
-impl CreatesRunning {
-    pub fn enter(&self) -> Creating {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Creating(Arc::clone(&self.0))
-    }
-
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Creating {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Yielding turns (delivery or record) running at once while a create runs.
-pub(crate) const TURNS_WHILE_CREATING: usize = 4;
-/// Longest a delivery waits for the creates (then it goes regardless, so a
-/// steady stream of creates delays callbacks by this much, never starves them).
-pub(crate) const TURN_HOLD_MAX: Duration = Duration::from_secs(10);
-/// How often the dispatcher looks again while deliveries wait.
-const HELD_POLL: Duration = Duration::from_millis(10);
-
-/// A delivery waiting for the creates: only its message id, a few bytes
-/// (the scheduler keeps the callback; `release_held` fetches a copy when the
-/// turn may start, and only into a free worker, so 10,000 waiting callbacks
-/// are not copied twice).
-struct Held {
-    since: Instant,
-    message_id: String,
 }
 
 /// What a finished piece of work came to.
@@ -118,8 +53,6 @@ pub(crate) struct Done {
     pub worker: u64,
     pub message_id: String,
     pub finished: Finished,
-    /// The work was a record that yields to creates (`Work::yields`).
-    pub yielded: bool,
 }
 
 /// Work that no worker could be started for (handed back).
@@ -127,6 +60,12 @@ pub(crate) struct Done {
 pub(crate) struct Unstarted {
     pub work: Box<Work>,
     pub reason: String,
+}
+
+impl Unstarted {
+    pub(crate) fn message_id(self) -> String {
+        self.work.message_id()
+    }
 }
 
 struct Worker {
@@ -141,10 +80,6 @@ struct Worker {
 struct Dest {
     workers: Vec<Worker>,
     backlog: VecDeque<Work>,
-    /// Deliveries waiting for the creates, oldest first.
-    held: VecDeque<Held>,
-    /// Names the destination's threads.
-    host: String,
 }
 
 /// Stack of a worker thread: one HTTP attempt (ureq, rustls) or one API
@@ -159,11 +94,6 @@ pub(crate) struct Pool {
     hooks: Arc<dyn Hooks>,
     results: Sender<Done>,
     next_id: u64,
-    creating: CreatesRunning,
-    /// Yielding work running, on a worker or in a backlog.
-    turns: usize,
-    /// Draining: nothing waits any more.
-    open: bool,
 }
 
 impl Pool {
@@ -173,7 +103,6 @@ impl Pool {
         deliver: Deliver,
         hooks: Arc<dyn Hooks>,
         results: Sender<Done>,
-        creating: CreatesRunning,
     ) -> Pool {
         Pool {
             dests: HashMap::new(),
@@ -183,118 +112,13 @@ impl Pool {
             hooks,
             results,
             next_id: 0,
-            creating,
-            turns: 0,
-            open: false,
         }
-    }
-
-    /// Hands `work` to a worker (`place`), except that a yielding delivery
-    /// waits in its destination's `held` while creates run and enough turns
-    /// are running (or others wait before it).
-    pub(crate) fn submit(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
-        let waiting = self.dests.get(dest).is_some_and(|d| !d.held.is_empty());
-        if work.may_wait()
-            && (waiting || !self.may_start())
-            && let Work::Deliver(cb) = work
-        {
-            let d = self.dests.entry(dest.to_string()).or_default();
-            d.host = host.to_string();
-            d.held.push_back(Held {
-                since: Instant::now(),
-                message_id: cb.message_id,
-            });
-            return Ok(());
-        }
-        self.place_counted(dest, host, work)
-    }
-
-    fn may_start(&self) -> bool {
-        self.open || self.turns < TURNS_WHILE_CREATING || self.creating.count() == 0
-    }
-
-    /// `place`, counting yielding work in `turns` until `finished`.
-    fn place_counted(&mut self, dest: &str, host: &str, work: Work) -> Result<(), Unstarted> {
-        let counted = work.yields();
-        self.turns += usize::from(counted);
-        let placed = self.place(dest, host, work);
-        if placed.is_err() && counted {
-            self.turns -= 1;
-        }
-        placed
-    }
-
-    /// Starts the held deliveries that may go now, per destination in
-    /// order, while creates allow it or the oldest has waited
-    /// `TURN_HOLD_MAX`, and only into a free (or new) worker: a held delivery
-    /// never moves to the backlog. `head` gives the callback of a message id
-    /// (the scheduler's copy; `None`: nothing to deliver any more). Returns
-    /// those no worker could take (the dispatcher retries them).
-    pub(crate) fn release_held(
-        &mut self,
-        now: Instant,
-        head: &dyn Fn(&str) -> Option<Callback>,
-    ) -> Vec<Unstarted> {
-        let mut failed = Vec::new();
-        let dests: Vec<String> = self
-            .dests
-            .iter()
-            .filter(|(_, d)| !d.held.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for dest in dests {
-            loop {
-                let may_start = self.may_start();
-                let max = self.max_per_dest;
-                let Some(d) = self.dests.get_mut(&dest) else {
-                    break;
-                };
-                let Some(front) = d.held.front() else {
-                    break;
-                };
-                let overdue = now.saturating_duration_since(front.since) >= TURN_HOLD_MAX;
-                let room = d.workers.len() < max || d.workers.iter().any(|w| !w.busy);
-                if !room || (!overdue && !may_start) {
-                    break;
-                }
-                let Some(h) = d.held.pop_front() else {
-                    break;
-                };
-                let host = d.host.clone();
-                let Some(cb) = head(&h.message_id) else {
-                    continue;
-                };
-                if let Err(u) = self.place_counted(&dest, &host, Work::Deliver(cb)) {
-                    failed.push(u);
-                }
-            }
-        }
-        failed
-    }
-
-    /// From now on nothing waits (shutdown drains everything).
-    pub(crate) fn open(&mut self) {
-        self.open = true;
-    }
-
-    /// Deliveries waiting for the creates.
-    #[cfg(test)]
-    pub(crate) fn held(&self) -> usize {
-        self.dests.values().map(|d| d.held.len()).sum()
-    }
-
-    /// When the dispatcher should look at the held deliveries again.
-    pub(crate) fn next_release(&self, now: Instant) -> Option<Instant> {
-        self.dests
-            .values()
-            .any(|d| !d.held.is_empty())
-            .then(|| now + HELD_POLL)
     }
 
     /// Hands `cb` to an idle worker of `dest`, a new one, or the backlog (a
     /// record at its front, an attempt at its back).
     /// Fails when no worker of `dest` exists and none could be started.
-    fn place(&mut self, dest: &str, host: &str, cb: Work) -> Result<(), Unstarted> {
+    pub(crate) fn submit(&mut self, dest: &str, host: &str, cb: Work) -> Result<(), Unstarted> {
         let d = self.dests.entry(dest.to_string()).or_default();
         if let Some(w) = d.workers.iter_mut().find(|w| !w.busy) {
             match w.tx.send(cb) {
@@ -331,7 +155,6 @@ impl Pool {
             .stack_size(WORKER_STACK)
             .spawn(move || {
                 for work in rx {
-                    let yielded = work.yields();
                     let (message_id, finished) = match work {
                         Work::Deliver(cb) => {
                             let attempt = deliver(&cb);
@@ -347,7 +170,6 @@ impl Pool {
                         worker: id,
                         message_id,
                         finished,
-                        yielded,
                     };
                     if results.send(done).is_err() {
                         break;
@@ -383,10 +205,7 @@ impl Pool {
     }
 
     /// Marks the worker that reported `done` idle and gives it the next backlog item.
-    pub(crate) fn finished(&mut self, dest: &str, worker: u64, yielded: bool, now: Instant) {
-        if yielded {
-            self.turns = self.turns.saturating_sub(1);
-        }
+    pub(crate) fn finished(&mut self, dest: &str, worker: u64, now: Instant) {
         let Some(d) = self.dests.get_mut(dest) else {
             return;
         };
@@ -413,7 +232,7 @@ impl Pool {
                 .partition(|w| w.busy || now.saturating_duration_since(w.idle_since) < idle);
             d.workers = keep;
             stopped.extend(stop);
-            !d.workers.is_empty() || !d.backlog.is_empty() || !d.held.is_empty()
+            !d.workers.is_empty() || !d.backlog.is_empty()
         });
         for w in stopped {
             drop(w.tx);

@@ -131,16 +131,6 @@ impl Scheduler {
         self.pending
     }
 
-    /// A copy of `id`'s callback now in flight (for a delivery the pool held
-    /// back), or `None` when it has none.
-    pub(crate) fn head(&self, id: &str) -> Option<Callback> {
-        let q = self.queues.get(id)?;
-        if q.head != Some(HeadState::InFlight) {
-            return None;
-        }
-        q.items.front().cloned()
-    }
-
     /// When the earliest waiting retry is due.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((t, _, _))| *t)

@@ -408,14 +408,7 @@ fn pool_bounds_workers_per_destination_and_reaps_idle_ones() {
     });
     let (tx, rx) = unbounded();
     let hooks: Arc<dyn Hooks> = Arc::new(Record::default());
-    let mut pool = Pool::new(
-        2,
-        Duration::from_millis(100),
-        deliver,
-        hooks,
-        tx,
-        CreatesRunning::default(),
-    );
+    let mut pool = Pool::new(2, Duration::from_millis(100), deliver, hooks, tx);
     let t0 = Instant::now();
     for i in 0..6u8 {
         let id = format!("m{i}");
@@ -434,7 +427,7 @@ fn pool_bounds_workers_per_destination_and_reaps_idle_ones() {
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
         assert_eq!(d.finished, Finished::Attempt(Attempt::Delivered));
         // A fixed clock for idleness: every worker went idle at t0.
-        pool.finished(&d.dest, d.worker, d.yielded, t0);
+        pool.finished(&d.dest, d.worker, t0);
     }
     assert!(
         peak.load(Ordering::SeqCst) <= 3,
@@ -656,14 +649,7 @@ fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
     });
     let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::clone(&order)));
     let (tx, rx) = unbounded();
-    let mut pool = Pool::new(
-        1,
-        Duration::from_secs(10),
-        deliver,
-        hooks,
-        tx,
-        CreatesRunning::default(),
-    );
+    let mut pool = Pool::new(1, Duration::from_secs(10), deliver, hooks, tx);
     let t0 = Instant::now();
     for w in [
         Work::Deliver(cb("a", 0, URL, t0)),
@@ -675,277 +661,11 @@ fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
     for _ in 0..3 {
         let _ = gate_tx.send(());
         let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
-        pool.finished(&d.dest, d.worker, d.yielded, Instant::now());
+        pool.finished(&d.dest, d.worker, Instant::now());
     }
     pool.shutdown();
     assert_eq!(
         order.events(),
         vec!["deliver a", "record c/0", "recorded c/0", "deliver b"]
     );
-}
-
-/// A callback about a Job (its record writes to the API server).
-fn job_cb(id: &str, status: u8) -> Callback {
-    Callback {
-        job: Some(JobRef {
-            namespace: "ns".into(),
-            name: id.into(),
-            uid: "u".into(),
-        }),
-        ..cb(id, status, URL, Instant::now())
-    }
-}
-
-/// A pool of 8 workers per destination yielding to `creating`, whose
-/// deliveries and records only trace; with its results and the trace.
-fn gated_pool(
-    creating: &CreatesRunning,
-) -> (Pool, crossbeam_channel::Receiver<pool::Done>, Arc<Trace>) {
-    let trace = Arc::new(Trace::default());
-    let t = Arc::clone(&trace);
-    let deliver: Deliver = Arc::new(move |cb: &Callback| {
-        t.push(format!("deliver {}/{}", cb.message_id, cb.status));
-        Attempt::Delivered
-    });
-    let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::clone(&trace)));
-    let (tx, rx) = unbounded();
-    let pool = Pool::new(
-        8,
-        Duration::from_secs(10),
-        deliver,
-        hooks,
-        tx,
-        creating.clone(),
-    );
-    (pool, rx, trace)
-}
-
-/// Waits for `n` results and marks their workers idle; returns how many
-/// were yielding work.
-fn finish(pool: &mut Pool, rx: &crossbeam_channel::Receiver<pool::Done>, n: usize) -> usize {
-    let mut yielded = 0;
-    for _ in 0..n {
-        let d = rx.recv_timeout(Duration::from_secs(5)).expect("result");
-        yielded += usize::from(d.yielded);
-        pool.finished(&d.dest, d.worker, d.yielded, Instant::now());
-    }
-    yielded
-}
-
-/// What the scheduler would hand back for a held delivery.
-fn any_head(id: &str) -> Option<Callback> {
-    Some(job_cb(id, 0))
-}
-
-/// Submits a delivery of each (message id, status) about a Job.
-fn submit_deliveries(pool: &mut Pool, callbacks: &[(&str, u8)]) {
-    for (id, status) in callbacks {
-        pool.submit("http://h:1", "h", Work::Deliver(job_cb(id, *status)))
-            .expect("submit");
-    }
-}
-
-#[test]
-fn turns_yield_to_running_creates_in_order_and_go_once_the_creates_end() {
-    let creating = CreatesRunning::default();
-    let (mut pool, rx, trace) = gated_pool(&creating);
-    let running = creating.enter();
-    let ids = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
-    submit_deliveries(&mut pool, &ids.map(|id| (id, 0)));
-    // Without a Job nothing is recorded: it never waits.
-    pool.submit(
-        "http://h:1",
-        "h",
-        Work::Deliver(cb("x", 0, URL, Instant::now())),
-    )
-    .expect("submit");
-    assert_eq!(pool.held(), 5, "four turns run while a create runs");
-    assert_eq!(finish(&mut pool, &rx, 5), 4);
-    // Their records are part of the turn: they never wait, and count.
-    for id in ["a", "b"] {
-        pool.submit(
-            "http://h:1",
-            "h",
-            Work::Record(job_cb(id, 0), Outcome::Delivered),
-        )
-        .expect("submit");
-    }
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(pool.held(), 3, "two turns recording, two more delivering");
-    assert_eq!(finish(&mut pool, &rx, 4), 4);
-    drop(running);
-    assert!(pool.next_release(Instant::now()).is_some());
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(pool.held(), 0);
-    assert_eq!(pool.next_release(Instant::now()), None);
-    assert_eq!(finish(&mut pool, &rx, 3), 3);
-    pool.shutdown();
-    let delivered: Vec<String> = trace
-        .events()
-        .into_iter()
-        .filter(|e| e.starts_with("deliver ") && !e.contains("x/"))
-        .collect();
-    // In the order they came: the first four, then two beside the two
-    // records, then the rest once the creates ended.
-    let pos = |id: &str| {
-        delivered
-            .iter()
-            .position(|e| *e == format!("deliver {id}/0"))
-            .expect(id)
-    };
-    let groups: [&[&str]; 3] = [&["a", "b", "c", "d"], &["e", "f"], &["g", "h", "i"]];
-    for w in groups.windows(2) {
-        for earlier in w[0] {
-            for later in w[1] {
-                assert!(pos(earlier) < pos(later), "{delivered:?}");
-            }
-        }
-    }
-    assert_eq!(delivered.len(), ids.len());
-}
-
-#[test]
-fn a_held_delivery_goes_after_turn_hold_max_even_while_creates_run() {
-    let creating = CreatesRunning::default();
-    let (mut pool, rx, _trace) = gated_pool(&creating);
-    let _running = creating.enter();
-    submit_deliveries(
-        &mut pool,
-        &[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)],
-    );
-    assert_eq!(pool.held(), 1);
-    // Creates go on and four turns are still running: it waits...
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(pool.held(), 1);
-    // ... but no longer than TURN_HOLD_MAX.
-    let later = Instant::now() + pool::TURN_HOLD_MAX;
-    assert!(pool.release_held(later, &any_head).is_empty());
-    assert_eq!(pool.held(), 0);
-    assert_eq!(finish(&mut pool, &rx, 5), 5);
-    pool.shutdown();
-}
-
-#[test]
-fn draining_releases_every_held_delivery() {
-    let creating = CreatesRunning::default();
-    let (mut pool, rx, _trace) = gated_pool(&creating);
-    let _running = creating.enter();
-    submit_deliveries(
-        &mut pool,
-        &[("a", 0), ("b", 0), ("c", 1), ("d", 1), ("e", 0), ("f", 1)],
-    );
-    assert_eq!(pool.held(), 2);
-    pool.open();
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(pool.held(), 0);
-    assert_eq!(finish(&mut pool, &rx, 6), 6);
-    pool.shutdown();
-}
-
-#[test]
-fn terminal_callbacks_and_records_never_wait_for_creates() {
-    let creating = CreatesRunning::default();
-    let (mut pool, rx, _trace) = gated_pool(&creating);
-    let _running = creating.enter();
-    submit_deliveries(
-        &mut pool,
-        &[("a", 0), ("b", 0), ("c", 0), ("d", 0), ("e", 0)],
-    );
-    assert_eq!(pool.held(), 1);
-    // Terminal deliveries go at once, uncounted.
-    submit_deliveries(&mut pool, &[("f", 2), ("g", 3), ("h", 99)]);
-    // A record always goes at once (its callback was delivered).
-    pool.submit(
-        "http://h:1",
-        "h",
-        Work::Record(job_cb("i", 1), Outcome::Delivered),
-    )
-    .expect("submit");
-    assert_eq!(pool.held(), 1, "only the fifth status 0 waits");
-    assert_eq!(
-        finish(&mut pool, &rx, 8),
-        5,
-        "four deliveries and the record yielded"
-    );
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(finish(&mut pool, &rx, 1), 1);
-    pool.shutdown();
-}
-
-#[test]
-fn a_create_counts_itself_in_for_as_long_as_it_runs() {
-    let c = CreatesRunning::default();
-    let shared = c.clone();
-    assert_eq!(c.count(), 0);
-    let a = c.enter();
-    let b = shared.enter();
-    assert_eq!(c.count(), 2);
-    drop(a);
-    assert_eq!(shared.count(), 1);
-    drop(b);
-    assert_eq!(c.count(), 0);
-}
-
-#[test]
-fn a_released_delivery_goes_only_into_a_free_worker() {
-    let creating = CreatesRunning::default();
-    let (gate_tx, gate_rx) = unbounded::<()>();
-    let deliver: Deliver = Arc::new(move |_: &Callback| {
-        let _ = gate_rx.recv_timeout(Duration::from_secs(5));
-        Attempt::Delivered
-    });
-    let hooks: Arc<dyn Hooks> = Arc::new(SlowRecorder(Arc::new(Trace::default())));
-    let (tx, rx) = unbounded();
-    let mut pool = Pool::new(
-        1,
-        Duration::from_secs(10),
-        deliver,
-        hooks,
-        tx,
-        creating.clone(),
-    );
-    let running = creating.enter();
-    // Four turns may run (one on the worker, three in its backlog); two wait.
-    submit_deliveries(
-        &mut pool,
-        &[("a", 0), ("b", 0), ("c", 0), ("d", 0), ("e", 0), ("f", 0)],
-    );
-    assert_eq!(pool.held(), 2);
-    drop(running);
-    // The creates ended, but the one worker is busy: they stay held, not backlogged.
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(pool.held(), 2);
-    for _ in 0..4 {
-        let _ = gate_tx.send(());
-        assert_eq!(finish(&mut pool, &rx, 1), 1);
-    }
-    // Worker free: one goes, the other waits for it again.
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(pool.held(), 1);
-    let _ = gate_tx.send(());
-    assert_eq!(finish(&mut pool, &rx, 1), 1);
-    assert!(pool.release_held(Instant::now(), &any_head).is_empty());
-    assert_eq!(pool.held(), 0);
-    let _ = gate_tx.send(());
-    assert_eq!(finish(&mut pool, &rx, 1), 1);
-    pool.shutdown();
-}
-
-#[test]
-fn the_scheduler_hands_back_only_a_callback_in_flight() {
-    let mut s = sched(3600, &[]);
-    let t0 = Instant::now();
-    assert!(s.head("m").is_none());
-    s.step(t0, Event::Enqueued(cb("m", 0, URL, t0)));
-    s.step(t0, Event::Enqueued(cb("m", 1, URL, t0)));
-    assert_eq!(s.head("m").map(|c| c.status.to_string()), Some("0".into()));
-    s.step(
-        t0,
-        Event::Result {
-            message_id: "m".into(),
-            attempt: Attempt::Delivered,
-        },
-    );
-    // Recording: nothing in flight.
-    assert!(s.head("m").is_none());
 }

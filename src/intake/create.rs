@@ -133,8 +133,6 @@ pub(super) struct Shared {
     pub tracker: Sender<TrackerMsg>,
     pub live: Arc<LiveJobs>,
     pub stop: Arc<AtomicBool>,
-    /// Counts each create while it runs (records of callbacks yield to it).
-    pub creates: crate::callbacks::CreatesRunning,
     /// JOB_CREATE_RATE's bucket, shared by the creators (None: unlimited).
     pub rate: Option<Arc<Mutex<TokenBucket>>>,
 }
@@ -239,7 +237,6 @@ fn creator_loop(rx: Receiver<Box<Task>>, shared: Shared, results: Sender<Done>) 
 /// Creates the task's Job (or adopts it on 409), commits or releases its slot,
 /// and tells the tracker about a Job that exists.
 fn create(s: &Shared, t: &Task) -> Verdict {
-    let _running = s.creates.enter();
     let key = format!("{}/{}", t.ns, t.name);
     let path = format!("/apis/batch/v1/namespaces/{}/jobs", t.ns);
     let result = s.kube.post(&path, &t.job, &format!("create job {key}"));
