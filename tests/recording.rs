@@ -105,11 +105,12 @@ fn a_messages_next_callback_arrives_only_after_the_previous_status_is_recorded()
     std::thread::sleep(Duration::from_secs(3));
     hook.respond_with(200);
 
-    let terminal = |s: &u64| matches!(s, 2 | 3 | 99);
     let done = wait_for(Duration::from_secs(240), || {
         let s = seen.lock().unwrap();
-        ids.iter()
-            .all(|id| s.iter().any(|(i, st, _)| i == id && terminal(st)))
+        ids.iter().all(|id| {
+            s.iter()
+                .any(|(i, st, _)| i == id && support::is_terminal(*st))
+        })
     });
     let seen = seen.lock().unwrap().clone();
     assert!(
@@ -131,7 +132,11 @@ fn a_messages_next_callback_arrives_only_after_the_previous_status_is_recorded()
         let statuses: Vec<u64> = got.iter().map(|g| g.0).collect();
         assert_eq!(statuses.first(), Some(&0), "{id}: {got:?}");
         assert!(
-            statuses.iter().filter(|s| terminal(s)).count() == 1,
+            statuses
+                .iter()
+                .filter(|s| support::is_terminal(**s))
+                .count()
+                == 1,
             "{id}: one terminal status, got {statuses:?}"
         );
         assert_eq!(got[0].1, None, "{id}: nothing recorded before status 0");
