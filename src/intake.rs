@@ -758,7 +758,7 @@ impl Intake {
         let _ = self.callbacks.send(CallbackMsg::Send(Callback {
             message_id: id,
             status: Status::Exception,
-            detail: contract::detail::error(&code, text),
+            detail: contract::detail::error(&code, text).into(),
             url,
             job: None,
             token,

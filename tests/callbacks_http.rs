@@ -223,7 +223,7 @@ impl Running {
         let cb = Callback {
             message_id: id.into(),
             status: Status::from_code(status).expect("a wire status"),
-            detail,
+            detail: detail.into(),
             url: url.map(|u| WebhookUrl::parse(u).expect("a webhook URL")),
             job: None,
             token: None,

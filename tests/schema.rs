@@ -1776,7 +1776,7 @@ fn intake_callbacks(url: &str) -> Vec<CallbackMsg> {
         CallbackMsg::Send(Callback {
             message_id: id.to_string(),
             status: Status::Exception,
-            detail: json!({ "error": { "errorCode": code, "message": text } }),
+            detail: json!({ "error": { "errorCode": code, "message": text } }).into(),
             url: Some(WebhookUrl::parse(url).expect("a webhook URL")),
             job: None,
             token: None,

@@ -47,7 +47,7 @@ pub struct JobRef {
 pub struct Callback {
     pub message_id: String,
     pub status: Status,
-    pub detail: serde_json::Value,
+    pub detail: crate::contract::Detail,
     /// `None`: the message has no webhook; the callback settles as `Skipped` in its turn.
     pub url: Option<WebhookUrl>,
     /// Opaque; handed back in `settled`.
@@ -287,7 +287,7 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
         Action::Dispatch(cb) => {
             let Some((dest, host)) = cb.url.as_ref().map(WebhookUrl::destination) else {
                 return Some(Event::Result {
-                    message_id: cb.message_id,
+                    message_id: cb.message_id.clone(),
                     attempt: Attempt::Final("no webhook URL".into()),
                 });
             };
@@ -340,7 +340,7 @@ fn perform(action: Action, pool: &mut Pool, hooks: &dyn Hooks) -> Option<Event> 
                     // No catch_unwind: the shipped build aborts on panic.
                     hooks.settled(&cb, &outcome);
                     Some(Event::Recorded {
-                        message_id: cb.message_id,
+                        message_id: cb.message_id.clone(),
                     })
                 }
             }

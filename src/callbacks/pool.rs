@@ -26,15 +26,15 @@ pub(crate) type Deliver = Arc<dyn Fn(&Callback) -> Attempt + Send + Sync>;
 #[derive(Debug)]
 pub(crate) enum Work {
     /// One delivery attempt.
-    Deliver(Callback),
+    Deliver(Arc<Callback>),
     /// Record a settled callback: `Hooks::settled`.
-    Record(Callback, Outcome),
+    Record(Arc<Callback>, Outcome),
 }
 
 impl Work {
     fn message_id(self) -> String {
         match self {
-            Work::Deliver(cb) | Work::Record(cb, _) => cb.message_id,
+            Work::Deliver(cb) | Work::Record(cb, _) => cb.message_id.clone(),
         }
     }
 }
@@ -158,11 +158,11 @@ impl Pool {
                     let (message_id, finished) = match work {
                         Work::Deliver(cb) => {
                             let attempt = deliver(&cb);
-                            (cb.message_id, Finished::Attempt(attempt))
+                            (cb.message_id.clone(), Finished::Attempt(attempt))
                         }
                         Work::Record(cb, outcome) => {
                             hooks.settled(&cb, &outcome);
-                            (cb.message_id, Finished::Recorded)
+                            (cb.message_id.clone(), Finished::Recorded)
                         }
                     };
                     let done = Done {

@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Callback;
@@ -56,8 +57,10 @@ pub(crate) enum Event {
 
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Start one delivery attempt of this callback (a copy; the original stays queued).
-    Dispatch(Callback),
+    /// Start one delivery attempt of this callback (shared with its queue,
+    /// where it stays until settled: one copy of a callback, however many
+    /// hands hold it).
+    Dispatch(Arc<Callback>),
     /// An attempt failed and the callback waits `delay` for its next one.
     Retrying {
         message_id: String,
@@ -69,7 +72,7 @@ pub(crate) enum Action {
     /// The callback is done: record it (`Hooks::settled`) and report
     /// `Event::Recorded`; until then its message's next callback waits.
     Settle {
-        cb: Callback,
+        cb: Arc<Callback>,
         verdict: Verdict,
         attempts: u32,
     },
@@ -94,7 +97,7 @@ enum HeadState {
 
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<Callback>,
+    items: VecDeque<Arc<Callback>>,
     /// State of `items[0]` once it has been started; `None` while nothing is started.
     head: Option<HeadState>,
     /// Attempts made so far for `items[0]`.
@@ -143,7 +146,7 @@ impl Scheduler {
                 let id = cb.message_id.clone();
                 self.pending += 1;
                 let q = self.queues.entry(id.clone()).or_default();
-                q.items.push_back(cb);
+                q.items.push_back(Arc::new(cb));
                 if q.head.is_none() {
                     self.start_head(&id, &mut out);
                 }
@@ -173,7 +176,7 @@ impl Scheduler {
             }
             Some(front) if front.url.is_some() => {
                 q.head = Some(HeadState::InFlight);
-                out.push(Action::Dispatch(front.clone()));
+                out.push(Action::Dispatch(Arc::clone(front)));
             }
             Some(_) => self.settle_head(id, Verdict::Skipped, out),
         }
@@ -303,7 +306,7 @@ impl Scheduler {
             }
             if let Some(front) = q.items.front() {
                 q.head = Some(HeadState::InFlight);
-                out.push(Action::Dispatch(front.clone()));
+                out.push(Action::Dispatch(Arc::clone(front)));
             }
         }
     }

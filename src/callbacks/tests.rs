@@ -16,7 +16,7 @@ fn cb(id: &str, status: u8, url: Option<&str>, queued_at: Instant) -> Callback {
     Callback {
         message_id: id.into(),
         status: crate::contract::Status::from_code(status).expect("a wire status"),
-        detail: serde_json::json!({ "n": status }),
+        detail: serde_json::json!({ "n": status }).into(),
         url: url.map(|u| crate::webhook_guard::WebhookUrl::parse(u).expect("a webhook URL")),
         job: None,
         token: Some(u64::from(status)),
@@ -412,14 +412,18 @@ fn pool_bounds_workers_per_destination_and_reaps_idle_ones() {
     let t0 = Instant::now();
     for i in 0..6u8 {
         let id = format!("m{i}");
-        pool.submit("http://h:1", "h", Work::Deliver(cb(&id, 0, URL, t0)))
-            .expect("submit");
+        pool.submit(
+            "http://h:1",
+            "h",
+            Work::Deliver(Arc::new(cb(&id, 0, URL, t0))),
+        )
+        .expect("submit");
     }
     // Another destination gets its own worker even though h:1's are all busy.
     pool.submit(
         "http://other:1",
         "other",
-        Work::Deliver(cb("x", 0, URL, t0)),
+        Work::Deliver(Arc::new(cb("x", 0, URL, t0))),
     )
     .expect("submit");
     assert_eq!(pool.workers(), 3);
@@ -652,9 +656,9 @@ fn pool_puts_records_ahead_of_attempts_in_the_backlog() {
     let mut pool = Pool::new(1, Duration::from_secs(10), deliver, hooks, tx);
     let t0 = Instant::now();
     for w in [
-        Work::Deliver(cb("a", 0, URL, t0)),
-        Work::Deliver(cb("b", 0, URL, t0)),
-        Work::Record(cb("c", 0, URL, t0), Outcome::Delivered),
+        Work::Deliver(Arc::new(cb("a", 0, URL, t0))),
+        Work::Deliver(Arc::new(cb("b", 0, URL, t0))),
+        Work::Record(Arc::new(cb("c", 0, URL, t0)), Outcome::Delivered),
     ] {
         pool.submit("http://h:1", "h", w).expect("submit");
     }

@@ -56,7 +56,7 @@ pub fn callback_msg(a: &Action) -> Option<CallbackMsg> {
         } => Some(CallbackMsg::Send(Callback {
             message_id: message_id.clone(),
             status: *status,
-            detail: detail.clone(),
+            detail: detail.into(),
             url: url.clone(),
             job: Some(JobRef {
                 namespace: job.0.clone(),

@@ -76,7 +76,7 @@ pub(super) struct JobObject {
     pub deleting: bool,
     /// Our finalizer is on the Job.
     pub held: bool,
-    pub creation_timestamp: Option<String>,
+    /// Its creationTimestamp, parsed.
     pub created: Option<SystemTime>,
     pub terminal: Option<Terminal>,
     /// Its Kueue LocalQueue (label `kueue.x-k8s.io/queue-name`).
@@ -140,7 +140,6 @@ pub(super) fn job_object(job: &Value) -> Option<JobObject> {
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(FINALIZER))),
-        creation_timestamp: creation_timestamp.map(str::to_string),
         created,
         terminal: job_terminal(job),
         queue_name: job
@@ -224,7 +223,8 @@ pub(super) struct PodInfo {
     pub waiting: Option<String>,
     /// The last terminated container that failed (termination message cut
     /// to MAX_TERMINATION_MESSAGE_BYTES).
-    pub failed_container: Option<ContainerEnd>,
+    /// Boxed: rare, and the record of every pod in flight carries the slot.
+    pub failed_container: Option<Box<ContainerEnd>>,
     /// The termination message of a container that exited 0 (payload-like
     /// data: never logged). `Some("")` when it ended with none.
     pub result: Option<String>,
@@ -265,11 +265,11 @@ pub(super) fn pod_info(pod: &Value) -> PodInfo {
             )
             .to_string();
             if code != 0 {
-                info.failed_container = Some(ContainerEnd {
+                info.failed_container = Some(Box::new(ContainerEnd {
                     exit_code: code,
                     reason: s(t, "/reason").unwrap_or("Error").to_string(),
                     termination_message: message,
-                });
+                }));
             } else {
                 info.result = Some(message);
             }

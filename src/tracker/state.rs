@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use super::board::{self, Board, JobView, LiveJobs, Slot};
+use super::board::{self, Board, JobView, LiveJobs, Slot, Stamp};
 use super::observe::{self, JobObject, PodInfo, Terminal};
 use super::timer::{Delay, Seen, Timer};
 use crate::cancel::{self, Consumed, ForJob, Tombstones};
@@ -227,7 +227,8 @@ struct Tracked {
     queue_name: Option<String>,
     /// Its delayed start (`timer.rs`).
     delay: Delay,
-    ending: Option<Ending>,
+    /// Boxed: most Jobs in flight have none, and a slot stays a pointer.
+    ending: Option<Box<Ending>>,
     /// The Job has a deletionTimestamp (held by our finalizer).
     deleting: bool,
     /// Our finalizer is on the Job.
@@ -340,12 +341,12 @@ impl Tracker {
                 }
             }
             TrackerMsg::Rejected { id, code } => {
-                let ts = crate::clock::format_secs(wall);
+                let ts = Stamp(wall);
                 let view = JobView {
                     id: id.clone(),
                     status: Some(Status::Exception),
-                    status_name: Some(format!("exception ({code})")),
-                    finished_at: Some(ts.clone()),
+                    status_name: Some(format!("exception ({code})").into()),
+                    finished_at: Some(ts),
                     updated_at: Some(ts),
                     ..JobView::default()
                 };
@@ -560,7 +561,6 @@ impl Tracker {
             delivered,
             deleting,
             held,
-            creation_timestamp,
             created,
             terminal,
             queue_name,
@@ -637,18 +637,18 @@ impl Tracker {
             v.queue_name = t.queue_name.clone();
             v.admission = shown;
         }
-        if t.view.created_at.is_none() && creation_timestamp.is_some() {
-            Arc::make_mut(&mut t.view).created_at = creation_timestamp;
+        if t.view.created_at.is_none() && created.is_some() {
+            Arc::make_mut(&mut t.view).created_at = created.map(Stamp);
         }
         if let Some(d) = delivered {
             t.stage = t.stage.recorded(d);
         }
         if let (None, Some(terminal)) = (&t.ending, terminal) {
-            t.ending = Some(Ending {
+            t.ending = Some(Box::new(Ending {
                 terminal,
                 seen: now,
                 fetched_pods: false,
-            });
+            }));
         }
         let timed = (!t.stage.is_done() && !t.deleting && t.cancelled_at.is_none())
             .then(|| t.delay.at())
@@ -683,11 +683,11 @@ impl Tracker {
         out: &mut Vec<Action>,
     ) {
         t.stage = t.stage.sent(status);
-        let ts = crate::clock::format_secs(wall);
+        let ts = Stamp(wall);
         let view = Arc::make_mut(&mut t.view);
         view.status = Some(status);
-        view.status_name = Some(status.name().to_string());
-        view.updated_at = Some(ts.clone());
+        view.status_name = Some(status.name().into());
+        view.updated_at = Some(ts);
         match status {
             Status::Created => {}
             Status::Running => view.started_at = Some(ts),
@@ -904,7 +904,7 @@ impl Tracker {
                     } else {
                         message.clone()
                     };
-                    let failed = pod.as_ref().and_then(|p| p.failed_container.as_ref());
+                    let failed = pod.as_ref().and_then(|p| p.failed_container.as_deref());
                     if let Some(c) = failed {
                         text.push_str(&format!(
                             "; container exited with code {} ({})",
