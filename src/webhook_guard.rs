@@ -74,43 +74,49 @@ struct Target {
 /// host, no userinfo, no percent-encoded or backslashed authority). Whether
 /// the worker may call it is the guard's decision (`WebhookGuard::check`).
 #[derive(Clone, PartialEq, Eq)]
-pub struct WebhookUrl {
-    // Boxed: as small as the `String` it replaces in messages and callbacks.
+pub struct WebhookUrl(
+    // Shared: a pointer in messages, Jobs and callbacks, and a clone (one per
+    // callback) copies nothing.
+    std::sync::Arc<Parsed>,
+);
+
+#[derive(PartialEq, Eq)]
+struct Parsed {
     text: Box<str>,
-    target: Box<Target>,
+    target: Target,
 }
 
 impl WebhookUrl {
     /// Parses `text`; `Err` says what is wrong, without repeating the URL.
     pub fn parse(text: &str) -> Result<WebhookUrl, String> {
-        Ok(WebhookUrl {
-            target: Box::new(parse_url(text)?),
+        Ok(WebhookUrl(std::sync::Arc::new(Parsed {
+            target: parse_url(text)?,
             text: text.into(),
-        })
+        })))
     }
 
     /// The URL as given.
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 
     /// `scheme://host:port` in lower case (the unit the callback workers are
     /// sharded by), and the host as written there.
     pub fn destination(&self) -> (String, String) {
-        let scheme = if self.target.https { "https" } else { "http" };
-        let host = match &self.target.host {
+        let scheme = if self.0.target.https { "https" } else { "http" };
+        let host = match &self.0.target.host {
             Host::Name(n) => n.clone(),
             Host::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
             Host::Ip(ip) => ip.to_string(),
         };
-        (format!("{scheme}://{host}:{}", self.target.port), host)
+        (format!("{scheme}://{host}:{}", self.0.target.port), host)
     }
 }
 
 impl std::ops::Deref for WebhookUrl {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 }
 
@@ -123,7 +129,7 @@ impl std::fmt::Debug for WebhookUrl {
 
 impl serde::Serialize for WebhookUrl {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
+        s.serialize_str(&self.0.text)
     }
 }
 
@@ -287,7 +293,7 @@ impl WebhookGuard {
     /// Static checks, no I/O: the host is allowed by WEBHOOK_ALLOWED_HOSTS,
     /// and a literal IP is not refused.
     pub fn check(&self, url: &WebhookUrl) -> Result<(), Refusal> {
-        let t = &url.target;
+        let t = &url.0.target;
         if !self.host_allowed(&t.host) {
             return Err(Refusal::Refused(format!(
                 "WEBHOOK_ALLOWED_HOSTS: webhook host {} is not one of {}",
@@ -316,7 +322,7 @@ impl WebhookGuard {
         lookup: &Lookup,
     ) -> Result<Vec<SocketAddr>, Refusal> {
         self.check(url)?;
-        let t = &url.target;
+        let t = &url.0.target;
         let addrs: Vec<SocketAddr> = match &t.host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, t.port)],
             Host::Name(name) => lookup(name.as_str(), t.port).map_err(|e| {

@@ -215,9 +215,8 @@ struct Ending {
 
 #[derive(Debug)]
 struct Tracked {
-    id: String,
-    namespace: String,
-    name: String,
+    // The message id, namespace and Job name are the view's (`view.id`,
+    // `view.namespace`, `view.job_name`): one copy of each per Job.
     uid: String,
     webhook: Option<WebhookUrl>,
     created: Option<SystemTime>,
@@ -356,7 +355,7 @@ impl Tracker {
                 let keys: Vec<String> = self
                     .jobs
                     .iter()
-                    .filter(|(_, t)| t.id == id)
+                    .filter(|(_, t)| t.view.id == id)
                     .map(|(k, _)| k.clone())
                     .collect();
                 if keys.is_empty() {
@@ -477,9 +476,9 @@ impl Tracker {
             }
             log::info!(
                 "message {} job {}/{}: starting (start after {}{})",
-                t.id,
-                t.namespace,
-                t.name,
+                t.view.id,
+                t.view.namespace,
+                t.view.job_name,
                 crate::schedule::annotation(at),
                 queue
                     .as_deref()
@@ -493,8 +492,8 @@ impl Tracker {
                 asked: now,
             };
             out.push(Action::StartJob {
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
+                namespace: t.view.namespace.clone(),
+                name: t.view.job_name.clone(),
                 queue,
             });
         }
@@ -572,14 +571,11 @@ impl Tracker {
         let t = self.jobs.entry(key.clone()).or_insert_with(|| {
             Box::new(Tracked {
                 view: Arc::new(JobView {
-                    id: id.clone(),
-                    namespace: namespace.clone(),
-                    job_name: name.clone(),
+                    id,
+                    namespace,
+                    job_name: name,
                     ..JobView::default()
                 }),
-                id,
-                namespace,
-                name,
                 uid: String::new(),
                 webhook: None,
                 created: None,
@@ -695,17 +691,17 @@ impl Tracker {
         }
         log::info!(
             "message {} job {}/{}: status {status} ({})",
-            t.id,
-            t.namespace,
-            t.name,
+            t.view.id,
+            t.view.namespace,
+            t.view.job_name,
             status.name()
         );
         out.push(Action::Callback {
-            message_id: t.id.clone(),
+            message_id: t.view.id.clone(),
             status,
             detail,
             url: t.webhook.clone(),
-            job: (t.namespace.clone(), t.name.clone()),
+            job: (t.view.namespace.clone(), t.view.job_name.clone()),
             uid: t.uid.clone(),
         });
     }
@@ -720,7 +716,7 @@ impl Tracker {
 
     fn publish(&self, key: &str) {
         if let Some(t) = self.jobs.get(key) {
-            board::show(&self.board, t.id.clone(), t.view.clone());
+            board::show(&self.board, t.view.id.clone(), t.view.clone());
         }
     }
 
@@ -737,7 +733,7 @@ impl Tracker {
         if t.cancelled_at.is_some() {
             return;
         }
-        let Some(tomb) = index.get(&t.id) else {
+        let Some(tomb) = index.get(&t.view.id) else {
             return;
         };
         let finished = t.stage.is_done() || t.ending.is_some();
@@ -747,9 +743,9 @@ impl Tracker {
                 metrics::inc(metrics::CANCELS, &[("outcome", "cancelled")]);
                 log::info!(
                     "message {} job {}/{}: cancelled by request at {at}; deleting it",
-                    t.id,
-                    t.namespace,
-                    t.name
+                    t.view.id,
+                    t.view.namespace,
+                    t.view.job_name
                 );
                 t.cancelled_at = Some(at);
             }
@@ -757,15 +753,15 @@ impl Tracker {
                 metrics::inc(metrics::CANCELS, &[("outcome", "already_finished")]);
                 log::info!(
                     "message {} job {}/{}: cancel received after it finished; nothing changes",
-                    t.id,
-                    t.namespace,
-                    t.name
+                    t.view.id,
+                    t.view.namespace,
+                    t.view.job_name
                 );
                 // Marked at once, so that neither a second event nor the
                 // tick asks again; `perform` writes it.
-                index.mark(&t.id, Consumed::AlreadyFinished);
+                index.mark(&t.view.id, Consumed::AlreadyFinished);
                 out.push(Action::ConsumeTombstone {
-                    id: t.id.clone(),
+                    id: t.view.id.clone(),
                     tombstone: tomb.name,
                     how: Consumed::AlreadyFinished,
                 });
@@ -779,7 +775,7 @@ impl Tracker {
         let waiting_tombstone = self.jobs.get(key).and_then(|t| {
             let index = self.cancels.as_ref()?;
             t.cancelled_at.as_ref()?;
-            index.get(&t.id).filter(|tb| tb.consumed.is_none())
+            index.get(&t.view.id).filter(|tb| tb.consumed.is_none())
         });
         let pod = self.pods.get(key).map(|p| PodInfo::clone(p));
         let timeout = self.pod_start_timeout;
@@ -797,8 +793,8 @@ impl Tracker {
                 released: true,
             };
             out.push(Action::Release {
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
+                namespace: t.view.namespace.clone(),
+                name: t.view.job_name.clone(),
                 status,
             });
         }
@@ -807,7 +803,7 @@ impl Tracker {
         }
         // A Job cancelled before its 0 (created cancelled) gets only its 3.
         if t.stage == Stage::New && t.cancelled_at.is_none() {
-            let mut detail = detail::created(&t.uid, &t.name, t.queue_name.as_deref());
+            let mut detail = detail::created(&t.uid, &t.view.job_name, t.queue_name.as_deref());
             if let Some(at) = t.delay.at() {
                 detail::add_start_after(&mut detail, &crate::schedule::annotation(at));
             }
@@ -836,9 +832,9 @@ impl Tracker {
             {
                 t.cancel_asked = Some(now);
                 out.push(Action::CancelJob {
-                    namespace: t.namespace.clone(),
-                    name: t.name.clone(),
-                    id: t.id.clone(),
+                    namespace: t.view.namespace.clone(),
+                    name: t.view.job_name.clone(),
+                    id: t.view.id.clone(),
                     at,
                     tombstone: waiting_tombstone.map(|tb| tb.name),
                 });
@@ -859,8 +855,8 @@ impl Tracker {
                 if !ending.fetched_pods {
                     ending.fetched_pods = true;
                     out.push(Action::FetchPods {
-                        namespace: t.namespace.clone(),
-                        name: t.name.clone(),
+                        namespace: t.view.namespace.clone(),
+                        name: t.view.job_name.clone(),
                     });
                 }
                 return; // hold the terminal status briefly for the pod's details
@@ -929,7 +925,7 @@ impl Tracker {
         }
         // Deleted (held only by our finalizer) before it finished.
         if t.deleting {
-            let detail = job_deleted(&t.namespace, &t.name);
+            let detail = job_deleted(&t.view.namespace, &t.view.job_name);
             Self::emit(t, Status::Exception, detail, wall, out);
             self.finish(key, "deleted");
             self.publish(key);
@@ -949,15 +945,15 @@ impl Tracker {
                     .unwrap_or_else(|| "no pod was created".into());
                 let text = format!(
                     "no pod of Job {}/{} started within {} s: {why}",
-                    t.namespace,
-                    t.name,
+                    t.view.namespace,
+                    t.view.job_name,
                     timeout.as_secs()
                 );
                 let detail = detail::error(&ErrorCode::PodStartTimeout, &text);
                 Self::emit(t, Status::Exception, detail, wall, out);
                 out.push(Action::DeleteJob {
-                    namespace: t.namespace.clone(),
-                    name: t.name.clone(),
+                    namespace: t.view.namespace.clone(),
+                    name: t.view.job_name.clone(),
                 });
                 self.finish(key, "pod_start_timeout");
             }
@@ -991,7 +987,7 @@ impl Tracker {
         let mut gone = Vec::new();
         for (k, t) in self.jobs.iter_mut() {
             // A namespace's list says nothing of the Jobs of another.
-            if present.contains(k) || scope.is_some_and(|ns| t.namespace != ns) {
+            if present.contains(k) || scope.is_some_and(|ns| t.view.namespace != ns) {
                 continue;
             }
             match &mut t.listing {
@@ -1016,13 +1012,13 @@ impl Tracker {
             let detail = detail::error(&ErrorCode::Cancelled, &cancel::reason(&at));
             Self::emit(&mut t, Status::Failed, detail, wall, out);
             metrics::inc(metrics::JOBS_FINISHED, &[("result", "cancelled")]);
-            board::show(&self.board, t.id.clone(), t.view.clone());
+            board::show(&self.board, t.view.id.clone(), t.view.clone());
         } else if !t.stage.is_done() {
             // Never announce a Job that no longer exists: straight to the 99.
-            let detail = job_deleted(&t.namespace, &t.name);
+            let detail = job_deleted(&t.view.namespace, &t.view.job_name);
             Self::emit(&mut t, Status::Exception, detail, wall, out);
             metrics::inc(metrics::JOBS_FINISHED, &[("result", "deleted")]);
-            board::show(&self.board, t.id.clone(), t.view.clone());
+            board::show(&self.board, t.view.id.clone(), t.view.clone());
         }
         self.live.remove(key);
     }
