@@ -31,7 +31,7 @@ pub enum QueueConfig {
 }
 
 /// CREATE_CONCURRENCY's default (see README, Performance).
-pub const DEFAULT_CREATE_CONCURRENCY: usize = 16;
+pub const DEFAULT_CREATE_CONCURRENCY: usize = 32;
 /// CALLBACK_CONCURRENCY_PER_HOST's default (see README, Performance).
 pub const DEFAULT_CALLBACK_CONCURRENCY_PER_HOST: usize = 16;
 /// Upper bound of both pools (the agents keep this many idle connections).

@@ -10,7 +10,9 @@
 //!    of them; SQS: SendMessageBatch of 10, back to back) → the time from the
 //!    first enqueue to the last Job's status-0 callback (Jobs/s), and each
 //!    message's enqueue → status-0 callback latency (p50/p99/max);
-//! 3. drain: until the worker reports no Job in flight (every Job terminal);
+//! 3. drain: until the worker reports no Job in flight (every Job terminal),
+//!    then until the burst's Jobs and pods are deleted (TTL, then garbage
+//!    collection), so the trickle does not share the bed with those deletions;
 //! 4. trickle: BENCH_N messages at a steady BENCH_RATE (20/s) → the same
 //!    latency. An open-loop fixed rate, not "send the next after the previous
 //!    one's status 0": a closed loop never queues, so it would hide any
@@ -554,6 +556,22 @@ fn run(q: Q, n: usize, trickle_n: usize, w: &Worker) -> Row {
     row.drain_secs = t.elapsed().as_secs_f64();
     eprintln!("[bench] {}: drained in {:.1}s", row.queue, row.drain_secs);
 
+    // ---- the burst's Jobs and pods deleted (TTL, then garbage collection), so
+    // that the trickle measures the worker rather than the bed's deletions.
+    let t = Instant::now();
+    let empty = |kind: &str| {
+        let (code, list) = b.kube_get(&format!("{kind}?limit=1"));
+        code == 200 && list["items"].as_array().is_some_and(Vec::is_empty)
+    };
+    let jobs = format!("/apis/batch/v1/namespaces/{}/jobs", w.ns);
+    let pods = format!("/api/v1/namespaces/{}/pods", w.ns);
+    let gone = wait_for(Duration::from_secs(600), || empty(&jobs) && empty(&pods));
+    eprintln!(
+        "[bench] {}: burst Jobs and pods gone: {gone} after {:.1}s",
+        row.queue,
+        t.elapsed().as_secs_f64()
+    );
+
     // ---- trickle at `rate`/s
     // Where a status 0's time goes: the worker's own histograms over the
     // trickle alone (receive → Job known to the tracker; callback queued →
@@ -860,7 +878,8 @@ fn bench_redis_and_sqs() {
     let trickle_n = env_num("BENCH_TRICKLE_N", 1000.0) as usize;
     let inflight_n = env_num("BENCH_INFLIGHT_N", 10000.0) as usize;
     let conc = support::load::create_concurrency();
-    let ceiling_n = env_num("BENCH_CEILING_N", 2000.0) as usize;
+    // The ceiling over as many Jobs as the burst (BENCH_CEILING_N overrides).
+    let ceiling_n = env_num("BENCH_CEILING_N", n as f64) as usize;
 
     // The bed alone, first: create ceiling on 1 and `conc` connections, drain rate.
     let c1 = support::load::raw_ceiling(b, ceiling_n, 1, false);

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::{Bed, kube_agent, wait_for};
 
-/// Connections of the "N connections" ceiling row: CREATE_CONCURRENCY, else 16.
-pub const DEFAULT_CREATE_CONCURRENCY: usize = 16;
+/// Connections of the "N connections" ceiling row: CREATE_CONCURRENCY, else 32 (its default).
+pub const DEFAULT_CREATE_CONCURRENCY: usize = 32;
 
 pub fn create_concurrency() -> usize {
     std::env::var("CREATE_CONCURRENCY")
