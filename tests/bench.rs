@@ -886,10 +886,14 @@ fn bench_redis_and_sqs() {
     let load_c1 = load_avg();
     let cn = support::load::raw_ceiling(b, ceiling_n, conc, false);
     let load_cn = load_avg();
+    // The same, with the worker's writes per message: a create and 3 records.
+    let cr = support::load::ceiling_with_records(b, ceiling_n, conc, false, 3);
+    let load_cr = load_avg();
     eprintln!(
-        "[bench] ceiling: 1 conn {:.0}/s, {conc} conn {:.0}/s",
+        "[bench] ceiling: 1 conn {:.0}/s, {conc} conn {:.0}/s, {conc} conn with 3 records each {:.0}/s",
         c1.per_sec(),
-        cn.per_sec()
+        cn.per_sec(),
+        cr.per_sec()
     );
     let drain = support::load::drain_rate(b, ceiling_n, conc, "1", Duration::from_secs(900));
     let load_drain = load_avg();
@@ -951,6 +955,11 @@ fn bench_redis_and_sqs() {
         "| raw ceiling (plain ureq, minimal Jobs, {ceiling_n}) | — | 1 conn: {:.0} Jobs/s (load {load_c1}); {conc} conn: {:.0} Jobs/s (load {load_cn}) | — |\n",
         c1.per_sec(),
         cn.per_sec()
+    );
+    sum += &format!(
+        "| ceiling with records (plain ureq: create + 3 annotation PATCHes per Job, {ceiling_n}) | — | {conc} conn: {:.0} Jobs/s with all their records = {:.0} writes/s (load {load_cr}) | — |\n",
+        cr.per_sec(),
+        4.0 * cr.per_sec()
     );
     for r in &rows {
         let ms = |s: f64| format!("{:.1}", s * 1000.0);
@@ -1084,6 +1093,15 @@ fn raw_ceiling() {
             );
         }
     }
+    let r = support::load::ceiling_with_records(b, n, conc, false, 3);
+    out += &format!(
+        "| Jobs that run, each with 3 annotation PATCHes after its create (the worker's records) | {} | {} | {:.2} | {:.0} | {} |\n",
+        r.connections,
+        r.created,
+        r.secs,
+        r.per_sec(),
+        r.errors
+    );
     println!("\nraw create ceiling (test bed, nothing else running)\n\n{out}");
 }
 

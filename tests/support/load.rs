@@ -67,7 +67,31 @@ pub fn create_jobs(
     connections: usize,
     job: impl Fn(&str) -> Value + Sync,
 ) -> Creates {
+    create_jobs_with_records(b, ns, prefix, n, connections, 0, job)
+}
+
+/// `create_jobs`, with `records` merge PATCHes of an annotation on each Job
+/// after its create, on the same connection: the writes the worker makes per
+/// message (its create, then a record of status 0, 1 and the terminal one).
+pub fn create_jobs_with_records(
+    b: &Bed,
+    ns: &str,
+    prefix: &str,
+    n: usize,
+    connections: usize,
+    records: usize,
+    job: impl Fn(&str) -> Value + Sync,
+) -> Creates {
     let url = format!("{}/apis/batch/v1/namespaces/{ns}/jobs", b.api_url);
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let patches: Vec<Vec<u8>> = (0..records)
+        .map(|k| {
+            serde_json::to_vec(&json!({"metadata": {"annotations": {
+                "bench.k8s-job-worker.io/delivered": k.to_string()
+            }}}))
+            .unwrap()
+        })
+        .collect();
     let auth = format!("Bearer {}", b.admin_token);
     // Bodies serialised up front: the client's own cost stays out of the figure.
     let bodies: Vec<Vec<u8>> = (0..n)
@@ -103,6 +127,31 @@ pub fn create_jobs(
                         Ok(mut r) if r.status().as_u16() == 201 => {
                             let _ = r.body_mut().read_to_vec();
                             created.fetch_add(1, Ordering::Relaxed);
+                            for p in &patches {
+                                let res = a
+                                    .patch(format!("{url}/{}", names[i]))
+                                    .header("Authorization", &auth)
+                                    .header("Content-Type", "application/merge-patch+json")
+                                    .send(&p[..]);
+                                match res {
+                                    Ok(mut r) if r.status().as_u16() == 200 => {
+                                        let _ = r.body_mut().read_to_vec();
+                                    }
+                                    Ok(r) => {
+                                        errors.fetch_add(1, Ordering::Relaxed);
+                                        first_error.lock().unwrap().get_or_insert_with(|| {
+                                            format!("record: {}", r.status().as_u16())
+                                        });
+                                    }
+                                    Err(e) => {
+                                        errors.fetch_add(1, Ordering::Relaxed);
+                                        first_error
+                                            .lock()
+                                            .unwrap()
+                                            .get_or_insert_with(|| format!("record: {e}"));
+                                    }
+                                }
+                            }
                         }
                         Ok(mut r) => {
                             let st = r.status().as_u16();
@@ -145,8 +194,20 @@ pub fn create_jobs(
 /// create cost alone, as for Jobs queued for Kueue); otherwise each create sets
 /// off the Job controller, scheduler and kwok as a real burst does.
 pub fn raw_ceiling(b: &Bed, n: usize, connections: usize, suspended: bool) -> Creates {
+    ceiling_with_records(b, n, connections, suspended, 0)
+}
+
+/// `raw_ceiling` with `records` annotation PATCHes per Job after its create
+/// (`create_jobs_with_records`): the ceiling for the worker's write load.
+pub fn ceiling_with_records(
+    b: &Bed,
+    n: usize,
+    connections: usize,
+    suspended: bool,
+    records: usize,
+) -> Creates {
     let ns = b.new_namespace("ceiling");
-    let c = create_jobs(b, &ns, "c", n, connections, |name| {
+    let c = create_jobs_with_records(b, &ns, "c", n, connections, records, |name| {
         let mut j = minimal_job(name, "1");
         if suspended {
             j["spec"]["suspend"] = json!(true);
@@ -154,7 +215,7 @@ pub fn raw_ceiling(b: &Bed, n: usize, connections: usize, suspended: bool) -> Cr
         j
     });
     eprintln!(
-        "[load] ceiling: {} {}Jobs on {} connection(s) in {:.2}s = {:.0} Jobs/s ({} errors)",
+        "[load] ceiling: {} {}Jobs ({records} record(s) each) on {} connection(s) in {:.2}s = {:.0} Jobs/s ({} errors)",
         c.created,
         if suspended { "suspended " } else { "" },
         connections,
