@@ -94,13 +94,35 @@ pub fn create_jobs_with_records(
         .collect();
     let auth = format!("Bearer {}", b.admin_token);
     // Bodies serialised up front: the client's own cost stays out of the figure.
-    let bodies: Vec<Vec<u8>> = (0..n)
-        .map(|i| serde_json::to_vec(&job(&format!("{prefix}-{i}"))).unwrap())
+    let bodies: Vec<Vec<u8>> = names
+        .iter()
+        .map(|name| serde_json::to_vec(&job(name)).unwrap())
         .collect();
     let next = AtomicUsize::new(0);
     let created = AtomicUsize::new(0);
     let errors = AtomicUsize::new(0);
     let first_error = std::sync::Mutex::new(None::<String>);
+    // Reads the answer; anything but `want` is counted (the first one kept).
+    let answered =
+        |res: Result<ureq::http::Response<ureq::Body>, ureq::Error>, want: u16, what: &str| {
+            let problem = match res {
+                Ok(mut r) if r.status().as_u16() == want => {
+                    let _ = r.body_mut().read_to_vec();
+                    return true;
+                }
+                Ok(mut r) => {
+                    let st = r.status().as_u16();
+                    format!(
+                        "{what}: {st} {}",
+                        r.body_mut().read_to_string().unwrap_or_default()
+                    )
+                }
+                Err(e) => format!("{what}: {e}"),
+            };
+            errors.fetch_add(1, Ordering::Relaxed);
+            first_error.lock().unwrap().get_or_insert(problem);
+            false
+        };
     let agents: Vec<ureq::Agent> = (0..connections).map(|_| kube_agent(&b.ca_pem)).collect();
     // Open each connection before the clock starts (TLS handshakes are not creates).
     for a in &agents {
@@ -123,52 +145,17 @@ pub fn create_jobs_with_records(
                         .header("Authorization", &auth)
                         .header("Content-Type", "application/json")
                         .send(&bodies[i][..]);
-                    match res {
-                        Ok(mut r) if r.status().as_u16() == 201 => {
-                            let _ = r.body_mut().read_to_vec();
-                            created.fetch_add(1, Ordering::Relaxed);
-                            for p in &patches {
-                                let res = a
-                                    .patch(format!("{url}/{}", names[i]))
-                                    .header("Authorization", &auth)
-                                    .header("Content-Type", "application/merge-patch+json")
-                                    .send(&p[..]);
-                                match res {
-                                    Ok(mut r) if r.status().as_u16() == 200 => {
-                                        let _ = r.body_mut().read_to_vec();
-                                    }
-                                    Ok(r) => {
-                                        errors.fetch_add(1, Ordering::Relaxed);
-                                        first_error.lock().unwrap().get_or_insert_with(|| {
-                                            format!("record: {}", r.status().as_u16())
-                                        });
-                                    }
-                                    Err(e) => {
-                                        errors.fetch_add(1, Ordering::Relaxed);
-                                        first_error
-                                            .lock()
-                                            .unwrap()
-                                            .get_or_insert_with(|| format!("record: {e}"));
-                                    }
-                                }
-                            }
-                        }
-                        Ok(mut r) => {
-                            let st = r.status().as_u16();
-                            let body = r.body_mut().read_to_string().unwrap_or_default();
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap()
-                                .get_or_insert_with(|| format!("{st} {body}"));
-                        }
-                        Err(e) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap()
-                                .get_or_insert_with(|| e.to_string());
-                        }
+                    if !answered(res, 201, "create") {
+                        continue;
+                    }
+                    created.fetch_add(1, Ordering::Relaxed);
+                    for p in &patches {
+                        let res = a
+                            .patch(format!("{url}/{}", names[i]))
+                            .header("Authorization", &auth)
+                            .header("Content-Type", "application/merge-patch+json")
+                            .send(&p[..]);
+                        answered(res, 200, "record");
                     }
                 }
             });
