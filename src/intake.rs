@@ -31,7 +31,7 @@ use crate::metrics;
 use crate::payload;
 use crate::queue::{Handle, Queue, QueueError, Received};
 use crate::render::{self, RenderConfig};
-use crate::tracker::{LiveJobs, Slot, TrackerMsg};
+use crate::tracker::{Known, LiveJobs, Slot, TrackerMsg};
 use crate::webhook_guard::WebhookUrl;
 
 use create::{Creators, Done, Shared, Task, Verdict};
@@ -306,23 +306,35 @@ impl Intake {
                 }
                 self.heartbeat.beat();
                 metrics::inc(metrics::MESSAGES_RECEIVED, &[("queue", self.queue.kind())]);
-                let Prepared::Create(task) = self.prepare(&m, &mut pending, &mut next_token) else {
+                let Prepared::Create(mut task) = self.prepare(&m, &mut pending, &mut next_token)
+                else {
                     continue;
                 };
                 let service = task.msg.service.clone();
-                let cap = self.service_caps.cap(&service);
-                listed = listed || self.live.wait_listed(Duration::ZERO);
-                if (cap.is_some() && !listed) || !self.live.try_reserve_service(&service, cap) {
-                    self.defer(&task.m, &task.id, &service, listed, &mut deferrals);
-                    continue;
+                let key = format!("{}/{}", task.ns, task.name);
+                match self.live.known(&key, &service, task.slot) {
+                    // A redelivery whose Job is live or ended under this
+                    // leader: adopted or acknowledged, never made again, and
+                    // no cap applies (it would count the Job against itself).
+                    Known::Live | Known::Ended => task.adopt_only = true,
+                    Known::New => {
+                        let cap = self.service_caps.cap(&service);
+                        listed = listed || self.live.wait_listed(Duration::ZERO);
+                        if (cap.is_some() && !listed)
+                            || !self.live.try_reserve_service(&service, cap)
+                        {
+                            self.defer(&task.m, &task.id, &service, listed, &mut deferrals);
+                            continue;
+                        }
+                        if !self.live.try_reserve(self.max_concurrent_jobs, task.slot) {
+                            // Cannot happen (intake alone reserves, within `room`).
+                            self.live.release_service(&service);
+                            self.later(&task.m.handle, Duration::from_secs(1));
+                            continue;
+                        }
+                    }
                 }
                 deferrals.remove(&task.id);
-                if !self.live.try_reserve(self.max_concurrent_jobs, task.slot) {
-                    // Cannot happen (intake alone reserves, within `room`).
-                    self.live.release_service(&service);
-                    self.later(&task.m.handle, Duration::from_secs(1));
-                    continue;
-                }
                 match creators.submit(task) {
                     Ok(()) => in_flight += 1,
                     Err(task) => {
@@ -659,6 +671,7 @@ impl Intake {
             ns,
             name,
             slot,
+            adopt_only: false,
             msg,
         }))
     }

@@ -34,6 +34,7 @@ pub const MESSAGES_RECEIVED: Metric = Metric("messages_received_total");
 pub const MESSAGES_ACKNOWLEDGED: Metric = Metric("messages_acknowledged_total");
 pub const MESSAGES_REJECTED: Metric = Metric("messages_rejected_total");
 pub const MESSAGES_DEFERRED: Metric = Metric("messages_deferred_total");
+pub const MESSAGES_ALREADY_ENDED: Metric = Metric("messages_already_ended_total");
 pub const QUEUE_ERRORS: Metric = Metric("queue_errors_total");
 pub const JOBS_CREATED: Metric = Metric("jobs_created_total");
 pub const JOBS_ADOPTED: Metric = Metric("jobs_adopted_total");
@@ -81,6 +82,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         MESSAGES_DEFERRED.0,
         Kind::Counter,
         "Messages deferred because their service was at its SERVICE_MAX_CONCURRENT cap, by service (named ones, else other).",
+    ),
+    (
+        MESSAGES_ALREADY_ENDED.0,
+        Kind::Counter,
+        "Redelivered messages whose Job this leader saw end and that no longer exists, acknowledged without a new Job.",
     ),
     (
         QUEUE_ERRORS.0,

@@ -23,7 +23,7 @@ use support::worker::{
     Deployment, FAST_ELECTION, Launcher, Q, Worker, calls_for, kill_and_take_over,
     leader_and_standby, make_pvc, message, statuses,
 };
-use support::{WebhookReceiver, bed, unique, wait_for};
+use support::{WebhookReceiver, bed, fault_binary, unique, wait_for};
 
 const PENDING: &str = "testbed.k8s-job-worker.io/outcome";
 
@@ -654,6 +654,212 @@ fn redis_a_new_leader_counts_the_cap_from_the_jobs_and_keeps_deferring() {
     eprintln!(
         "[caps failover] the 3 deferred messages done {:.1} s after the kill",
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A leader that dies right after it created the blocking Job of `slow_failover`
+/// (the fault-injection build, SIGKILL after the create): the blocker's message
+/// is still unacknowledged when the standby takes over, with three more "slow"
+/// messages queued behind it.
+struct Orphaned {
+    d: Deployment,
+    /// The new leader.
+    b: Worker,
+    blocker: (String, String),
+    /// The blocker's Job.
+    job: String,
+    waiting: Vec<(String, String)>,
+}
+
+fn killed_after_the_blockers_create(
+    hook: &WebhookReceiver,
+    tag: &str,
+    cap: (&str, &str),
+) -> Orphaned {
+    let d = Launcher::new(Q::Redis)
+        .ns_tag(tag)
+        .envs(&[cap, ("POD_START_TIMEOUT", "3600")])
+        .envs(&FAST_ELECTION)
+        .die_with_parent()
+        .deploy();
+    make_pvc(&d.ns);
+    let msg = |pending: bool| {
+        support::worker::seed_message(&d.ns, &hook.url(), |m| {
+            m["service"] = json!("slow");
+            if pending {
+                m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
+            }
+        })
+    };
+    let mut a = d.spawn_with(
+        &format!("{}-a", d.instance),
+        &fault_binary(),
+        &[("K8S_JOB_WORKER_FAULT_EXIT_AFTER_JOB_CREATE", "1")],
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || a.is_leader_by_metrics()),
+        "no leader\n{}",
+        a.logs()
+    );
+    let blocker = msg(true);
+    a.send(&blocker.1);
+    assert!(
+        wait_for(Duration::from_secs(30), || a
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "the fault build did not die after its create\n{}",
+        a.logs()
+    );
+    assert!(
+        a.logs().contains("fault injection: SIGKILL"),
+        "{}",
+        a.logs()
+    );
+    let jobs = jobs_of(&a, "slow");
+    assert_eq!(jobs.len(), 1, "the blocking Job exists");
+    let job = jobs[0]["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_string();
+    assert_eq!(a.queued(), 1, "its message is not acknowledged");
+    let waiting: Vec<(String, String)> = (0..3).map(|_| msg(false)).collect();
+    send_fast(
+        &a,
+        &waiting.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+    );
+    let b = d.spawn(&format!("{}-b", d.instance));
+    assert!(
+        wait_for(Duration::from_secs(60), || b.is_leader_by_metrics()),
+        "the standby did not take over\n{}",
+        b.logs()
+    );
+    Orphaned {
+        d,
+        b,
+        blocker,
+        job,
+        waiting,
+    }
+}
+
+/// After the cap frees: each waiting message ends 0, 1, 2 and the blocker
+/// with exactly one terminal status, its last (its Job deleted: 99), and the
+/// blocker's Job is never made again.
+fn after_the_blocker_is_deleted(hook: &WebhookReceiver, o: &Orphaned) {
+    let Orphaned {
+        d,
+        b,
+        blocker,
+        job,
+        waiting,
+    } = o;
+    delete_the_slow_job(d, b);
+    let done = wait_for(Duration::from_secs(240), || {
+        waiting.iter().all(|(id, _)| terminal_count(hook, id) == 1)
+    });
+    assert!(
+        done,
+        "{:?}\n{}",
+        waiting
+            .iter()
+            .map(|(id, _)| statuses(&calls_for(hook, id)))
+            .collect::<Vec<_>>(),
+        b.logs()
+    );
+    for (id, _) in waiting {
+        assert_eq!(statuses(&calls_for(hook, id)), vec![0, 1, 2], "{id}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || b.queued() == 0),
+        "{}",
+        b.logs()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let got = statuses(&calls_for(hook, &blocker.0));
+    assert_eq!(terminal_count(hook, &blocker.0), 1, "blocker: {got:?}");
+    assert_eq!(got.last(), Some(&99), "blocker: {got:?}");
+    assert!(
+        !b.logs().contains(&format!("{job}: created")),
+        "the blocker's Job was made again\n{}",
+        b.logs()
+    );
+    assert_eq!(
+        jobs_of(b, "slow").len(),
+        3,
+        "the three finished Jobs and no other"
+    );
+}
+
+/// The blocker's message redelivered to the new leader while its own Job
+/// holds the service's cap: it is adopted at once, not deferred behind the
+/// cap its Job holds (a new leader used to count the Job against its own
+/// message, and re-created it after its deletion had been reported).
+#[test]
+fn redis_a_redelivery_whose_job_holds_the_cap_is_adopted_not_deferred() {
+    let hook = WebhookReceiver::start();
+    let o =
+        killed_after_the_blockers_create(&hook, "caps-own", ("SERVICE_MAX_CONCURRENT", "slow=1"));
+    let (b, blocker) = (&o.b, &o.blocker);
+    assert!(
+        wait_for(Duration::from_secs(30), || by_service(
+            b,
+            "job_worker_messages_deferred_total",
+            "slow"
+        ) >= 3.0
+            && b.metric("job_worker_jobs_adopted_total") == Some(1.0)),
+        "not adopted, or the others not deferred\n{}",
+        b.logs()
+    );
+    let logs = b.logs();
+    assert!(
+        !logs.contains(&format!("message {}: service slow", blocker.0)),
+        "the blocker was deferred behind its own Job\n{logs}"
+    );
+    assert!(
+        logs.contains(&format!("message {} job", blocker.0))
+            && logs.contains("already exists, adopted"),
+        "{logs}"
+    );
+    assert_eq!(jobs_of(b, "slow").len(), 1, "the cap was passed");
+    after_the_blocker_is_deleted(&hook, &o);
+}
+
+/// MAX_CONCURRENT_JOBS=1 held by the blocker's Job: the new leader receives
+/// nothing (the blocker's redelivery waits in the queue with the others);
+/// once its Job is deleted (99), the redelivery is acknowledged without a new
+/// Job, since this leader saw that Job end.
+#[test]
+fn redis_a_redelivery_after_its_job_was_deleted_makes_nothing() {
+    let hook = WebhookReceiver::start();
+    let o = killed_after_the_blockers_create(&hook, "cap-own", ("MAX_CONCURRENT_JOBS", "1"));
+    let b = &o.b;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        assert_eq!(
+            jobs_of(b, "slow").len(),
+            1,
+            "past MAX_CONCURRENT_JOBS\n{}",
+            b.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(b.queued(), 4, "all four wait in the queue\n{}", b.logs());
+    after_the_blocker_is_deleted(&hook, &o);
+    assert_eq!(
+        b.metric("job_worker_messages_already_ended_total"),
+        Some(1.0),
+        "{}",
+        b.logs()
+    );
+    assert!(
+        b.logs().contains(&format!(
+            "message {} job {}/{}: redelivered after its Job ended",
+            o.blocker.0, o.d.ns, o.job
+        )),
+        "{}",
+        b.logs()
     );
 }
 

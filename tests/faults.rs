@@ -5,14 +5,10 @@
 //! are interrupted and joined at once instead of lingering until their
 //! per-read timeout).
 //!
-//! The first two run a binary built by `fault_binary` with the test-only cargo
-//! feature `fault-injection` (K8S_JOB_WORKER_FAULT selects the fault; the
-//! shipped binary has no such code). To keep CI time down it is built with
-//! the `fault-test` profile, which `inherits = "release"` — so `panic =
-//! "abort"` holds exactly as in the shipped build — with LTO off and 16
-//! codegen units, in its own target directory `<target>/fault-injection`
-//! (a nested cargo cannot share the directory this test binary's cargo holds).
-//! Timings are printed for the notes.
+//! The first two run the binary `support::fault_binary` builds with the
+//! test-only cargo feature `fault-injection` (K8S_JOB_WORKER_FAULT selects
+//! the fault) and the release profile's `panic = "abort"`. Timings are
+//! printed for the notes.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -20,65 +16,17 @@ mod support;
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use support::worker::{Deployment, Launcher, Q, Worker, seed_message};
-use support::{WebhookReceiver, bed, is_terminal, repo_root, wait_for};
+use support::{WebhookReceiver, bed, fault_binary, is_terminal, wait_for};
 
 /// The tracker's heartbeat bound (worker::Bounds: 5 × 1 s tick + 2 × 30 s).
 const TRACKER_BOUND: Duration = Duration::from_secs(65);
-
-/// Builds (once per test binary) the release-profile worker with the
-/// `fault-injection` feature; see the module doc. Returns its path.
-fn fault_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = PathBuf::from(env!("CARGO_BIN_EXE_k8s-job-worker"));
-        let target = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join("fault-injection");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        // Not the variables cargo set for this test process (build scripts
-        // track some of them; see tests/support/container.rs).
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k == "CARGO" || k == "OUT_DIR" || k.starts_with("CARGO_") {
-                cmd.env_remove(&*k);
-            }
-        }
-        let t0 = Instant::now();
-        let st = cmd
-            .current_dir(repo_root())
-            .env("CARGO_TARGET_DIR", &target)
-            .args([
-                "build",
-                "--locked",
-                "--profile",
-                "fault-test",
-                "--features",
-                "fault-injection",
-                "--bin",
-                "k8s-job-worker",
-            ])
-            .status()
-            .expect("run cargo build");
-        assert!(st.success(), "cargo build --profile fault-test: {st}");
-        eprintln!(
-            "[faults] fault-injection binary built in {:.1}s",
-            t0.elapsed().as_secs_f64()
-        );
-        target.join("fault-test").join("k8s-job-worker")
-    })
-    .clone()
-}
 
 // Short election timings (lease > renew > 1.2 × retry), as in failover.rs.
 const LEASE: u64 = 6;

@@ -13,16 +13,13 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use k8s_job_worker::contract::job_name;
 use serde_json::{Value, json};
 use support::worker::{Deployment, Launcher, Q, Worker, calls_for, seed_message, statuses};
-use support::{WebhookReceiver, bed, repo_root, wait_for};
+use support::{WebhookReceiver, bed, fault_binary, wait_for};
 
 /// A payload as a sender might write it: a number beyond f64, keys out of
 /// order, escapes and spacing that a re-serialization would change.
@@ -312,42 +309,6 @@ fn a_foreign_secret_of_the_jobs_name_is_a_conflict() {
     );
     assert!(w.jobs().is_empty());
     assert!(wait_for(Duration::from_secs(10), || w.queued() == 0));
-}
-
-/// The worker built with `--features fault-injection` (dev profile) in
-/// `<target>/fault-injection/`, which tests/faults.rs shares for its
-/// fault-test profile (built once per run; cached across runs).
-fn fault_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // <target>/debug/deps/payload-<hash>
-        let target = exe.ancestors().nth(3).unwrap().join("fault-injection");
-        let t = Instant::now();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        // Not the variables cargo set for this test process (as tests/faults.rs).
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k == "CARGO" || k == "OUT_DIR" || k.starts_with("CARGO_") {
-                cmd.env_remove(&*k);
-            }
-        }
-        // The dev profile, next to tests/faults.rs's fault-test build.
-        let status = cmd
-            .current_dir(repo_root())
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--locked", "--bin", "k8s-job-worker"])
-            .args(["--features", "fault-injection"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the fault-injection worker");
-        eprintln!(
-            "[payload] fault-injection worker built in {:.0} s",
-            t.elapsed().as_secs_f64()
-        );
-        target.join("debug/k8s-job-worker")
-    })
-    .clone()
 }
 
 #[test]

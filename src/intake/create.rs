@@ -50,6 +50,9 @@ pub(super) struct Task {
     pub name: String,
     /// The `LiveJobs` slot reserved for it.
     pub slot: Slot,
+    /// Its Job is live or ended under this leader (`Known`, a redelivery): it
+    /// is adopted if it still exists, never created again.
+    pub adopt_only: bool,
     /// The validated message (its payload, for the Secret).
     pub msg: Message,
 }
@@ -238,9 +241,31 @@ fn creator_loop(rx: Receiver<Box<Task>>, shared: Shared, results: Sender<Done>) 
 /// and tells the tracker about a Job that exists.
 fn create(s: &Shared, t: &Task) -> Verdict {
     let key = format!("{}/{}", t.ns, t.name);
+    let existing = if t.adopt_only {
+        adopt(s, t, &key)
+    } else {
+        post(s, t, &key)
+    };
+    match existing {
+        Ok(job) => {
+            s.live.commit(&key, t.slot, Slot::of_job(&job));
+            s.live.commit_service(&key, &t.msg.service);
+            job_ready(s, t, &key, job)
+        }
+        Err(v) => {
+            s.live.release(t.slot);
+            s.live.release_service(&t.msg.service);
+            v
+        }
+    }
+}
+
+/// POSTs the task's Job: the created Job, or on 409 this message's existing
+/// one (adopted), or what intake should do with the message.
+fn post(s: &Shared, t: &Task, key: &str) -> Result<Value, Verdict> {
     let path = format!("/apis/batch/v1/namespaces/{}/jobs", t.ns);
     let result = s.kube.post(&path, &t.job, &format!("create job {key}"));
-    let existing = match result {
+    match result {
         Ok(created) => {
             log::info!("message {} job {key}: created", t.id);
             metrics::inc(metrics::JOBS_CREATED, &[]);
@@ -261,7 +286,7 @@ fn create(s: &Shared, t: &Task) -> Verdict {
                 e.retry_after(),
                 t.m.receive_count,
             ) {
-                AfterCreate::Adopt => adopt(s, t, &key),
+                AfterCreate::Adopt => adopt(s, t, key),
                 AfterCreate::Later(d) => {
                     log::warn!(
                         "message {} job {key}: {e}; retrying in {} s",
@@ -275,18 +300,6 @@ fn create(s: &Shared, t: &Task) -> Verdict {
                     text: format!("cannot create Job {key}: {}", e.api_message()),
                 }),
             }
-        }
-    };
-    match existing {
-        Ok(job) => {
-            s.live.commit(&key, t.slot, Slot::of_job(&job));
-            s.live.commit_service(&key, &t.msg.service);
-            job_ready(s, t, &key, job)
-        }
-        Err(v) => {
-            s.live.release(t.slot);
-            s.live.release_service(&t.msg.service);
-            v
         }
     }
 }
@@ -348,7 +361,13 @@ fn adopt(s: &Shared, t: &Task, key: &str) -> Result<Value, Verdict> {
             let owner = existing
                 .pointer(&contract::annotation_pointer(ANN_MESSAGE_ID))
                 .and_then(Value::as_str);
+            let deleting = existing
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
             match adopt_verdict(owner, &t.id, key) {
+                // Being deleted (held by the result finalizer), and this
+                // leader saw it live: it ends; nothing to adopt.
+                Verdict::Ack if t.adopt_only && deleting => Err(already_ended(t, key)),
                 Verdict::Ack => {
                     log::info!("message {} job {key}: already exists, adopted", t.id);
                     metrics::inc(metrics::JOBS_ADOPTED, &[]);
@@ -357,6 +376,9 @@ fn adopt(s: &Shared, t: &Task, key: &str) -> Result<Value, Verdict> {
                 other => Err(other),
             }
         }
+        // Gone, and this leader saw it (it ended, or it was deleted since
+        // intake looked): its terminal status is out; nothing is made again.
+        Err(e) if e.code() == Some(404) && t.adopt_only => Err(already_ended(t, key)),
         // Deleted between our create and get: try again soon.
         Err(e) if e.code() == Some(404) || e.is_transient() => {
             Err(Verdict::Later(redelivery_delay(1)))
@@ -366,6 +388,18 @@ fn adopt(s: &Shared, t: &Task, key: &str) -> Result<Value, Verdict> {
             text: format!("cannot read existing Job {key}: {}", e.api_message()),
         }),
     }
+}
+
+/// A redelivery (`Task::adopt_only`) whose Job is gone or going: its terminal
+/// status is this leader's to report (or reported), so the message is
+/// acknowledged and nothing is made again.
+fn already_ended(t: &Task, key: &str) -> Verdict {
+    log::info!(
+        "message {} job {key}: redelivered after its Job ended; acknowledged, no new Job",
+        t.id
+    );
+    metrics::inc(metrics::MESSAGES_ALREADY_ENDED, &[]);
+    Verdict::Ack
 }
 
 #[cfg(test)]

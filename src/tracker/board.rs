@@ -92,6 +92,10 @@ impl Slot {
 /// slots as Kueue admits, evicts and re-admits it, and removes it when the Job
 /// reaches its terminal status or disappears. Reserved slots count against
 /// their bound, so concurrent creates can never take a count past it.
+///
+/// It also remembers the Jobs that ended under this leader (`Ended`), so a
+/// redelivered message whose Job finished or was deleted is acknowledged
+/// instead of making its Job again (`known`).
 #[derive(Default)]
 pub struct LiveJobs {
     inner: Mutex<Inner>,
@@ -117,6 +121,49 @@ struct Inner {
     lists: std::collections::HashSet<String>,
     /// Per message `service` (the Job's `app` label): see `Services`.
     services: Services,
+    ended: Ended,
+}
+
+/// What the Job `key` of a received message is to this leader
+/// (`LiveJobs::known`). For `Live` and `Ended` (a redelivery) its slots were
+/// reserved past their bounds: the Job is adopted if it still exists (and
+/// already counted) or the message is acknowledged, never made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Not live, not seen ending: reserve its slots under their bounds.
+    New,
+    /// Live: its message was not acknowledged yet.
+    Live,
+    /// Ended under this leader: its terminal status is out.
+    Ended,
+}
+
+/// The keys of Jobs that ended under this leader, at most `2 × ENDED_KEPT`
+/// and at least the last `ENDED_KEPT`: two generations, the older dropped
+/// when the newer fills.
+#[derive(Default)]
+struct Ended {
+    newer: std::collections::HashSet<Box<str>>,
+    older: std::collections::HashSet<Box<str>>,
+}
+
+/// How many ended Jobs `Ended` keeps at least (≈ 60 bytes each).
+pub const ENDED_KEPT: usize = 5_000;
+
+impl Ended {
+    fn add(&mut self, key: &str) {
+        if self.contains(key) {
+            return;
+        }
+        if self.newer.len() >= ENDED_KEPT {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(key.into());
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.newer.contains(key) || self.older.contains(key)
+    }
 }
 
 /// Live Jobs and reservations per service, for SERVICE_MAX_CONCURRENT: the
@@ -296,14 +343,34 @@ impl LiveJobs {
         }
     }
 
-    pub fn remove(&self, key: &str) {
+    /// The Job `key` ended (its terminal status is out, or it disappeared):
+    /// it no longer counts, and a redelivery of its message makes nothing.
+    pub fn end(&self, key: &str) {
         let mut s = self.lock();
+        s.ended.add(key);
         if s.set.remove(key).is_some() {
             if let Some(service) = s.services.untag(key) {
                 self.gauge(&s, &service);
             }
             self.changed.notify_all();
         }
+    }
+
+    /// What the Job `key` of a received message is to this leader. Unless
+    /// `New`, its `slot` and a slot of `service` are reserved regardless of
+    /// their bounds, in the same step (see `Known`).
+    pub fn known(&self, key: &str, service: &str, slot: Slot) -> Known {
+        let mut s = self.lock();
+        let known = if s.set.contains_key(key) {
+            Known::Live
+        } else if s.ended.contains(key) {
+            Known::Ended
+        } else {
+            return Known::New;
+        };
+        s.reserved[slot.index()] += 1;
+        Services::bump(&mut s.services.reserved, service, true);
+        known
     }
 
     /// Takes a `slot` for a Job about to be created, unless its bound is
@@ -424,6 +491,78 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_live_jobs_redelivery_takes_its_slots_past_every_bound() {
+        let l = LiveJobs::new(0);
+        assert!(l.try_reserve(1, Slot::Admitted));
+        assert!(l.try_reserve_service("slow", Some(1)));
+        l.commit("ns/a", Slot::Admitted, Slot::Admitted);
+        l.commit_service("ns/a", "slow");
+        // At both caps: a new message of the service is refused ...
+        assert!(!l.try_reserve_service("slow", Some(1)));
+        assert!(!l.try_reserve(1, Slot::Admitted));
+        assert_eq!(l.known("ns/b", "slow", Slot::Admitted), Known::New);
+        assert_eq!(l.reserved(), 0, "New reserves nothing");
+        // ... but the redelivery of ns/a's own message is its Job.
+        assert_eq!(l.known("ns/a", "slow", Slot::Admitted), Known::Live);
+        assert_eq!((l.reserved(), l.service_taken("slow")), (1, 2));
+        // The adopt commits both: one Job, nothing reserved, the caps hold.
+        l.commit("ns/a", Slot::Admitted, Slot::Admitted);
+        l.commit_service("ns/a", "slow");
+        assert_eq!((l.len(), l.reserved(), l.service_taken("slow")), (1, 0, 1));
+        assert!(!l.try_reserve(1, Slot::Admitted));
+        // Or it releases both (the adopt must wait).
+        assert_eq!(l.known("ns/a", "slow", Slot::Admitted), Known::Live);
+        l.release(Slot::Admitted);
+        l.release_service("slow");
+        assert_eq!((l.len(), l.reserved(), l.service_taken("slow")), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_job_that_ended_is_known_as_ended_and_frees_its_slots() {
+        let l = LiveJobs::new(0);
+        assert!(l.try_reserve(1, Slot::Admitted));
+        assert!(l.try_reserve_service("slow", Some(1)));
+        l.commit("ns/a", Slot::Admitted, Slot::Admitted);
+        l.commit_service("ns/a", "slow");
+        l.end("ns/a");
+        assert_eq!((l.len(), l.service_taken("slow")), (0, 0));
+        // Its redelivery reserves past the bounds, for an adopt-only create.
+        assert!(l.try_reserve(1, Slot::Admitted));
+        assert!(l.try_reserve_service("slow", Some(1)));
+        assert_eq!(l.known("ns/a", "slow", Slot::Admitted), Known::Ended);
+        assert_eq!((l.reserved(), l.service_taken("slow")), (2, 2));
+        // Gone: the adopt releases them.
+        l.release(Slot::Admitted);
+        l.release_service("slow");
+        assert_eq!((l.reserved(), l.service_taken("slow")), (1, 1));
+        // A Job this leader never counted (listed already finished) too.
+        l.end("ns/listed-finished");
+        assert_eq!(
+            l.known("ns/listed-finished", "x", Slot::Queued),
+            Known::Ended
+        );
+        // Made again and live (another leader's create): live wins.
+        l.insert("ns/a", Slot::Admitted);
+        assert_eq!(l.known("ns/a", "slow", Slot::Admitted), Known::Live);
+    }
+
+    #[test]
+    fn the_ended_memory_keeps_the_last_ones_within_its_bound() {
+        let mut e = Ended::default();
+        for i in 0..3 * ENDED_KEPT {
+            e.add(&format!("ns/j{i}"));
+            assert!(e.newer.len() + e.older.len() <= 2 * ENDED_KEPT);
+        }
+        // The newest ENDED_KEPT are always there; the oldest are gone.
+        assert!((2 * ENDED_KEPT..3 * ENDED_KEPT).all(|i| e.contains(&format!("ns/j{i}"))));
+        assert!(!e.contains("ns/j0"));
+        // Adding one it holds changes nothing.
+        let before = (e.newer.len(), e.older.len());
+        e.add(&format!("ns/j{}", 2 * ENDED_KEPT));
+        assert_eq!((e.newer.len(), e.older.len()), before);
+    }
+
+    #[test]
     fn a_capped_new_leader_has_no_room_until_every_list_is_in() {
         let l = LiveJobs::new(0).expecting_lists(2);
         assert_eq!(l.wait_for_room(5, Duration::ZERO), 0);
@@ -466,8 +605,8 @@ mod tests {
         );
         l.commit("ns/q", Slot::Queued, Slot::Queued);
         assert_eq!(l.counts(), (1, 1));
-        l.remove("ns/q");
-        l.remove("ns/a");
+        l.end("ns/q");
+        l.end("ns/a");
         assert_eq!(l.wait_for_room(2, Duration::ZERO), 1);
         assert!(
             LiveJobs::default().try_reserve(0, Slot::Queued),
@@ -508,7 +647,7 @@ mod tests {
         l.tag("ns/c", "pdf");
         assert!(gauge("other") >= 1.0);
         // A Job that finished frees its service's slot.
-        l.remove("ns/a");
+        l.end("ns/a");
         assert_eq!(l.service_taken("ocr"), 1);
         assert!(l.try_reserve_service("ocr", Some(2)));
         // A tag for a Job already gone is ignored.

@@ -157,7 +157,7 @@ fn a_due_job_waits_for_a_free_admitted_slot_before_intake_gets_it() {
     }
     assert_eq!(live.counts(), (1, 1), "still suspended, in its queued slot");
     // The slot frees: the due Job has a claim on it, intake does not get it.
-    live.remove("ns/running");
+    live.end("ns/running");
     assert!(
         !live.try_reserve(1, Slot::Admitted),
         "claimed by the due Job"

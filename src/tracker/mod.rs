@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender, select, tick};
 use serde_json::json;
 
-pub use board::{Board, JobView, LiveJobs, Slot};
+pub use board::{Board, JobView, Known, LiveJobs, Slot};
 pub use state::{Action, Tracker, TrackerMsg};
 
 use crate::callbacks::{Callback, CallbackMsg, JobRef};

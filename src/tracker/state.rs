@@ -663,7 +663,7 @@ impl Tracker {
             }
         } else {
             // An adopted Job that already finished: intake counted it.
-            self.live.remove(&key);
+            self.live.end(&key);
         }
         if let Some(old) = stale {
             self.forget(old);
@@ -711,7 +711,7 @@ impl Tracker {
         if self.jobs.contains_key(key) {
             metrics::inc(metrics::JOBS_FINISHED, &[("result", result)]);
         }
-        self.live.remove(key);
+        self.live.end(key);
     }
 
     fn publish(&self, key: &str) {
@@ -1020,7 +1020,7 @@ impl Tracker {
             metrics::inc(metrics::JOBS_FINISHED, &[("result", "deleted")]);
             board::show(&self.board, t.view.id.clone(), t.view.clone());
         }
-        self.live.remove(key);
+        self.live.end(key);
     }
 }
 

@@ -410,7 +410,7 @@ fn live_jobs_wait_for_room() {
     l.insert("a", Slot::Admitted);
     l.insert("b", Slot::Admitted);
     assert_eq!(l.wait_for_room(2, Duration::from_millis(10)), 0);
-    l.remove("a");
+    l.end("a");
     assert_eq!(l.wait_for_room(2, Duration::ZERO), 1);
 }
 
@@ -433,7 +433,7 @@ fn queued_jobs_count_against_max_queued_jobs_only() {
     // Evicted and re-queued: back to the queued bound.
     l.insert("q1", Slot::Queued);
     assert_eq!(l.wait_for_room(0, Duration::from_millis(10)), 0);
-    l.remove("q2");
+    l.end("q2");
     assert_eq!(l.wait_for_room(0, Duration::ZERO), 1);
     // Unlimited by default.
     let u = LiveJobs::default();

@@ -147,6 +147,52 @@ pub fn is_terminal(s: u64) -> bool {
     matches!(s, 2 | 3 | 99)
 }
 
+/// Builds (once per test binary) the worker with the test-only cargo feature
+/// `fault-injection` (the shipped binary has no such code) and returns its
+/// path. To keep CI time down it uses the `fault-test` profile, which
+/// `inherits = "release"` — so `panic = "abort"` holds exactly as in the
+/// shipped build — with LTO off and 16 codegen units, in its own target
+/// directory `<target>/fault-injection` (a nested cargo cannot share the
+/// directory this test binary's cargo holds); tests/faults.rs, payload.rs and
+/// caps.rs share it. The build time is printed for the notes.
+#[allow(dead_code)] // not every test binary injects faults
+pub fn fault_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_k8s-job-worker"));
+        let target = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("fault-injection");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        // Not the variables cargo set for this test process (build scripts
+        // track some of them; see tests/support/container.rs).
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k == "CARGO" || k == "OUT_DIR" || k.starts_with("CARGO_") {
+                cmd.env_remove(&*k);
+            }
+        }
+        let t0 = Instant::now();
+        let st = cmd
+            .current_dir(repo_root())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["build", "--locked", "--profile", "fault-test"])
+            .args(["--features", "fault-injection", "--bin", "k8s-job-worker"])
+            .status()
+            .expect("run cargo build");
+        assert!(st.success(), "cargo build --profile fault-test: {st}");
+        eprintln!(
+            "[fault-injection] worker built in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        );
+        target.join("fault-test").join("k8s-job-worker")
+    })
+    .clone()
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -305,7 +305,7 @@ impl Deployment {
     }
 
     /// `spawn` with another worker binary and extra variables (the
-    /// fault-injection build of tests/payload.rs).
+    /// fault-injection build, `support::fault_binary`).
     pub fn spawn_with(&self, pod: &str, bin: &std::path::Path, extra: &[(&str, &str)]) -> Worker {
         let mut d = self.clone();
         d.launcher.bin = bin.to_path_buf();
