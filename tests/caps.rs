@@ -542,7 +542,8 @@ struct SlowFailover {
     waiting: Vec<(String, String)>,
 }
 
-fn slow_failover(hook: &WebhookReceiver, tag: &str, cap: (&str, &str)) -> SlowFailover {
+/// A Redis deployment for two replicas with fast elections, capped by `cap`.
+fn slow_deployment(tag: &str, cap: (&str, &str)) -> Deployment {
     let d = Launcher::new(Q::Redis)
         .ns_tag(tag)
         .envs(&[cap, ("POD_START_TIMEOUT", "3600")])
@@ -550,15 +551,23 @@ fn slow_failover(hook: &WebhookReceiver, tag: &str, cap: (&str, &str)) -> SlowFa
         .die_with_parent()
         .deploy();
     make_pvc(&d.ns);
+    d
+}
+
+/// A message (id, body) of service "slow"; `pending`: its pod never starts.
+fn slow_message(d: &Deployment, hook: &WebhookReceiver, pending: bool) -> (String, String) {
+    support::worker::seed_message(&d.ns, &hook.url(), |m| {
+        m["service"] = json!("slow");
+        if pending {
+            m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
+        }
+    })
+}
+
+fn slow_failover(hook: &WebhookReceiver, tag: &str, cap: (&str, &str)) -> SlowFailover {
+    let d = slow_deployment(tag, cap);
     let (first, second) = leader_and_standby(&d);
-    let msg = |pending: bool| {
-        support::worker::seed_message(&d.ns, &hook.url(), |m| {
-            m["service"] = json!("slow");
-            if pending {
-                m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
-            }
-        })
-    };
+    let msg = |pending: bool| slow_message(&d, hook, pending);
     let blocker = msg(true);
     first.send(&blocker.1);
     assert!(
@@ -676,21 +685,8 @@ fn killed_after_the_blockers_create(
     tag: &str,
     cap: (&str, &str),
 ) -> Orphaned {
-    let d = Launcher::new(Q::Redis)
-        .ns_tag(tag)
-        .envs(&[cap, ("POD_START_TIMEOUT", "3600")])
-        .envs(&FAST_ELECTION)
-        .die_with_parent()
-        .deploy();
-    make_pvc(&d.ns);
-    let msg = |pending: bool| {
-        support::worker::seed_message(&d.ns, &hook.url(), |m| {
-            m["service"] = json!("slow");
-            if pending {
-                m["job"]["fargate"] = json!({"key": PENDING, "value": "pending"});
-            }
-        })
-    };
+    let d = slow_deployment(tag, cap);
+    let msg = |pending: bool| slow_message(&d, hook, pending);
     let mut a = d.spawn_with(
         &format!("{}-a", d.instance),
         &fault_binary(),
